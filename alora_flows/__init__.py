@@ -1,0 +1,7 @@
+"""alora-flows: agentic LLM workflows on Activated LoRA (aLoRA).
+
+One :class:`Session` holds a conversation's tokens and KV cache; base-model steps extend it and
+aLoRA intrinsic steps reuse it, paying only for their own few tokens.
+"""
+
+__version__ = "0.1.0"
