@@ -1,0 +1,20 @@
+import pytest
+import torch
+
+from alora_flows.testing import tiny_backend
+
+torch.set_num_threads(2)
+
+INVOCATIONS = {"alpha": "<|im_start|>certainty\n", "beta": "<|im_start|>rewrite\n"}
+
+
+@pytest.fixture(scope="session")
+def backend(tmp_path_factory):
+    """A tiny random Llama with two random aLoRA adapters, shared by the fast tests."""
+    return tiny_backend(tmp_path_factory.mktemp("adapters"), INVOCATIONS)
+
+
+@pytest.fixture()
+def fresh_backend(tmp_path):
+    """A backend of its own, for tests that add adapters."""
+    return tiny_backend(tmp_path, {})
