@@ -1,0 +1,208 @@
+"""Per-intrinsic builders: format, determinism, balance, length, and train/eval separation."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
+
+from intrinsics.data import answerability, build, hallucination, rewrite, uncertainty  # noqa: E402
+from intrinsics.data.kb import canonical_question, fill, generate_kb  # noqa: E402
+from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS  # noqa: E402
+from intrinsics.data.text import (SYSTEM_DOCS, estimate_tokens, normalize_question,  # noqa: E402
+                                  split_sentences)
+
+N = 160
+BUILDERS = {"rewrite": rewrite.build, "hallucination": hallucination.build,
+            "answerability": answerability.build}
+
+
+@pytest.fixture(scope="module")
+def kb():
+    return generate_kb(0)
+
+
+@pytest.fixture(scope="module")
+def data(kb):
+    return {(name, split): fn(kb, split, N, 0) for name, fn in BUILDERS.items()
+            for split in ("train", "eval")}
+
+
+def _docs_and_question(row):
+    user = next(m for m in row["messages"] if m["role"] == "user")["content"]
+    docs, question = user.split("\n\nQuestion: ")
+    return docs.split("\n"), question
+
+
+def test_builders_are_deterministic(kb, data):
+    for name, fn in BUILDERS.items():
+        assert fn(kb, "train", N, 0) == data[(name, "train")]
+        assert fn(kb, "train", N, 1) != data[(name, "train")]
+    assert uncertainty.build_prompts(kb, "val", 50, 0) == uncertainty.build_prompts(kb, "val", 50, 0)
+
+
+def test_rows_follow_the_training_contract(data):
+    last_role = {"rewrite": "user", "hallucination": "assistant", "answerability": "user"}
+    for (name, _), rows in data.items():
+        assert len(rows) == N
+        for row in rows:
+            assert set(row) == {"intrinsic", "messages", "output"} and row["intrinsic"] == name
+            assert all(set(m) == {"role", "content"} and m["content"] for m in row["messages"])
+            assert row["messages"][-1]["role"] == last_role[name]
+            assert estimate_tokens(row["messages"], row["output"]) < 300
+
+
+def test_rewrite_outputs(data):
+    standalone = 0
+    for split in ("train", "eval"):
+        for row in data[("rewrite", split)]:
+            target = json.loads(row["output"])["rewritten_question"]
+            assert set(json.loads(row["output"])) == {"rewritten_question"}
+            assert normalize_question(target) == target
+            follow_up = row["messages"][-1]["content"]
+            standalone += normalize_question(follow_up) == target
+            roles = [m["role"] for m in row["messages"] if m["role"] != "system"]
+            assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
+    assert 0.15 < standalone / (2 * N) < 0.40
+
+
+def test_rewrite_contextual_targets_name_an_entity(kb, data):
+    names = {e.name for e in kb.entities}
+    for row in data[("rewrite", "train")]:
+        target = json.loads(row["output"])["rewritten_question"]
+        assert any(n in target for n in names), target
+
+
+def test_hallucination_outputs(data):
+    with_bad, labels = 0, set()
+    for split in ("train", "eval"):
+        for row in data[("hallucination", split)]:
+            assert row["messages"][0] == {"role": "system", "content": SYSTEM_DOCS}
+            out = json.loads(row["output"])
+            answer = row["messages"][-1]["content"]
+            assert [s["r"] for s in out] == list(range(len(split_sentences(answer))))
+            assert 1 <= len(out) <= 3
+            assert all(set(s) == {"r", "f"} and s["f"] in hallucination.LABELS for s in out)
+            labels |= {s["f"] for s in out}
+            with_bad += any(s["f"] != "faithful" for s in out)
+    assert labels == set(hallucination.LABELS)
+    assert 0.40 < with_bad / (2 * N) < 0.60
+
+
+def test_hallucination_faithful_first_sentence_uses_document_value(kb, data):
+    """A faithful answer sentence only states values that the documents contain."""
+    for row in data[("hallucination", "train")]:
+        out = json.loads(row["output"])
+        docs, _ = _docs_and_question(row)
+        first = split_sentences(row["messages"][-1]["content"])[0]
+        if out[0]["f"] == "faithful" and not first.startswith("The documents"):
+            numbers = re.findall(r"\d+(?:,\d{3})*", first)
+            assert all(n in "\n".join(docs) for n in numbers), (first, docs)
+
+
+def test_hallucination_explanations_are_optional(kb):
+    rows = hallucination.build(kb, "val", 20, 0, explain=True)
+    assert all(all("e" in s for s in json.loads(r["output"])) for r in rows)
+
+
+def test_answerability_is_balanced_and_grounded(data):
+    for split in ("train", "eval"):
+        rows = data[("answerability", split)]
+        outs = [r["output"] for r in rows]
+        assert outs.count("answerable") == outs.count("unanswerable") == N // 2
+        assert set(outs) == set(answerability.LABELS)
+
+
+def test_uncertainty_prompts_have_gold_in_docs_unless_missing(kb):
+    records = uncertainty.build_prompts(kb, "train", 200, 0)
+    assert {r["variant"] for r in records} == set(uncertainty.VARIANTS)
+    assert len({r["id"] for r in records}) == len(records)
+    missing_hits = []
+    for r in records:
+        user = r["messages"][-1]["content"]
+        if r["variant"] == "missing":
+            missing_hits.append(uncertainty.is_correct(user, r["gold"]))
+        else:
+            assert uncertainty.is_correct(user, r["gold"]), r
+    assert sum(missing_hits) < 0.3 * len(missing_hits)
+
+
+# ------------------------------------------------------------------ train / eval separation
+
+def _renderings(kb, pool: str, tsplit: str):
+    """Every question / follow-up / document sentence the templates of ``tsplit`` can produce
+    for the entities of ``pool`` (exact strings)."""
+    questions, sentences = set(), set()
+    entities = kb.pool(pool)
+    for e in entities:
+        for a in e.spec.attrs:
+            for t in a.question[tsplit]:
+                for pronoun in (False, True):
+                    questions.add(fill(t, e, pronoun=pronoun).lower())
+            for t in NOUN_FOLLOWUPS[tsplit]:
+                questions.add(fill(t, e, pronoun=True, noun=a.noun).lower())
+            if a.key in e.attrs:
+                for t in a.doc[tsplit]:
+                    for pronoun in (False, True):
+                        sentences.add(fill(t, e, e.attrs[a.key], pronoun=pronoun))
+        for t in SWITCH_FOLLOWUPS[tsplit]:
+            questions.add(fill(t, e).lower())
+    return questions, sentences
+
+
+def _names_in(kb, pool):
+    return [e.name for e in kb.pool(pool)]
+
+
+@pytest.mark.parametrize("split,other", [("train", "eval"), ("eval", "train")])
+def test_questions_and_documents_come_from_their_own_split(kb, data, split, other):
+    tsplit_own = "eval" if split == "eval" else "train"
+    tsplit_other = "train" if split == "eval" else "eval"
+    own_q, own_s = _renderings(kb, split, tsplit_own)
+    other_q, other_s = _renderings(kb, split, tsplit_other)
+    for name in ("hallucination", "answerability"):
+        for row in data[(name, split)]:
+            docs, question = _docs_and_question(row)
+            assert question.lower() in own_q and question.lower() not in other_q, question
+            for doc in docs:
+                for sent in split_sentences(doc):
+                    assert sent not in other_s, sent
+                    assert sent in own_s, sent
+    for row in data[("rewrite", split)]:
+        follow_up = normalize_question(row["messages"][-1]["content"]).lower()
+        assert follow_up in own_q and follow_up not in other_q, follow_up
+
+
+@pytest.mark.parametrize("split,other", [("train", "eval"), ("eval", "train"), ("train", "rag")])
+def test_no_entity_crosses_pools(kb, data, split, other):
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, _names_in(kb, other))) + r")\b")
+    for name in BUILDERS:
+        for row in data[(name, split)]:
+            text = json.dumps(row)
+            assert not pattern.search(text), (name, pattern.search(text))
+
+
+def test_canonical_questions_are_the_rewrite_targets(kb, data):
+    e = kb.pool("eval")[0]
+    key = next(iter(e.attrs))
+    assert canonical_question(e, key) == normalize_question(canonical_question(e, key))
+
+
+def test_cli_writes_all_files(tmp_path):
+    rc = build.main(["--out", str(tmp_path), "--seed", "3", "--train", "20", "--val", "6", "--eval", "8"])
+    assert rc == 0
+    for name in build.DATASETS:
+        for split, n in (("train", 20), ("val", 6), ("eval", 8)):
+            lines = (tmp_path / f"{name}.{split}.jsonl").read_text().splitlines()
+            assert len(lines) == n and all(json.loads(line) for line in lines)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and len(manifest["datasets"]) == 12
+
+
+def test_cli_rejects_unknown_dataset(tmp_path, capsys):
+    assert build.main(["--out", str(tmp_path), "--only", "nope"]) == 2
