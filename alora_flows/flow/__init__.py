@@ -1,0 +1,21 @@
+"""The flow engine: define flows (Python or YAML), validate them, run them on a Session.
+
+Modules, one job each: ``spec`` (pydantic models of a flow definition), ``expressions`` (safe
+``when`` conditions), ``templates`` (sandboxed Jinja), ``yaml_io`` (YAML with line numbers),
+``state`` (the typed state model), ``tools`` (importing ``module:function`` tools),
+``validation`` (checks and compilation), ``graph`` (the :class:`Flow` API), ``runner`` (the step
+loop), ``trace`` (trace records, events, JSON writer), ``draw`` (mermaid), ``live`` (rich view).
+"""
+
+from alora_flows.flow.graph import Flow
+from alora_flows.flow.runner import Runner, RunResult
+from alora_flows.flow.spec import END, START, FlowSpec
+from alora_flows.flow.trace import (RunFailed, RunFinished, RunListener, RunStarted, StepFinished,
+                                    StepStarted, TokenStreamed, Trace, TraceJsonWriter, TraceStep)
+from alora_flows.flow.validation import CompiledFlow, FlowInputError
+
+__all__ = [
+    "END", "START", "CompiledFlow", "Flow", "FlowInputError", "FlowSpec", "RunFailed",
+    "RunFinished", "RunListener", "RunResult", "RunStarted", "Runner", "StepFinished",
+    "StepStarted", "TokenStreamed", "Trace", "TraceJsonWriter", "TraceStep",
+]
