@@ -1,0 +1,330 @@
+"""Evaluate intrinsics: metrics (re-exported from :mod:`intrinsics.metrics`) and a runner.
+
+The runner compares, per intrinsic and on the same eval JSONL (the training format):
+
+- ``alora``: the aLoRA adapter through the real engine path (``Session.invoke``, cache reuse);
+- ``lora``: a standard LoRA trained on the same data and budget (adapter on every token);
+- ``base``: the base model prompted with the spec's ``base_prompt``, no adapter;
+- ``trivial``: majority label / copy the question / "everything faithful".
+
+Each system is a :class:`Predictor` returning the adapter's raw output for an example; scoring
+parses gold and predictions with the spec's own parser, so "malformed" means exactly what a flow
+would see. Unparseable predictions are counted and scored as the trivial answer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from pydantic import BaseModel, Field
+
+from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
+
+from .data_format import Encoder, Example, end_token_id
+from .metrics import (PRF, accuracy, auroc, binary_prf, exact_match, expected_calibration_error, mean,
+                      normalize_text, sentence_prf, token_f1)
+from .outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
+from .spec import IntrinsicSpec, RawOutput
+from .templates import split_sentences
+
+__all__ = ["PRF", "accuracy", "auroc", "binary_prf", "exact_match", "expected_calibration_error", "mean",
+           "normalize_text", "sentence_prf", "token_f1", "EvalRow", "Predictor", "SessionPredictor",
+           "HFPredictor", "TrivialPredictor", "example_context", "evaluate_spec", "score", "rows_table",
+           "write_rows"]
+
+
+class EvalRow(BaseModel):
+    """One (intrinsic, system) result."""
+
+    intrinsic: str
+    system: str
+    n: int
+    malformed: int = 0
+    seconds: float = 0.0
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+def example_context(spec: IntrinsicSpec, example: Example) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Split an example into (conversation before the input turn, parser context)."""
+    messages = example.message_dicts()
+    has_input = spec.input_template is not None and len(messages) > 1
+    conversation = messages[:-1] if has_input else messages
+    context = spec.template_context(example.meta, conversation)
+    context["input"] = messages[-1]["content"] if has_input else None
+    return conversation, context
+
+
+class Predictor(Protocol):
+    """A system under evaluation: raw output for one example (``messages`` include the input turn)."""
+
+    name: str
+
+    def predict(self, spec: IntrinsicSpec, example: Example) -> RawOutput: ...
+
+
+class SessionPredictor:
+    """The aLoRA adapter through the engine: ``Session.extend(messages)`` then ``Session.invoke``."""
+
+    def __init__(self, backend, adapter_name: str, *, name: str = "alora") -> None:
+        self.backend, self.adapter_name, self.name = backend, adapter_name, name
+
+    def predict(self, spec: IntrinsicSpec, example: Example) -> RawOutput:
+        from alora_flows.session import Session
+
+        _, context = example_context(spec, example)
+        session = Session(self.backend, messages=example.message_dicts())
+        plan = spec.decoding_plan(self.backend.tokenizer)
+        result = session.invoke(self.adapter_name, max_new_tokens=plan.max_new_tokens,
+                                allowed_token_ids=plan.allowed_token_ids, return_probs=plan.return_probs)
+        return spec.raw_from_tokens(result.text, result.token_ids, result.probs, plan, context)
+
+
+class HFPredictor:
+    """Greedy decoding with plain transformers/PEFT, for systems the Session does not serve.
+
+    ``adapter`` = a LoRA or aLoRA directory (loaded on a private copy of ``model``), or None for the
+    base model prompted with ``spec.base_prompt``. Decoding constraints mirror ``Session.invoke``:
+    the first token from the allowed set, later ones from the allowed set plus stop tokens.
+    """
+
+    def __init__(self, model, tokenizer, *, adapter: str | Path | None = None, name: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.alora = False
+        if adapter is not None:
+            from peft import PeftModel
+
+            config = json.loads((Path(adapter) / "adapter_config.json").read_text())
+            self.alora = bool(config.get("alora_invocation_tokens"))
+            model = PeftModel.from_pretrained(copy.deepcopy(model), str(adapter))
+        self.model = model.eval()
+        self.adapter = adapter
+        self.name = name or ("base" if adapter is None else ("alora-hf" if self.alora else "lora"))
+        self.stop = {end_token_id(tokenizer)} | ({tokenizer.eos_token_id} - {None})
+
+    def prompt_ids(self, spec: IntrinsicSpec, example: Example) -> tuple[list[int], int]:
+        """Token ids to decode from, and how many trailing positions the adapter covers."""
+        encoder = Encoder(self.tokenizer, spec.invocation_ids(self.tokenizer))
+        messages = example.message_dicts()
+        if self.adapter is None:
+            instruction = spec.base_prompt or f"Answer as the '{spec.name}' check would."
+            ids = encoder.renderer.ids(messages + [{"role": "user", "content": instruction}],
+                                       add_generation_prompt=True)
+            return ids, 0
+        ids, start = encoder.prompt(messages)
+        return ids, len(ids) - start
+
+    @torch.inference_mode()
+    def predict(self, spec: IntrinsicSpec, example: Example) -> RawOutput:
+        _, context = example_context(spec, example)
+        plan = spec.decoding_plan(self.tokenizer)
+        ids, adapted = self.prompt_ids(spec, example)
+        device = next(self.model.parameters()).device
+        allowed = torch.tensor(sorted(set(plan.allowed_token_ids)), device=device) if plan.allowed_token_ids else None
+        stop = torch.tensor(sorted(self.stop), device=device)
+        from transformers import DynamicCache
+
+        cache, feed, tokens, probs = DynamicCache(), ids, [], None
+        for step in range(plan.max_new_tokens):
+            kwargs: dict[str, Any] = {"input_ids": torch.tensor([feed], device=device), "past_key_values": cache,
+                                      "use_cache": True, "logits_to_keep": 1}
+            if self.alora:
+                kwargs["alora_offsets"] = [adapted if step == 0 else 1]
+            logits = self.model(**kwargs).logits[0, -1].float()
+            if allowed is not None:
+                keep = allowed if step == 0 else torch.cat([allowed, stop])
+                masked = torch.full_like(logits, float("-inf"))
+                masked[keep] = logits[keep]
+                if step == 0 and plan.return_probs:
+                    p = torch.softmax(logits[allowed], dim=-1)
+                    probs = {int(t): float(v) for t, v in zip(allowed.tolist(), p.tolist())}
+                logits = masked
+            token = int(torch.argmax(logits))
+            tokens.append(token)
+            if token in self.stop:
+                break
+            feed = [token]
+        text = self.tokenizer.decode([t for t in tokens if t not in self.stop], skip_special_tokens=False)
+        return spec.raw_from_tokens(text, tokens, probs, plan, context)
+
+
+class TrivialPredictor:
+    """The baseline any intrinsic must beat: majority output, copy the question, all faithful."""
+
+    name = "trivial"
+
+    def __init__(self, reference: Sequence[Example] = ()) -> None:
+        self.majority = Counter(ex.output.strip() for ex in reference).most_common(1)
+        self._majority = self.majority[0][0] if self.majority else ""
+
+    def predict(self, spec: IntrinsicSpec, example: Example) -> RawOutput:
+        _, context = example_context(spec, example)
+        text = trivial_text(spec, context, self._majority)
+        return RawOutput(text=text, context=context)
+
+
+def trivial_text(spec: IntrinsicSpec, context: Mapping[str, Any], majority: str) -> str:
+    if spec.kind == "rewrite":
+        return json.dumps({"rewritten_question": str(context.get("input") or context.get("last_user") or "")})
+    if spec.kind == "hallucination":
+        n = len(split_sentences(context.get("last_assistant", "")))
+        return json.dumps([{"r": i, "f": "faithful"} for i in range(n)])
+    if majority:
+        return majority
+    return spec.allowed_outputs[0] if spec.allowed_outputs else ""
+
+
+# ---------------------------------------------------------------------------------- scoring
+def _safe_parse(spec: IntrinsicSpec, raw: RawOutput,
+                fallback: Callable[[], RawOutput]) -> tuple[BaseModel | None, bool]:
+    """Parsed prediction, or the trivial answer (built-in kinds always parse it) when malformed;
+    ``None`` only for custom kinds whose trivial answer does not parse either (scored as wrong)."""
+    try:
+        return spec.parse(raw), False
+    except IntrinsicOutputError:
+        try:
+            return spec.parse(fallback()), True
+        except IntrinsicOutputError:
+            return None, True
+
+
+def score(spec: IntrinsicSpec, golds: Sequence[BaseModel], preds: Sequence[BaseModel | None],
+          examples: Sequence[Example]) -> dict[str, float]:
+    """Metrics for one system, by intrinsic kind."""
+    if spec.kind == "uncertainty":
+        g = [x for x in golds if isinstance(x, UncertaintyOutput)]
+        p = [x for x in preds if isinstance(x, UncertaintyOutput)]
+        correct = [bool(ex.meta.get("correct", gold.score >= 0.5)) for ex, gold in zip(examples, g)]
+        return {"auroc": auroc(correct, [x.score for x in p]),
+                "ece": expected_calibration_error([x.score for x in p], correct),
+                "mae": mean([abs(a.score - b.score) for a, b in zip(p, g)]),
+                "digit_acc": accuracy([x.digit for x in g], [x.digit for x in p])}
+    if spec.kind == "hallucination":
+        g = [x for x in golds if isinstance(x, HallucinationOutput)]
+        p = [x for x in preds if isinstance(x, HallucinationOutput)]
+        prf = sentence_prf([{s.r: s.f for s in x.sentences} for x in g], [{s.r: s.f for s in x.sentences} for x in p])
+        return {"sentence_f1": prf.f1, "sentence_precision": prf.precision, "sentence_recall": prf.recall,
+                "response_acc": accuracy([x.unfaithful for x in g], [x.unfaithful for x in p])}
+    if spec.kind == "rewrite":
+        g = [str(x) for x in golds]
+        p = [x for x in preds if isinstance(x, RewriteOutput)]
+        return {"exact_match": mean([exact_match(str(a), b) for a, b in zip(p, g)]),
+                "token_f1": mean([token_f1(str(a), b) for a, b in zip(p, g)]),
+                "fallback_rate": mean([float(x.fallback) for x in p])}
+    if spec.kind == "answerability":
+        g = [x for x in golds if isinstance(x, AnswerabilityOutput)]
+        p = [x for x in preds if isinstance(x, AnswerabilityOutput)]
+        unans = binary_prf([not x.answerable for x in g], [not x.answerable for x in p])
+        return {"accuracy": accuracy([x.label for x in g], [x.label for x in p]), "unanswerable_f1": unans.f1}
+    as_key = [x.model_dump_json() for x in golds], [x.model_dump_json() if x is not None else None for x in preds]
+    return {"accuracy": accuracy(*as_key)}
+
+
+def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: Sequence[Predictor],
+                  *, on_progress: Callable[[str, int], None] | None = None) -> list[EvalRow]:
+    """Run every predictor on every example of ``spec``; one :class:`EvalRow` per predictor."""
+    golds, kept = [], []
+    for ex in examples:
+        _, context = example_context(spec, ex)
+        try:
+            golds.append(spec.parse(RawOutput(text=ex.output, context=context)))
+            kept.append(ex)
+        except IntrinsicOutputError:
+            continue  # a gold target the parser rejects is a data bug; skip rather than score noise
+    rows = []
+    for predictor in predictors:
+        start, preds, malformed = time.perf_counter(), [], 0
+        for i, ex in enumerate(kept):
+            _, context = example_context(spec, ex)
+            raw = predictor.predict(spec, ex)
+            pred, bad = _safe_parse(spec, raw, lambda: RawOutput(text=trivial_text(spec, context, ""), context=context))
+            preds.append(pred)
+            malformed += bad
+            if on_progress:
+                on_progress(predictor.name, i + 1)
+        metrics = score(spec, golds, preds, kept) if kept else {}
+        rows.append(EvalRow(intrinsic=spec.name, system=predictor.name, n=len(kept), malformed=malformed,
+                            seconds=round(time.perf_counter() - start, 3),
+                            metrics={k: (round(v, 4) if not math.isnan(v) else v) for k, v in metrics.items()}))
+    return rows
+
+
+def rows_table(rows: Sequence[EvalRow]):
+    """A rich table: one line per (intrinsic, system), one column per metric."""
+    from rich.table import Table
+
+    names: list[str] = []
+    for row in rows:
+        names += [k for k in row.metrics if k not in names]
+    table = Table(title="Intrinsic evaluation")
+    for col in ("intrinsic", "system", "n", "malformed", *names, "seconds"):
+        table.add_column(col, justify="left" if col in ("intrinsic", "system") else "right")
+    for row in rows:
+        cells = [f"{row.metrics[k]:.3f}" if k in row.metrics and not math.isnan(row.metrics[k]) else "-"
+                 for k in names]
+        table.add_row(row.intrinsic, row.system, str(row.n), str(row.malformed), *cells, f"{row.seconds:.1f}")
+    return table
+
+
+def write_rows(rows: Sequence[EvalRow], path: str | Path) -> Path:
+    """JSON list of rows (NaN written as null, so any JSON reader accepts it)."""
+    path = Path(path)
+    data = [{**r.model_dump(), "metrics": {k: None if math.isnan(v) else v for k, v in r.metrics.items()}}
+            for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def evaluate_file(data: str | Path, *, backend, alora: Mapping[str, str | Path] | None = None,
+                  lora: Mapping[str, str | Path] | None = None, intrinsics: Sequence[str] | None = None,
+                  include_base: bool = True, include_trivial: bool = True, base_model=None,
+                  train_data: str | Path | None = None, limit: int | None = None,
+                  base_dir: str | Path | None = None) -> list[EvalRow]:
+    """Evaluate every intrinsic in ``data`` (or ``intrinsics``) with every available system.
+
+    ``alora`` maps intrinsic name -> ``"builtin"`` or a directory (loaded into ``backend`` and run
+    through the Session); ``lora`` maps name -> a standard LoRA directory. The prompted-base and
+    LoRA systems need an unmodified base model: ``base_model``, or a copy of ``backend.base_model``
+    taken here before any adapter is added (PEFT modifies the model it wraps).
+    """
+    from .data_format import read_jsonl
+    from .registry import get_spec, load_intrinsic
+
+    alora, lora = dict(alora or {}), dict(lora or {})
+    examples = read_jsonl(data)
+    names = list(intrinsics or dict.fromkeys(ex.intrinsic for ex in examples if ex.intrinsic))
+    if base_model is None and (lora or include_base):
+        if backend.adapters:
+            raise AloraFlowsError("pass base_model: the backend already has adapters, so its base model "
+                                       "is wrapped by PEFT and cannot serve the LoRA/base systems")
+        base_model = copy.deepcopy(backend.base_model)
+    reference = read_jsonl(train_data) if train_data else examples
+    rows: list[EvalRow] = []
+    for name in names:
+        subset = [ex for ex in examples if ex.intrinsic in (None, name)][:limit]
+        spec = get_spec(name)
+        predictors: list[Any] = []
+        if name in alora:
+            resolved = load_intrinsic(name, alora[name], backend.model_id, base_dir=base_dir,
+                                      tokenizer=backend.tokenizer)
+            spec = resolved.spec
+            adapter_name = f"eval_{name}"
+            if adapter_name not in backend.adapters:
+                backend.add_adapter(adapter_name, resolved.path)
+            predictors.append(SessionPredictor(backend, adapter_name))
+        if name in lora:
+            predictors.append(HFPredictor(base_model, backend.tokenizer, adapter=lora[name], name="lora"))
+        if include_base:
+            predictors.append(HFPredictor(base_model, backend.tokenizer, name="base"))
+        if include_trivial:
+            predictors.append(TrivialPredictor([ex for ex in reference if ex.intrinsic in (None, name)]))
+        rows += evaluate_spec(spec, subset, predictors)
+    return rows

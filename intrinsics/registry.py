@@ -1,0 +1,195 @@
+"""Where intrinsic specs and adapter weights are found.
+
+Specs live in a process-wide registry (the four built-ins are registered on import; users add
+their own with :func:`register_spec`). Adapter weights come from a *source*: ``"builtin"`` (the
+adapters shipped in ``intrinsics/adapters/<model_key>/<name>/`` for a given base model) or a local
+directory. :func:`load_intrinsic` puts both together for the engine, preferring a spec file that
+travels with the adapter (``intrinsic.yaml``, or a Granite ``io.yaml``/``invocation_string``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from alora_flows.errors import AdapterError, AdapterMismatchError, AloraFlowsError
+
+from .builtin import builtin_specs
+from .spec import IntrinsicSpec
+from .specfile import SPEC_FILE, read_spec_file
+
+ADAPTER_ROOT = Path(__file__).resolve().parent / "adapters"
+#: Other names people use for the built-ins (Granite's names among them).
+ALIASES = {"certainty": "uncertainty", "query_rewrite": "rewrite", "hallucination_detection": "hallucination"}
+
+_LOCK = threading.Lock()
+_REGISTRY: dict[str, IntrinsicSpec] = {}
+
+
+class UnknownIntrinsicError(AloraFlowsError, KeyError):
+    """No spec is registered under that name. (A ``KeyError`` too, for dict-like callers.)"""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class IntrinsicConflictError(AloraFlowsError, ValueError):
+    """A different spec is already registered under that name."""
+
+
+def canonical_name(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def register_spec(spec: IntrinsicSpec, *, replace: bool = False) -> IntrinsicSpec:
+    """Register ``spec`` under ``spec.name``. Re-registering an identical spec is a no-op;
+    a *different* spec under a taken name needs ``replace=True`` (so a typo cannot silently
+    shadow a built-in)."""
+    if not isinstance(spec, IntrinsicSpec):
+        raise TypeError(f"register_spec expects an IntrinsicSpec, got {type(spec).__name__}")
+    with _LOCK:
+        current = _REGISTRY.get(spec.name)
+        if current is not None and current != spec and not replace:
+            raise IntrinsicConflictError(
+                f"an intrinsic named '{spec.name}' is already registered; pass replace=True to override it")
+        _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_spec(name: str) -> None:
+    with _LOCK:
+        _REGISTRY.pop(name, None)
+
+
+def has_spec(name: str) -> bool:
+    return name in _REGISTRY or canonical_name(name) in _REGISTRY
+
+
+def get_spec(name: str) -> IntrinsicSpec:
+    """The spec registered as ``name`` (aliases such as ``certainty`` accepted)."""
+    spec = _REGISTRY.get(name) or _REGISTRY.get(canonical_name(name))
+    if spec is None:
+        raise UnknownIntrinsicError(
+            f"unknown intrinsic '{name}' (registered: {', '.join(list_specs())}). Register it with "
+            "intrinsics.register_spec(IntrinsicSpec(...)) or put an intrinsic.yaml next to its adapter")
+    return spec
+
+
+def list_specs() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# ---------------------------------------------------------------------------------- adapters
+def model_key(model_id: str) -> str:
+    """Short key of a base model, used as the folder of its shipped adapters.
+
+    The embedded model has several spellings (``embedded``, its recorded id, its key); others use
+    the last path component, lower-cased, like :class:`alora_flows.backend.Backend` does.
+    """
+    from alora_flows.models import EMBEDDED, EMBEDDED_KEY, EMBEDDED_MODEL_ID
+
+    if model_id in (EMBEDDED, EMBEDDED_MODEL_ID, EMBEDDED_KEY):
+        return EMBEDDED_KEY
+    return str(model_id).rstrip("/").split("/")[-1].lower()
+
+
+def available_builtin() -> dict[str, list[str]]:
+    """Shipped adapters: model key -> intrinsic names (directories with an adapter_config.json)."""
+    if not ADAPTER_ROOT.is_dir():
+        return {}
+    found = {}
+    for model_dir in sorted(p for p in ADAPTER_ROOT.iterdir() if p.is_dir()):
+        names = sorted(p.name for p in model_dir.iterdir() if (p / "adapter_config.json").is_file())
+        if names:
+            found[model_dir.name] = names
+    return found
+
+
+def resolve_adapter(name: str, source: str | Path, model_id: str, *, base_dir: str | Path | None = None) -> Path:
+    """Directory of the adapter for intrinsic ``name``: ``source`` is ``"builtin"`` or a path.
+
+    Relative paths are taken from ``base_dir`` (the flow file's folder) when given.
+    """
+    if str(source) == "builtin":
+        key, canon = model_key(model_id), canonical_name(name)
+        path = ADAPTER_ROOT / key / canon
+        if (path / "adapter_config.json").is_file():
+            return path
+        shipped = available_builtin()
+        listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in shipped.items()) or "none"
+        raise AdapterError(
+            f"no built-in '{canon}' adapter for model '{key}' (shipped: {listing}). Train one with "
+            f"`alora-flows train --intrinsic {canon} --data DATA.jsonl --model <your model> --out DIR` "
+            f"and set `intrinsics: {{{name}: DIR}}` in the flow")
+    path = Path(source).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if not path.is_dir():
+        raise AdapterError(f"intrinsic '{name}': adapter directory {path} does not exist "
+                           "(use 'builtin' or a directory written by `alora-flows train`)")
+    if not (path / "adapter_config.json").is_file():
+        raise AdapterError(f"intrinsic '{name}': {path} has no adapter_config.json; it is not a PEFT adapter directory")
+    return path
+
+
+class ResolvedIntrinsic(BaseModel):
+    """An intrinsic ready for the engine: the flow's name for it, its spec and adapter directory."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    name: str
+    spec: IntrinsicSpec
+    path: Path
+    adapter_type: Literal["alora", "lora"]
+    invocation_tokens: list[int] | None = None
+
+
+def _adapter_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "adapter_config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"{path / 'adapter_config.json'} cannot be read: {exc}") from exc
+
+
+def spec_for_adapter(name: str, path: Path, *, tokenizer=None) -> IntrinsicSpec:
+    """The spec for an adapter directory: its intrinsic.yaml, else Granite metadata, else the registry."""
+    if (path / SPEC_FILE).is_file():
+        return read_spec_file(path / SPEC_FILE)
+    from .granite import is_granite_dir, load_granite_spec
+
+    if is_granite_dir(path):
+        return load_granite_spec(path, name=name, tokenizer=tokenizer)
+    return get_spec(name)
+
+
+def load_intrinsic(name: str, source: str | Path, model_id: str, *, base_dir: str | Path | None = None,
+                   tokenizer=None) -> ResolvedIntrinsic:
+    """Resolve weights and spec for the flow entry ``name: source``.
+
+    With a ``tokenizer``, the spec's invocation is checked against the adapter's recorded
+    ``alora_invocation_tokens``: a mismatch means the spec and weights do not belong together.
+    """
+    path = resolve_adapter(name, source, model_id, base_dir=base_dir)
+    spec = spec_for_adapter(name, path, tokenizer=tokenizer)
+    config = _adapter_config(path)
+    tokens = config.get("alora_invocation_tokens")
+    if tokens is None and config.get("invocation_string") and tokenizer is not None:
+        tokens = tokenizer(config["invocation_string"], add_special_tokens=False)["input_ids"]
+    adapter_type = "alora" if tokens or config.get("invocation_string") else "lora"
+    if tokens and tokenizer is not None:
+        expected = spec.invocation_ids(tokenizer)
+        if list(tokens) != expected:
+            raise AdapterMismatchError(
+                f"intrinsic '{name}': the adapter in {path} is invoked by tokens {list(tokens)} "
+                f"({tokenizer.decode(tokens)!r}) but its spec's invocation {spec.invocation!r} tokenizes to "
+                f"{expected}: fix the invocation in {SPEC_FILE} or use the spec the adapter was trained with")
+    return ResolvedIntrinsic(name=name, spec=spec, path=path, adapter_type=adapter_type,
+                             invocation_tokens=list(tokens) if tokens else None)
+
+
+for _spec in builtin_specs():
+    register_spec(_spec)

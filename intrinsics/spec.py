@@ -1,0 +1,248 @@
+"""The intrinsic spec: everything needed to call one aLoRA adapter and turn its output into data.
+
+An intrinsic is *not* the adapter weights. It is the contract around them: which invocation
+sequence activates the adapter, which (optional) input turn is appended first, how decoding is
+constrained, and how the raw text/probabilities become a typed pydantic object. Keeping the spec
+separate from the weights lets one spec serve the shipped adapter, a user-trained one, a standard
+LoRA baseline and a Granite adapter alike.
+
+Why parsers never crash: a flow branches on intrinsic outputs. A parser either returns the typed
+output (possibly a documented fallback such as ``RewriteOutput(fallback=True)``) or raises
+:class:`~alora_flows.errors.IntrinsicOutputError`, which the runner reports with the node name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
+
+Role = Literal["system", "user", "assistant", "tool"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class IntrinsicSpecError(AloraFlowsError, ValueError):
+    """An intrinsic spec (Python or ``intrinsic.yaml``) is invalid or does not fit the tokenizer."""
+
+
+class RawOutput(BaseModel):
+    """What the adapter produced, before parsing. Parsers receive exactly this.
+
+    ``label_probs`` is filled when decoding was constrained to ``allowed_outputs`` and the labels
+    could be told apart by their first token: it maps each label to its probability at the first
+    output position (renormalised over the labels). ``context`` is the template context the input
+    turn was rendered from (flow state + conversation helpers), so parsers can fall back on it.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    text: str
+    token_ids: list[int] = Field(default_factory=list)
+    label_probs: dict[str, float] | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+Parser = Callable[[RawOutput], BaseModel]
+Formatter = Callable[[BaseModel], str]
+
+
+class DecodingPlan(BaseModel):
+    """How to decode one intrinsic with one tokenizer (computed once, cached on the spec).
+
+    When every allowed output starts with a distinct token, decoding one token is enough: the
+    label is read off that token and ``return_probs`` gives a calibrated distribution over labels
+    for free. Otherwise decoding is constrained to the union of the labels' tokens (plus the stop
+    token) and the text is matched against the labels afterwards.
+    """
+
+    max_new_tokens: int
+    allowed_token_ids: list[int] | None = None
+    return_probs: bool = False
+    first_token_labels: dict[int, str] | None = None
+
+
+def _state_dict(state: Any) -> dict[str, Any]:
+    """Flow state as a plain mapping, keeping values as objects (``str(rewrite)`` must still work)."""
+    if state is None:
+        return {}
+    if isinstance(state, Mapping):
+        return dict(state)
+    if isinstance(state, BaseModel):
+        data = {k: getattr(state, k) for k in type(state).model_fields}
+        data.update(getattr(state, "__pydantic_extra__", None) or {})
+        return data
+    raise IntrinsicSpecError(f"intrinsic state must be a mapping or a pydantic model, got {type(state).__name__}")
+
+
+def conversation_context(messages: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Helpers every input template can use: the conversation and its last user/assistant turns."""
+    msgs = [dict(m) for m in messages]
+    last = {role: next((m["content"] for m in reversed(msgs) if m.get("role") == role), "")
+            for role in ("user", "assistant")}
+    return {"messages": msgs, "last_user": last["user"], "last_assistant": last["assistant"]}
+
+
+class IntrinsicSpec(BaseModel):
+    """One intrinsic: invocation, optional input turn, decoding constraints, output type, parser.
+
+    ``invocation`` is the text whose tokens (tokenized *without* added special tokens) activate the
+    adapter. For the embedded ChatML model it begins with ``<|im_start|>`` so that it always starts
+    a fresh token, e.g. ``"<|im_start|>certainty\\n"``.
+    ``input_template`` (Jinja, sandboxed, strict) renders a turn appended before the invocation;
+    like the invocation it is rolled back after the call. ``allowed_outputs`` constrains decoding.
+    ``formatter`` turns an output object into the exact target text the adapter is trained on.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    name: str
+    invocation: str
+    kind: str = "custom"
+    description: str = ""
+    input_template: str | None = None
+    input_role: Role = "user"
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    allowed_outputs: tuple[str, ...] | None = None
+    output_model: type[BaseModel]
+    parser: Parser
+    formatter: Formatter | None = None
+    base_prompt: str | None = None  # instruction for prompting the base model without an adapter
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            # it usually doubles as the PEFT adapter name, which must be a Python identifier
+            raise ValueError(f"intrinsic name {value!r} must be an identifier (letters, digits, _)")
+        return value
+
+    @field_validator("invocation")
+    @classmethod
+    def _check_invocation(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the invocation string must not be empty")
+        return value
+
+    @field_validator("allowed_outputs")
+    @classmethod
+    def _check_outputs(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and (not value or any(not v for v in value) or len(set(value)) != len(value)):
+            raise ValueError("allowed_outputs must be distinct, non-empty strings")
+        return value
+
+    # ------------------------------------------------------------------ tokens
+    def invocation_ids(self, tokenizer) -> list[int]:
+        """The adapter's invocation tokens: the invocation tokenized without added special tokens."""
+        ids = tokenizer(self.invocation, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise IntrinsicSpecError(f"intrinsic '{self.name}': invocation {self.invocation!r} tokenizes to nothing")
+        return list(ids)
+
+    def decoding_plan(self, tokenizer) -> DecodingPlan:
+        """Turn ``allowed_outputs`` into token constraints for ``tokenizer`` (see :class:`DecodingPlan`)."""
+        if not self.allowed_outputs:
+            return DecodingPlan(max_new_tokens=self.max_new_tokens)
+        encoded = {label: tokenizer(label, add_special_tokens=False)["input_ids"] for label in self.allowed_outputs}
+        empty = [label for label, ids in encoded.items() if not ids]
+        if empty:
+            raise IntrinsicSpecError(f"intrinsic '{self.name}': outputs {empty} tokenize to nothing")
+        firsts = [ids[0] for ids in encoded.values()]
+        if len(set(firsts)) == len(firsts):
+            return DecodingPlan(max_new_tokens=1, allowed_token_ids=firsts, return_probs=True,
+                                first_token_labels={ids[0]: label for label, ids in encoded.items()})
+        union = sorted({t for ids in encoded.values() for t in ids})
+        longest = max(len(ids) for ids in encoded.values())
+        return DecodingPlan(max_new_tokens=max(longest + 1, 2), allowed_token_ids=union)
+
+    # ------------------------------------------------------------------ input turn
+    def template_context(self, state: Any = None, conversation: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
+        """Context for the input template: conversation helpers, overridden by flow-state fields."""
+        return {**conversation_context(conversation), **_state_dict(state)}
+
+    def render_input(self, context: Mapping[str, Any]) -> str | None:
+        """Render the input turn's content, or ``None`` when the intrinsic has no input turn."""
+        if self.input_template is None:
+            return None
+        from .templates import render_template
+
+        return render_template(self.input_template, context, what=f"intrinsic '{self.name}' input_template")
+
+    def input_messages(self, state: Any = None, conversation: Sequence[Mapping[str, str]] = (),
+                       input_override: str | Sequence[Mapping[str, str]] | None = None) -> list[dict[str, str]]:
+        """The turns appended before the invocation (and rolled back with it).
+
+        ``input_override`` replaces the rendered template: a string becomes the content of the
+        input turn, a list of messages is used as-is (an empty list means no input turn).
+        """
+        if input_override is not None:
+            if isinstance(input_override, str):
+                return [{"role": self.input_role, "content": input_override}]
+            return [{"role": m["role"], "content": m["content"]} for m in input_override]
+        content = self.render_input(self.template_context(state, conversation))
+        return [] if content is None else [{"role": self.input_role, "content": content}]
+
+    def training_messages(self, conversation: Sequence[Mapping[str, str]], state: Any = None) -> list[dict[str, str]]:
+        """``messages`` for a training JSONL line: the conversation plus this intrinsic's input turn."""
+        conv = [{"role": m["role"], "content": m["content"]} for m in conversation]
+        return conv + self.input_messages(state, conv)
+
+    def format_output(self, output: BaseModel | Mapping[str, Any]) -> str:
+        """The exact target text for training (so data generators and parsers agree)."""
+        if isinstance(output, Mapping):
+            output = self.output_model.model_validate(output)
+        if self.formatter is None:
+            raise IntrinsicSpecError(f"intrinsic '{self.name}' has no formatter; write target texts yourself")
+        return self.formatter(output)
+
+    # ------------------------------------------------------------------ parse / run
+    def parse(self, raw: RawOutput) -> BaseModel:
+        """Run the parser; anything it raises becomes an :class:`IntrinsicOutputError`."""
+        try:
+            out = self.parser(raw)
+        except IntrinsicOutputError:
+            raise
+        except Exception as exc:  # user parsers: never let a bad output crash the flow
+            raise IntrinsicOutputError(
+                f"intrinsic '{self.name}' could not parse output {raw.text[:120]!r}: {exc}") from exc
+        if not isinstance(out, self.output_model):
+            raise IntrinsicOutputError(
+                f"intrinsic '{self.name}': parser returned {type(out).__name__}, "
+                f"expected {self.output_model.__name__}")
+        return out
+
+    def raw_from_tokens(self, text: str, token_ids: Sequence[int], probs: Mapping[int, float] | None,
+                        plan: DecodingPlan, context: dict[str, Any] | None = None) -> RawOutput:
+        """Build the :class:`RawOutput` for decoded tokens (maps first-token probs to labels)."""
+        label_probs = None
+        if plan.first_token_labels:
+            if probs:
+                label_probs = {label: float(probs.get(tid, 0.0)) for tid, label in plan.first_token_labels.items()}
+            if token_ids and token_ids[0] in plan.first_token_labels:
+                text = plan.first_token_labels[token_ids[0]]
+        return RawOutput(text=text, token_ids=list(token_ids), label_probs=label_probs, context=context or {})
+
+    def run(self, session, adapter_name: str, state: Any = None,
+            input_override: str | Sequence[Mapping[str, str]] | None = None) -> tuple[BaseModel, Any]:
+        """Invoke the adapter on the session's conversation and parse. Returns ``(output, CallStats)``.
+
+        The session's conversation and cache are unchanged afterwards (``Session.invoke`` rolls
+        back the input turn and the invocation).
+        """
+        tokenizer = session.backend.tokenizer
+        context = self.template_context(state, session.messages)
+        extra = self.input_messages(state, session.messages, input_override)
+        context["input"] = extra[-1]["content"] if extra else None
+        plan = self.decoding_plan(tokenizer)
+        result = session.invoke(adapter_name, messages=extra, max_new_tokens=plan.max_new_tokens,
+                                allowed_token_ids=plan.allowed_token_ids, return_probs=plan.return_probs)
+        raw = self.raw_from_tokens(result.text, result.token_ids, result.probs, plan, context)
+        return self.parse(raw), result.stats
+
+    def replace(self, **changes: Any) -> "IntrinsicSpec":
+        """A validated copy with some fields changed (e.g. another invocation for another model)."""
+        return type(self).model_validate({**{k: getattr(self, k) for k in type(self).model_fields}, **changes})
+

@@ -1,0 +1,150 @@
+"""Metrics against hand-computed values, and the evaluation runner on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from rich.console import Console
+
+from alora_flows.testing import save_random_alora
+from intrinsics import get_spec
+from intrinsics.data_format import read_jsonl, write_jsonl
+from intrinsics.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor, evaluate_file, evaluate_spec,
+                                 rows_table, write_rows)
+from intrinsics.metrics import (accuracy, auroc, binary_prf, exact_match, expected_calibration_error,
+                                normalize_text, sentence_prf, token_f1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: with 2 threads on 2 busy cores, OpenMP spinning makes calls ~5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------- metrics
+def test_auroc_hand_computed():
+    # positives 0.9, 0.4; negatives 0.6, 0.1: pairs (0.9>0.6, 0.9>0.1, 0.4<0.6, 0.4>0.1) -> 3/4
+    assert auroc([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1]) == pytest.approx(0.75)
+    assert auroc([1, 0], [0.5, 0.5]) == pytest.approx(0.5)  # a tie counts one half
+    assert auroc([True, False, True], [0.2, 0.1, 0.3]) == 1.0
+    assert math.isnan(auroc([1, 1], [0.2, 0.3]))
+
+
+def test_ece_hand_computed():
+    # bins of width 0.5: {0.2, 0.4} acc 1/2 conf 0.3 -> |0.2|; {0.8, 1.0} acc 1 conf 0.9 -> |0.1|
+    assert expected_calibration_error([0.2, 0.4, 0.8, 1.0], [1, 0, 1, 1], n_bins=2) == pytest.approx(0.5 * 0.2 + 0.5 * 0.1)
+    assert expected_calibration_error([0.0, 1.0], [0, 1]) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        expected_calibration_error([1.5], [1])
+
+
+def test_prf_and_sentence_level_f1():
+    prf = binary_prf([True, True, False, False], [True, False, True, False])
+    assert (prf.precision, prf.recall, prf.f1, prf.support) == (0.5, 0.5, 0.5, 2)
+    gold = [{0: "faithful", 1: "unfaithful"}, {0: "unfaithful"}]
+    pred = [{0: "unfaithful", 1: "unfaithful"}, {}]  # second response: sentence skipped -> not positive
+    # tp=1 (resp0 s1), fp=1 (resp0 s0), fn=1 (resp1 s0) -> P=R=F1=0.5
+    assert sentence_prf(gold, pred).f1 == pytest.approx(0.5)
+    assert binary_prf([False], [False]).f1 == 0.0
+
+
+def test_text_metrics():
+    assert normalize_text("The  Capital, of France!") == "capital of france"
+    assert exact_match("When was Velmora founded?", "when was velmora founded") == 1.0
+    # pred tokens: when founded velmora (3); gold: when was velmora founded (4); common 3
+    assert token_f1("When founded Velmora", "When was Velmora founded?") == pytest.approx(2 * 1 * 0.75 / 1.75)
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0
+    assert accuracy(["a", "b"], ["a", "c"]) == 0.5
+    with pytest.raises(ValueError):
+        accuracy([1], [1, 2])
+
+
+# ---------------------------------------------------------------------------------- runner
+def uncertainty_rows():
+    convo = [{"role": "user", "content": "What is the capital of France?"}]
+    rows = []
+    for i, (answer, digit, correct) in enumerate([("Paris.", "9", True), ("Velmora.", "0", False),
+                                                  ("Paris!", "9", True), ("Quell.", "0", False)]):
+        rows.append({"intrinsic": "uncertainty", "messages": convo + [{"role": "assistant", "content": answer}],
+                     "output": digit, "correct": correct})
+    rows.append({"intrinsic": "rewrite", "messages": convo + [{"role": "assistant", "content": "Paris."},
+                                                              {"role": "user", "content": "and its population?"}],
+                 "output": json.dumps({"rewritten_question": "What is the population of Paris?"})})
+    return rows
+
+
+def test_trivial_baseline_scores(tmp_path):
+    examples = read_jsonl(write_jsonl(tmp_path / "eval.jsonl", uncertainty_rows()))
+    assert examples[0].meta == {"correct": True}
+    unc = [e for e in examples if e.intrinsic == "uncertainty"]
+    [row] = evaluate_spec(get_spec("uncertainty"), unc, [TrivialPredictor(unc)])
+    assert row.system == "trivial" and row.n == 4 and row.malformed == 0
+    assert row.metrics["auroc"] == 0.5  # a constant score cannot rank
+    assert row.metrics["digit_acc"] == 0.5
+    rw = [e for e in examples if e.intrinsic == "rewrite"]
+    [row] = evaluate_spec(get_spec("rewrite"), rw, [TrivialPredictor(rw)])
+    assert row.metrics["exact_match"] == 0.0 and 0 < row.metrics["token_f1"] < 1  # copying the question
+
+
+def test_runner_with_all_systems_on_the_tiny_model(tmp_path, fresh_backend):
+    """aLoRA via the Session, the same aLoRA via plain PEFT, a LoRA, the prompted base model."""
+    data = write_jsonl(tmp_path / "eval.jsonl", uncertainty_rows())
+    tok = fresh_backend.tokenizer
+    base_copy = __import__("copy").deepcopy(fresh_backend.base_model)
+    alora = save_random_alora(base_copy, tok, get_spec("uncertainty").invocation, tmp_path / "a", base_model_name="tiny")
+    lora = save_random_alora(base_copy, tok, get_spec("uncertainty").invocation, tmp_path / "l", lora=True,
+                             base_model_name="tiny")
+    rows = evaluate_file(data, backend=fresh_backend, alora={"uncertainty": alora}, lora={"uncertainty": lora},
+                         intrinsics=["uncertainty"], base_model=base_copy)
+    assert [r.system for r in rows] == ["alora", "lora", "base", "trivial"]
+    assert all(r.n == 4 and set(r.metrics) == {"auroc", "ece", "mae", "digit_acc"} for r in rows)
+    # the engine path and plain PEFT must agree on the aLoRA's predictions
+    examples = [e for e in read_jsonl(data) if e.intrinsic == "uncertainty"]
+    spec = get_spec("uncertainty")
+    session_p = SessionPredictor(fresh_backend, "eval_uncertainty")
+    hf_p = HFPredictor(base_copy, tok, adapter=alora)
+    for ex in examples:
+        a, b = session_p.predict(spec, ex), hf_p.predict(spec, ex)
+        assert a.text == b.text
+        assert a.label_probs == pytest.approx(b.label_probs, abs=1e-4)
+    out = write_rows(rows, tmp_path / "rows.json")
+    assert json.loads(out.read_text())[0]["intrinsic"] == "uncertainty"
+    console = Console(record=True, width=160)
+    console.print(rows_table(rows))
+    assert "auroc" in console.export_text()
+
+
+def test_eval_cli(tmp_path, backend):
+    import typer
+    from typer.testing import CliRunner
+
+    from intrinsics.cli import register
+
+    tok = backend.tokenizer
+    from alora_flows.testing import tiny_model
+
+    base = tiny_model(tok)
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    adapter = save_random_alora(base, tok, get_spec("uncertainty").invocation, tmp_path / "unc",
+                                base_model_name=str((tmp_path / "base").resolve()))
+    data = write_jsonl(tmp_path / "eval.jsonl", uncertainty_rows())
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["eval-intrinsics", "--data", str(data), "--model", str(tmp_path / "base"),
+                                      "--alora", f"uncertainty={adapter}", "--json", str(tmp_path / "r.json"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["intrinsic"], r["system"]) for r in rows] == [("uncertainty", "alora"), ("uncertainty", "base"),
+                                                             ("uncertainty", "trivial"), ("rewrite", "base"),
+                                                             ("rewrite", "trivial")]
+    bad = CliRunner().invoke(app, ["eval-intrinsics", "--data", str(data), "--model", str(tmp_path / "base"),
+                                   "--alora", "uncertainty"])
+    assert bad.exit_code == 2 and "NAME=SOURCE" in bad.output
