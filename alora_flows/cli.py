@@ -197,6 +197,16 @@ def run_flow(flow: Any, inputs: Mapping[str, Any], *, base_dir: Path, reuse: boo
                         intrinsic_specs=specs)
 
 
+def _register_commands() -> None:
+    """Commands that live with their subsystems (training/evaluation of intrinsics, demo, resume)."""
+    from intrinsics.cli import register as register_intrinsics
+
+    register_intrinsics(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
