@@ -67,6 +67,7 @@ def test_adapter_steps_reuse_the_conversation_and_modes_agree(backend):
     for name, adapter in (("rate", "alpha"), ("note", "beta")):
         assert steps[name].adapter == adapter
         assert steps[name].reused_tokens == conversation
+        assert steps[name].context_tokens == conversation  # the trace shows the full ratio
         assert steps[name].prefill_tokens == len(backend.adapters[adapter].invocation_tokens)
     assert isinstance(reused.state.certainty, UncertaintyOutput)
     assert steps["answer"].generated_tokens >= 1 and steps["answer"].kind == "generate"

@@ -50,6 +50,10 @@ class FakeSession:
     def tokens(self) -> int:
         return sum(len(m["content"].split()) + 2 for m in self.messages)
 
+    @property
+    def ids(self) -> list[int]:
+        return [0] * self.tokens()
+
     def extend(self, messages: list[dict[str, str]]) -> CallStats:
         before = self.tokens()
         self.messages += [dict(m) for m in messages]

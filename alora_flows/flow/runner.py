@@ -133,6 +133,8 @@ class Runner:
         self._emit(StepStarted(index=index, node=name, kind=node.kind, adapter=adapter))
         history = getattr(self.session, "history", None)
         before = len(history) if history is not None else 0
+        # Conversation length when a model step begins: the denominator of its reuse ratio.
+        context = len(self.session.ids) if not isinstance(node, (ToolNode, SetNode)) else 0
         started = time.perf_counter()
         handler = {GenerateNode: self._generate, IntrinsicNode: self._intrinsic,
                    ToolNode: self._tool, SetNode: self._set, MessageNode: self._message}
@@ -146,7 +148,7 @@ class Runner:
             node=name, kind=node.kind, adapter=adapter, index=index,
             prefill_tokens=sum(c.prefill_tokens for c in calls),
             reused_tokens=calls[0].reused_tokens if calls else 0,
-            generated_tokens=sum(c.generated_tokens for c in calls),
+            generated_tokens=sum(c.generated_tokens for c in calls), context_tokens=context,
             seconds=round(seconds, 6), output=jsonable(output))
 
     def _render(self, source: str, state: BaseModel, node: str, what: str) -> str:

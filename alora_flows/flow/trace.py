@@ -46,6 +46,7 @@ class TraceStep(BaseModel):
     prefill_tokens: int = 0
     reused_tokens: int = 0
     generated_tokens: int = 0
+    context_tokens: int = 0  # conversation length when a model step began (reuse ratio = reused / this)
     seconds: float = 0.0
     output: Any = None
     next: str | None = None
