@@ -201,7 +201,10 @@ def _register_commands() -> None:
     """Commands that live with their subsystems (training/evaluation of intrinsics, demo, resume)."""
     from intrinsics.cli import register as register_intrinsics
 
+    from .demo import register as register_demo
+
     register_intrinsics(app)
+    register_demo(app)
 
 
 _register_commands()
