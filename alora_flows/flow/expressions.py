@@ -15,6 +15,8 @@ keep them harmless:
 
 from __future__ import annotations
 
+import functools
+
 import ast
 import math
 import operator as op
@@ -199,12 +201,19 @@ class ExpressionError(Exception):
     """Evaluating a (statically safe) expression failed on this state; the runner wraps it."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _checked_tree(source: str) -> Any:
+    """Static check + parse, once per distinct expression (conditions run on every loop turn)."""
+    check_expression(source)
+    return _Evaluator({}).parse(source.strip())
+
+
 def evaluate(source: str, names: Mapping[str, Any]) -> Any:
     """Evaluate ``source`` over ``names`` (the state values). Checks it statically first."""
-    check_expression(source)
+    tree = _checked_tree(source)
     evaluator = _Evaluator(names)
     try:
-        return evaluator.eval(source.strip())
+        return evaluator.eval(source.strip(), previously_parsed=tree)
     except simpleeval.NameNotDefined as exc:
         raise ExpressionError(
             f"{exc.name!r} has no value yet (no node has written it on this path)") from None

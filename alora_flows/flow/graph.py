@@ -75,12 +75,15 @@ class Flow:
         self.spec = FlowSpec(name=name, inputs=_input_types(inputs), max_steps=max_steps,
                              model=model, intrinsics=dict(intrinsics or {}), start=start)
         self.source = SourceMap()
+        self._version = 0  # bumped by every builder call; keys the cached validation
+        self._compiled: tuple[Any, CompiledFlow] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_spec(cls, spec: FlowSpec, source: SourceMap | None = None) -> "Flow":
         flow = cls.__new__(cls)
         flow.spec, flow.source = spec, source or SourceMap()
+        flow._version, flow._compiled = 0, None
         return flow
 
     @classmethod
@@ -117,6 +120,7 @@ class Flow:
                                       line=line, node=name)
         self.spec.nodes[name] = node
         self.source.add(("nodes", name), line, file)
+        self._version += 1
         return self
 
     def generate(self, name: str, *, system: str | None = None, user: str | None = None,
@@ -153,6 +157,7 @@ class Flow:
         file, line = _caller()
         self.source.add(("edges", len(self.spec.edges)), line, file)
         self.spec.edges.append((frm, to))
+        self._version += 1
         return self
 
     def branch(self, frm: str, branches: Sequence[tuple[Condition, str]], *, default: str
@@ -167,6 +172,7 @@ class Flow:
         items: list[Any] = [WhenBranch(when=cond, to=to) for cond, to in branches]
         items.append(DefaultBranch(default=default))
         self.spec.edges.append(ConditionalEdge(from_=frm, branches=items))
+        self._version += 1
         return self
 
     # ------------------------------------------------------------------ checking
@@ -286,7 +292,11 @@ class Flow:
         """
         from alora_flows.flow.runner import Runner
 
-        compiled = self.validate(intrinsic_specs=intrinsic_specs)
+        # Validation costs milliseconds on large graphs: reuse it while the flow is unchanged.
+        key = (self._version, id(intrinsic_specs), self.spec.start, self.spec.max_steps)
+        if self._compiled is None or self._compiled[0] != key:
+            self._compiled = (key, self.validate(intrinsic_specs=intrinsic_specs))
+        compiled = self._compiled[1]
         runner = Runner(compiled, session, seed=seed, listeners=listeners)
         return runner.run({**dict(inputs or {}), **more_inputs})
 

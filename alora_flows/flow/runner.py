@@ -104,8 +104,7 @@ class Runner:
                 current = node
                 step = self._execute(node, state, len(trace.steps))
                 step.next, step.branch = self._route(node, state)
-                trace.steps.append(step)
-                trace.compute_totals()
+                trace.add_step(step)
                 trace.final_state = self._final_state(state)
                 self._emit(StepFinished(step=step, state=state, trace=trace))
                 node, current = step.next, None

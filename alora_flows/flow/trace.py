@@ -64,6 +64,15 @@ class Trace(BaseModel):
     seed: int | None = None
     error: str | None = None
 
+    def add_step(self, step: TraceStep) -> None:
+        """Append ``step`` and update the totals in O(1) (re-summing per step is quadratic)."""
+        self.steps.append(step)
+        t = self.totals
+        t.prefill_tokens += step.prefill_tokens
+        t.reused_tokens += step.reused_tokens
+        t.generated_tokens += step.generated_tokens
+        t.seconds = round(t.seconds + step.seconds, 6)
+
     def compute_totals(self) -> TraceTotals:
         self.totals = TraceTotals(
             prefill_tokens=sum(s.prefill_tokens for s in self.steps),
