@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .cpu_tuning import apply_cpu_tuning
 from .adapters import AdapterInfo, check_fits, lora_config, read_adapter
 from .errors import AdapterError, AdapterMismatchError
 
@@ -41,6 +42,8 @@ class Backend:
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         for param in self.base_model.parameters():
             param.requires_grad_(False)
+        if self.device.type == "cpu":
+            apply_cpu_tuning()
 
     # ------------------------------------------------------------------ construction
     @classmethod
