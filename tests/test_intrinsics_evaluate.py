@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 from rich.console import Console
 
 from alora_flows.testing import save_random_alora
@@ -17,14 +16,6 @@ from intrinsics.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor
 from intrinsics.metrics import (accuracy, auroc, binary_prf, exact_match, expected_calibration_error,
                                 normalize_text, sentence_prf, token_f1)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: with 2 threads on 2 busy cores, OpenMP spinning makes calls ~5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------- metrics

@@ -21,14 +21,6 @@ from intrinsics.train import TrainConfig, TrainError, batch_loss, collate, make_
 SPEC = get_spec("uncertainty")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: with 2 threads on 2 busy cores, OpenMP spinning makes steps ~5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tiny():
