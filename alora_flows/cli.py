@@ -160,19 +160,28 @@ def run(
     ] = False,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampled generation.")
                     ] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="Save the run to this new directory after every step (flow, inputs, "
+        "state, trace, conversation); `alora-flows resume DIR` continues it after a crash.")
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Run a flow: live view on stderr, final state as JSON on stdout."""
     from alora_flows.flow import Flow
     from alora_flows.flow.live import LiveView
     from alora_flows.flow.trace import jsonable
+    from alora_flows.rundir import interrupt_hint, run_in_dir
 
-    with cli_errors(debug):
+    with cli_errors(debug), interrupt_hint(run_dir):
         flow = Flow.from_yaml(flow_file)
         inputs = parse_inputs(input or [])
         flow.validate().new_state(inputs)  # bad flows and inputs fail before the model loads
-        result = run_flow(flow, inputs, base_dir=flow_file.parent, reuse=not no_reuse, seed=seed,
-                          trace_json=trace_json, live=LiveView(err_console()))
+        if run_dir is not None:
+            result = run_in_dir(run_dir, flow_file, inputs, reuse=not no_reuse, seed=seed,
+                                trace_json=trace_json, live=LiveView(err_console()))
+        else:
+            result = run_flow(flow, inputs, base_dir=flow_file.parent, reuse=not no_reuse,
+                              seed=seed, trace_json=trace_json, live=LiveView(err_console()))
         sys.stdout.write(json.dumps({k: jsonable(v) for k, v in result.values.items()},
                                     indent=2, ensure_ascii=False) + "\n")
 
@@ -202,9 +211,11 @@ def _register_commands() -> None:
     from intrinsics.cli import register as register_intrinsics
 
     from .demo import register as register_demo
+    from .rundir import register as register_resume
 
     register_intrinsics(app)
     register_demo(app)
+    register_resume(app)
 
 
 _register_commands()

@@ -61,3 +61,15 @@ class FlowRuntimeError(AloraFlowsError):
 
 class UnsafeExpressionError(FlowDefinitionError):
     """An expression or template tried something outside the safe subset (calls, dunders, imports)."""
+
+
+class RunDirError(AloraFlowsError):
+    """A run directory cannot be created, read or resumed (missing, corrupt, already in use)."""
+
+    exit_code = 2
+
+
+class RunInterruptedError(AloraFlowsError):
+    """The run was interrupted (Ctrl-C). The message says how to resume it, when that is possible."""
+
+    exit_code = 130

@@ -254,7 +254,7 @@ class _Checker:
             if why := check_node_name(name):
                 self.error(why, base, name)
             if name not in routes:
-                self.error(f"has no outgoing edge; add one (to the next node or "
+                self.error("has no outgoing edge; add one (to the next node or "
                            "to END)", base, name)
             if isinstance(node, GenerateNode):
                 for part in ("system", "user"):
