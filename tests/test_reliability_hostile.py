@@ -117,9 +117,7 @@ def test_a_refused_template_stops_the_flow_before_its_node_and_runs_nothing_afte
     assert support.SENTINEL_CALLS == []
 
 
-# ---------------------------------------------------------------------- known gaps
-@pytest.mark.xfail(strict=True, reason="gap: '%' formatting width is not bounded "
-                   "(flow/expressions.py: add ast.Mod to the bounded operators)")
+# ------------------------------------------------- resource bounds (found by fuzzing, fixed)
 @pytest.mark.parametrize("expr", ["'%0200000d' % 1", "'%*d' % (200000, 1)"])
 def test_gap_percent_formatting_width_in_conditions(expr):
     with pytest.raises((UnsafeExpressionError, ExpressionError)):
@@ -127,17 +125,15 @@ def test_gap_percent_formatting_width_in_conditions(expr):
         evaluate(expr, NAMES)
 
 
-@pytest.mark.xfail(strict=True, reason="gap: sum() of lists is neither bounded nor linear "
-                   "(flow/expressions.py: a bounded sum in SAFE_FUNCTIONS)")
 def test_gap_sum_of_lists_in_conditions():
     with pytest.raises(ExpressionError):
         evaluate("len(sum([[1] * 1000] * 200, [])) > 0", NAMES)
 
 
-@pytest.mark.xfail(strict=True, reason="gap: string padding/formatting widths are not bounded in "
-                   "templates (flow/templates.py: intercept '%', format widths, str.center...)")
 @pytest.mark.parametrize("source", ["{{ '%0200000d' % 1 }}", "{{ '%0200000d'|format(1) }}",
-                                    "{{ 'a'.center(200000) }}", "{{ '{:>200000}'.format(1) }}"])
+                                    "{{ 'a'.center(200000) }}", "{{ '{:>200000}'.format(1) }}",
+                                    "{{ '{0:{1}}'.format(1, 200000) }}",
+                                    "{% for i in range(100000) %}{% endfor %}"])
 def test_gap_string_widths_in_templates(source):
     with pytest.raises((TemplateError, FlowDefinitionError)):
         check_template(source)
@@ -213,3 +209,16 @@ def test_documents_with_special_tokens_cannot_forge_turns_or_invocations(backend
     assert rate.reused_tokens == len(ids)                     # the whole conversation, cached
     assert rate.prefill_tokens == len(invocation)             # only its own invocation ran
     assert 0.0 <= result.state.certainty.score <= 1.0
+
+
+# ------------------------------------------------- crashes found by fuzzing, now typed errors
+@pytest.mark.parametrize("text", [
+    "name: x\n<<:\n  a: 1\n",                           # YAML merge key
+    "name: x\nnodes: !!omap\n  - a: {set: {x: 1}}\n",   # tagged collection
+    "? : [q]\n",                                        # a collection as a mapping key
+    "name: x\nnodes:\n  a: {message: {role: user, content: '{{ q | nosuchfilter }}'}}\n"
+    "edges: [[a, END]]\n",                              # unknown Jinja filter
+])
+def test_fuzzer_crashes_are_typed_errors(text):
+    with pytest.raises(FlowDefinitionError):
+        Flow.from_yaml_text(text, file="f.yaml").validate()

@@ -105,9 +105,6 @@ def test_missing_adapter_directory_fails_validation_with_file_line_node(project)
     assert "flow-missing-tiny.yaml:8: node 'rate':" in line and "'alpha'" in line
 
 
-@pytest.mark.xfail(strict=True, reason="validation falls back to the registry for a missing "
-                   "adapter directory and reports 'unknown intrinsic' instead (lead: "
-                   "flow/validation.py lookup_spec)")
 def test_missing_adapter_directory_is_named_in_the_error(project):
     assert "adapters/missing" in error_line(run(project, "missing"))
 

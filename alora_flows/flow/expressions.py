@@ -16,6 +16,7 @@ keep them harmless:
 from __future__ import annotations
 
 import functools
+import re
 
 import ast
 import math
@@ -34,6 +35,10 @@ from alora_flows.errors import UnsafeExpressionError
 MAX_POWER_BITS = 4096
 MAX_SEQUENCE_LENGTH = 100_000
 MAX_EXPRESSION_LENGTH = 2_000
+MAX_FORMAT_WIDTH = 1_000
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_BRACE_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}")
+_NESTED_SPEC = re.compile(r"\{[^{}]*:[^{}]*\{")
 
 #: The only functions an expression may call. All are pure and bounded by their inputs.
 SAFE_FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -44,7 +49,7 @@ SAFE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "round": round,
     "any": any,
     "all": all,
-    "sum": sum,
+    "sum": lambda values, start=0: safe_sum(values, start),
 }
 CONSTANT_NAMES = {"True": True, "False": False, "None": None}
 
@@ -87,8 +92,41 @@ def safe_add(a: Any, b: Any) -> Any:
     return op.add(a, b)
 
 
+def check_format_widths(fmt: str) -> None:
+    """Refuse ``%``- and ``{}``-format strings whose widths/precisions could allocate a lot
+    (``'%0200000d' % 1``, ``'%*d' % (10**9, 1)``, ``'{:>200000}'.format(1)``)."""
+    for width, precision in _PERCENT_SPEC.findall(fmt):
+        for part in (width, precision):
+            if part == "*" or (part and int(part) > MAX_FORMAT_WIDTH):
+                raise simpleeval.IterableTooLong(
+                    f"format width {part!r} is not allowed (at most {MAX_FORMAT_WIDTH}, no '*')")
+    if _NESTED_SPEC.search(fmt):
+        raise simpleeval.IterableTooLong("nested fields in a format spec ('{0:{1}}') are not allowed")
+    for spec in _BRACE_SPEC.findall(fmt):
+        if any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec)):
+            raise simpleeval.IterableTooLong(f"format width in {{:{spec}}} is too large "
+                                             f"(at most {MAX_FORMAT_WIDTH})")
+
+
+def safe_mod(a: Any, b: Any) -> Any:
+    """``a % b``: string formatting with bounded widths; numbers as usual."""
+    if isinstance(a, (str, bytes)):
+        check_format_widths(a if isinstance(a, str) else a.decode("latin-1"))
+    return op.mod(a, b)
+
+
+def safe_sum(values: Any, start: Any = 0) -> Any:
+    """``sum`` of numbers only: summing lists or strings is quadratic and unbounded."""
+    items = list(values)
+    if len(items) > MAX_SEQUENCE_LENGTH:
+        raise simpleeval.IterableTooLong(f"sum() of more than {MAX_SEQUENCE_LENGTH} items")
+    if not all(isinstance(x, (int, float)) for x in [start, *items]):
+        raise TypeError("sum() adds numbers only")
+    return sum(items, start)
+
+
 _OPERATORS = dict(simpleeval.DEFAULT_OPERATORS)
-_OPERATORS.update({ast.Pow: safe_pow, ast.Mult: safe_mult, ast.Add: safe_add})
+_OPERATORS.update({ast.Pow: safe_pow, ast.Mult: safe_mult, ast.Add: safe_add, ast.Mod: safe_mod})
 for _bitwise in (ast.RShift, ast.LShift, ast.BitXor, ast.BitOr, ast.BitAnd, ast.Invert):
     _OPERATORS.pop(_bitwise, None)
 

@@ -21,7 +21,12 @@ from jinja2 import StrictUndefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from alora_flows.errors import FlowDefinitionError, UnsafeExpressionError
-from alora_flows.flow.expressions import safe_add, safe_mult, safe_pow
+import simpleeval
+
+from alora_flows.flow.expressions import (MAX_FORMAT_WIDTH, check_format_widths, safe_add,
+                                          safe_mod, safe_mult, safe_pow)
+
+simpleeval_errors = (simpleeval.IterableTooLong, simpleeval.NumberTooHigh)
 
 
 def join_filter(value: Any, separator: str = "", attribute: str | None = None) -> str:
@@ -46,23 +51,62 @@ def join_filter(value: Any, separator: str = "", attribute: str | None = None) -
 class _Environment(SandboxedEnvironment):
     """Sandbox with bounded arithmetic: ``{{ 'a' * 10**9 }}`` fails instead of eating memory."""
 
-    intercepted_binops = frozenset({"*", "**", "+"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    _binops = {"**": safe_pow, "*": safe_mult, "+": safe_add, "%": safe_mod}
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         try:
-            if operator == "**":
-                return safe_pow(left, right)
-            if operator == "*":
-                return safe_mult(left, right)
-            return safe_add(left, right)
+            return self._binops[operator](left, right)
         except Exception as exc:  # simpleeval's NumberTooHigh / IterableTooLong
             raise SecurityError(str(exc)) from None
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        """Bound the string methods that take a width (``'a'.center(10**6)``, ``'{:>N}'.format``)."""
+        owner, name = getattr(__obj, "__self__", None), getattr(__obj, "__name__", "")
+        if isinstance(owner, str):
+            try:
+                if name in _WIDTH_METHODS and any(
+                        isinstance(a, int) and a > MAX_FORMAT_WIDTH for a in args):
+                    raise SecurityError(f"str.{name} width above {MAX_FORMAT_WIDTH}")
+            except simpleeval_errors as exc:
+                raise SecurityError(str(exc)) from None
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """Check ``'{:>N}'.format`` widths where the sandbox hands out its format wrapper."""
+        if isinstance(obj, str) and attribute in ("format", "format_map"):
+            try:
+                check_format_widths(obj)
+            except simpleeval_errors as exc:
+                raise SecurityError(str(exc)) from None
+        return super().getattr(obj, attribute)
+
+
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
+    """Jinja's ``format`` filter with bounded widths."""
+    try:
+        check_format_widths(str(value))
+    except simpleeval_errors as exc:
+        raise SecurityError(str(exc)) from None
+    return str(value) % (kwargs or args)
+
+
+def bounded_range(*args: int) -> range:
+    """``range`` limited to 1,000 items: templates loop over state, not over big counters."""
+    r = range(*args)
+    if len(r) > 1_000:
+        raise SecurityError("range() in templates is limited to 1,000 items")
+    return r
 
 
 def _make_env() -> _Environment:
     env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    env.globals = {"range": env.globals["range"], "dict": dict}
+    env.globals = {"range": bounded_range, "dict": dict}
     env.filters["join"] = join_filter
+    env.filters["format"] = format_filter
     return env
 
 
@@ -106,6 +150,7 @@ def check_template(source: str) -> TemplateInfo:
         raise FlowDefinitionError(f"a template must be a string, not {type(source).__name__}")
     try:
         ast = _env.parse(source)
+        _env.compile(ast)  # unknown filters/tests are only found when compiling
     except jinja2.TemplateSyntaxError as exc:
         raise FlowDefinitionError(
             f"template syntax error: {exc.message} (template line {exc.lineno})") from None

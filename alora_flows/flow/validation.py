@@ -105,6 +105,9 @@ def lookup_spec(specs: IntrinsicSpecs, name: str, source: str | None = None,
                 path = base_dir / path
             if path.is_dir():
                 return intrinsics.spec_for_adapter(name, path)
+            raise FileNotFoundError(
+                f"the adapter directory {path} of intrinsic '{name}' does not exist: fix the path "
+                "under intrinsics:, or use 'builtin'")
         get_spec = getattr(intrinsics, "get_spec", None)
         return get_spec(name) if get_spec is not None else None
     if isinstance(specs, Mapping):

@@ -67,6 +67,14 @@ def _yaml() -> YAML:
     return yaml
 
 
+def _line(lookup: Any, key: Any) -> int | None:
+    """1-based line of a key/item, or None where ruamel records none (merge keys, tagged nodes)."""
+    try:
+        return lookup(key)[0] + 1
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
 def _plain(value: Any, path: Path_, source: SourceMap, memo: dict[int, Any]) -> Any:
     """Convert ruamel's round-trip objects to plain data, recording the line of every key/item."""
     if id(value) in memo:  # aliases: share, never expand (no "billion laughs")
@@ -75,16 +83,19 @@ def _plain(value: Any, path: Path_, source: SourceMap, memo: dict[int, Any]) -> 
         out: dict[Any, Any] = {}
         memo[id(value)] = out
         for key in value:
-            line = value.lc.key(key)[0] + 1
             k = str(key) if isinstance(key, str) else key
-            source.add(path + (k,), line)
+            line = _line(value.lc.key, key)
+            if line is not None:
+                source.add(path + (k,), line)
             out[k] = _plain(value[key], path + (k,), source, memo)
         return out
     if isinstance(value, CommentedSeq):
         items: list[Any] = []
         memo[id(value)] = items
         for i, item in enumerate(value):
-            source.add(path + (i,), value.lc.item(i)[0] + 1)
+            line = _line(value.lc.item, i)
+            if line is not None:
+                source.add(path + (i,), line)
             items.append(_plain(item, path + (i,), source, memo))
         return items
     if isinstance(value, bool) or value is None:
@@ -107,6 +118,8 @@ def load_yaml(text: str, file: str | None = None) -> tuple[dict[str, Any], Sourc
         raise FlowDefinitionError(f"invalid YAML: {problem}", file=file, line=line) from None
     except YAMLError as exc:
         raise FlowDefinitionError(f"invalid YAML: {exc}", file=file) from None
+    except (TypeError, ValueError, KeyError, RecursionError) as exc:  # e.g. an unhashable key
+        raise FlowDefinitionError(f"invalid YAML: {type(exc).__name__}: {exc}", file=file) from None
     if not isinstance(doc, CommentedMap):
         raise FlowDefinitionError("a flow file must be a YAML mapping (name:, nodes:, edges:, ...)",
                                   file=file, line=1)
