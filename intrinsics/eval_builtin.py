@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                 lora={name: lora_dir} if lora_dir.is_dir() else None, base_model=base,
                 train_data=work / f"{name}.train.jsonl" if name != "uncertainty" else None,
                 limit=args.limit)
+            write_rows(rows, args.out / "eval.json")  # after each intrinsic: long runs keep results
+            (args.out / "eval.md").write_text(markdown(rows))
     Console().print(rows_table(rows))
-    write_rows(rows, args.out / "eval.json")
-    (args.out / "eval.md").write_text(markdown(rows))
     print(json.dumps({"written": str(args.out / "eval.md")}))
     return 0
 
