@@ -4,10 +4,20 @@ One :class:`Session` holds a conversation's tokens and KV cache; base-model step
 aLoRA intrinsic steps reuse it, paying only for their own few tokens.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .backend import Backend  # noqa: E402
-from .errors import AloraFlowsError  # noqa: E402
-from .session import CallStats, GenerateResult, InvokeResult, Session  # noqa: E402
+# Lazy exports: `alora-flows validate` and `draw` must not pay for importing torch.
+_EXPORTS = {"Backend": "backend", "Session": "session", "CallStats": "session",
+            "GenerateResult": "session", "InvokeResult": "session", "AloraFlowsError": "errors"}
+__all__ = list(_EXPORTS)
 
-__all__ = ["Backend", "Session", "CallStats", "GenerateResult", "InvokeResult", "AloraFlowsError"]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'alora_flows' has no attribute {name!r}")
