@@ -47,12 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    from rich.console import Console
-
     from alora_flows.backend import Backend
     from intrinsics.data.build import build_all
 
-    from .evaluate import evaluate_file, rows_table, write_rows
+    from .evaluate import evaluate_file, write_rows
 
     backend = Backend.load("embedded", device="cpu")
     base = copy.deepcopy(backend.base_model)  # unwrapped copy for the LoRA and prompted-base systems
