@@ -82,7 +82,7 @@ def format_uncertainty(out: UncertaintyOutput) -> str:
 
 # ---------------------------------------------------------------------------------- hallucination
 _OBJECT = re.compile(r"\{[^{}]*\}?")
-_FIELD_R = re.compile(r'"r"\s*:\s*"?(\d+)')
+_FIELD_R = re.compile(r'"r"\s*:\s*"?(\d+)(?=\s*[,}"])')  # a delimiter must follow: '"r": 1' may be a cut-off 10
 _FIELD_F = re.compile(r'"f"\s*:\s*(?:"(faithful|partial|unfaithful)"|(true|false))', re.I)
 _FIELD_E = re.compile(r'"e"\s*:\s*"((?:[^"\\]|\\.)*)"')
 

@@ -183,3 +183,11 @@ def test_truncated_hallucination_json_never_crashes(items, cut):
     except IntrinsicOutputError:
         return
     assert {s.r for s in out.sentences} <= {i["r"] for i in items}
+
+
+def test_truncated_number_is_not_salvaged():
+    """Regression (found by hypothesis): '"r": 1' at a cut may be the start of '"r": 10'."""
+    with pytest.raises(IntrinsicOutputError):
+        parse_hallucination(raw('[{"f": "faithful", "r": 1'))
+    out = parse_hallucination(raw('[{"r":0,"f":"faithful"},{"r":1,"f":"unfaithful"'))
+    assert [(s.r, s.f) for s in out.sentences] == [(0, "faithful"), (1, "unfaithful")]
