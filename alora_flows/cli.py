@@ -186,24 +186,40 @@ def run(
                                     indent=2, ensure_ascii=False) + "\n")
 
 
-def run_flow(flow: Any, inputs: Mapping[str, Any], *, base_dir: Path, reuse: bool = True,
-             seed: int | None = None, trace_json: Path | None = None, live: Any = None) -> Any:
-    """Load the flow's model and adapters, then run it (shared by ``run`` and later ``demo``)."""
+def load_flow_backend(flow: Any, base_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The flow's model and adapters (with their specs): what ``run``, ``resume`` and ``demo`` load."""
     from alora_flows.backend import Backend
-    from alora_flows.flow import TraceJsonWriter
-    from alora_flows.session import Session
 
     backend = Backend.load(_model_spec(flow.spec.model, base_dir))
-    specs = load_intrinsics(flow, backend, base_dir)
-    session = Session(backend, reuse=reuse)
-    listeners: list[Any] = []
+    return backend, load_intrinsics(flow, backend, base_dir)
+
+
+def run_listeners(live: Any, trace_json: Path | None) -> list[Any]:
+    """The live view (if any) and a trace-JSON writer (if asked for)."""
+    from alora_flows.flow import TraceJsonWriter
+
+    out: list[Any] = [live] if live is not None else []
     if trace_json is not None:
-        listeners.append(TraceJsonWriter(trace_json))
-    if live is None:
-        return flow.run(session, inputs, seed=seed, listeners=listeners, intrinsic_specs=specs)
-    with live:
-        return flow.run(session, inputs, seed=seed, listeners=[live, *listeners],
-                        intrinsic_specs=specs)
+        out.append(TraceJsonWriter(trace_json))
+    return out
+
+
+def live_context(live: Any) -> Any:
+    """``live`` as a context manager, or a no-op one when there is no live view."""
+    from contextlib import nullcontext
+
+    return live if live is not None else nullcontext()
+
+
+def run_flow(flow: Any, inputs: Mapping[str, Any], *, base_dir: Path, reuse: bool = True,
+             seed: int | None = None, trace_json: Path | None = None, live: Any = None) -> Any:
+    """Load the flow's model and adapters, then run it on a new session."""
+    from alora_flows.session import Session
+
+    backend, specs = load_flow_backend(flow, base_dir)
+    with live_context(live):
+        return flow.run(Session(backend, reuse=reuse), inputs, seed=seed,
+                        listeners=run_listeners(live, trace_json), intrinsic_specs=specs)
 
 
 def _register_commands() -> None:

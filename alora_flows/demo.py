@@ -26,15 +26,13 @@ class DemoRunner:
     """Model, adapters and one session, loaded once; runs the RAG flow per question."""
 
     def __init__(self, *, reuse: bool = True, flow_file: Path = FLOW_FILE) -> None:
-        from alora_flows.backend import Backend
-        from alora_flows.cli import _model_spec, load_intrinsics
+        from alora_flows.cli import load_flow_backend
         from alora_flows.flow import Flow
         from alora_flows.session import Session
 
         self.flow = Flow.from_yaml(flow_file)
         self.flow.validate()
-        self.backend = Backend.load(_model_spec(self.flow.spec.model, flow_file.parent))
-        self.specs = load_intrinsics(self.flow, self.backend, flow_file.parent)
+        self.backend, self.specs = load_flow_backend(self.flow, flow_file.parent)
         self.session = Session(self.backend, reuse=reuse)
 
     def ask(self, question: str, *, seed: int | None = None, listeners: list[Any] = ()) -> Any:

@@ -504,30 +504,6 @@ def resume_run(path: str | Path, backend: Any, *, intrinsic_specs: Any = None,
 
 
 # ---------------------------------------------------------------------- CLI glue
-def _load_backend(flow: Any, base_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """The flow's model and adapters, exactly as ``alora-flows run`` loads them."""
-    from alora_flows.backend import Backend
-    from alora_flows.cli import _model_spec, load_intrinsics
-
-    backend = Backend.load(_model_spec(flow.spec.model, base_dir))
-    return backend, load_intrinsics(flow, backend, base_dir)
-
-
-def _live_context(live: Any) -> Any:
-    from contextlib import nullcontext
-
-    return live if live is not None else nullcontext()
-
-
-def _listeners(live: Any, trace_json: Path | None) -> list[Any]:
-    from alora_flows.flow import TraceJsonWriter
-
-    out: list[Any] = [live] if live is not None else []
-    if trace_json is not None:
-        out.append(TraceJsonWriter(trace_json))
-    return out
-
-
 def run_in_dir(run_dir: Path, flow_file: Path, inputs: Mapping[str, Any], *, reuse: bool = True,
                seed: int | None = None, trace_json: Path | None = None, live: Any = None) -> Any:
     """``alora-flows run FLOW.yaml --run-dir DIR``: create DIR, load the model, run, checkpoint.
@@ -536,6 +512,7 @@ def run_in_dir(run_dir: Path, flow_file: Path, inputs: Mapping[str, Any], *, reu
     ran. A model or adapter that fails to load leaves DIR with status ``failed`` and no step:
     fix the cause and ``resume`` it.
     """
+    from alora_flows.cli import live_context, load_flow_backend, run_listeners
     from alora_flows.flow import Flow
 
     text = Path(flow_file).read_text(encoding="utf-8")
@@ -545,28 +522,30 @@ def run_in_dir(run_dir: Path, flow_file: Path, inputs: Mapping[str, Any], *, reu
                         model=flow.spec.model, inputs=inputs, reuse=reuse, seed=seed)
     base_dir = Path(run.read_manifest().base_dir)
     try:
-        backend, specs = _load_backend(flow, base_dir)
+        backend, specs = load_flow_backend(flow, base_dir)
     except Exception as exc:  # the directory records why; Ctrl-C is recorded by interrupt_hint
         run.update(status="failed", error=str(exc) or type(exc).__name__)
         raise
     from alora_flows.session import Session
 
     session = Session(backend, reuse=reuse)
-    with _live_context(live):
+    with live_context(live):
         return run_with_dir(run, flow, session, inputs, seed=seed,
-                            listeners=_listeners(live, trace_json), intrinsic_specs=specs)
+                            listeners=run_listeners(live, trace_json), intrinsic_specs=specs)
 
 
 def resume_in_dir(run_dir: Path, *, trace_json: Path | None = None, live: Any = None,
                   saved: SavedRun | None = None) -> Any:
     """``alora-flows resume DIR``: load the run's model and adapters, then :func:`resume_run`."""
+    from alora_flows.cli import live_context, load_flow_backend, run_listeners
+
     saved = saved or load_run(run_dir)
-    backend, specs = _load_backend(saved.flow, Path(saved.manifest.base_dir))
+    backend, specs = load_flow_backend(saved.flow, Path(saved.manifest.base_dir))
     if live is not None and saved.checkpoint is not None:
         live.steps = list(saved.checkpoint.trace.steps)  # show the steps done before
-    with _live_context(live):
+    with live_context(live):
         return resume_run(run_dir, backend, intrinsic_specs=specs, saved=saved,
-                          listeners=_listeners(live, trace_json))
+                          listeners=run_listeners(live, trace_json))
 
 
 def register(app: Any) -> None:
