@@ -264,6 +264,9 @@ class Session:
         """Greedy or seeded sampling. Returns (tokens, tokens fed to the cache, first-step probs)."""
         stop = self.backend.stop_token_ids
         allowed_idx = torch.tensor(sorted(set(allowed)), device=logits.device) if allowed else None
+        # After the first token, the end-of-turn tokens are allowed too (computed once, not per token).
+        later_idx = None if allowed_idx is None else torch.cat(
+            [allowed_idx, torch.tensor(sorted(stop), device=logits.device)])
         generator = None
         if temperature > 0:
             generator = torch.Generator(device=logits.device)
@@ -275,8 +278,7 @@ class Session:
         for step in range(max_new_tokens):
             scores = logits.float()
             if allowed_idx is not None:
-                keep = allowed_idx if step == 0 else torch.cat(
-                    [allowed_idx, torch.tensor(sorted(stop), device=logits.device)])
+                keep = allowed_idx if step == 0 else later_idx
                 masked = torch.full_like(scores, float("-inf"))
                 masked[keep] = scores[keep]
                 scores = masked
