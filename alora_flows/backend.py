@@ -22,6 +22,13 @@ from .adapters import AdapterInfo, check_fits, lora_config, read_adapter
 from .errors import AdapterError, AdapterMismatchError
 
 
+def cache_kwarg(model) -> str:
+    """The forward keyword for the KV cache: transformers renamed ``past_key_values`` to
+    ``cache`` during 5.x (the old name goes away in 5.40); use what this version takes."""
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class Backend:
     """A base model and its aLoRA adapters, with one forward primitive used by sessions."""
 
@@ -37,9 +44,7 @@ class Backend:
         self.dtype = next(model.parameters()).dtype
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self._active: str | None = None
-        # transformers renamed `past_key_values` to `cache` during 5.x; use what this version takes.
-        params = inspect.signature(type(model).forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._cache_kwarg = cache_kwarg(model)
         for param in self.base_model.parameters():
             param.requires_grad_(False)
         if self.device.type == "cpu":

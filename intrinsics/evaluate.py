@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import torch
 from pydantic import BaseModel, Field
 
+from alora_flows.backend import cache_kwarg
 from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
 
 from .data_format import Encoder, Example, end_token_id
@@ -132,8 +133,9 @@ class HFPredictor:
         from transformers import DynamicCache
 
         cache, feed, tokens, probs = DynamicCache(), ids, [], None
+        cache_key = cache_kwarg(self.model.get_base_model() if self.adapter else self.model)
         for step in range(plan.max_new_tokens):
-            kwargs: dict[str, Any] = {"input_ids": torch.tensor([feed], device=device), "past_key_values": cache,
+            kwargs: dict[str, Any] = {"input_ids": torch.tensor([feed], device=device), cache_key: cache,
                                       "use_cache": True, "logits_to_keep": 1}
             if self.alora:
                 kwargs["alora_offsets"] = [adapted if step == 0 else 1]
