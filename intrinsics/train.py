@@ -11,6 +11,12 @@ What makes aLoRA training different from LoRA training, and how it is handled he
   compute on a 49k vocabulary). Position ids are passed from the attention mask, so padding never
   shifts positions.
 - Loss only on the output tokens and the end-of-turn token (labels -100 elsewhere).
+- **Prefix caching** (aLoRA only, on by default): positions before the batch's earliest invocation
+  are computed by the frozen base model, so they carry no gradient. They are run once under
+  ``no_grad`` into a KV cache, and only the invocation + output positions run forward and backward
+  through the adapter, attending to that cache: the training-time twin of the cache reuse at
+  inference. Loss and gradients equal the full forward's (tested); on the built-in intrinsics
+  (5-21 % of each example adapted) a step is 1.6-1.8x faster (``benchmarks/train_prefix_cache.py``).
 
 The same data and budget with ``lora=True`` trains a standard LoRA (adapter on every position):
 the baseline for the parity comparison. Training is resumable: a checkpoint (adapter weights,
@@ -31,6 +37,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from alora_flows.backend import cache_kwarg
 from alora_flows.errors import AloraFlowsError
 
 from .data_format import DataError, Encoded, Encoder, Example, read_jsonl
@@ -82,6 +89,7 @@ class TrainConfig(BaseModel):
     keep_checkpoint: bool = False
     limit: int | None = Field(None, ge=1)
     progress: bool = True
+    prefix_cache: bool = True  # aLoRA: no-grad KV cache for the pre-invocation positions (exact)
 
 
 class TrainResult(BaseModel):
@@ -209,13 +217,32 @@ def collate(items: Sequence[Encoded], pad_id: int, device: torch.device, *, alor
     return batch
 
 
-def batch_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over target tokens, and their count."""
+def batch_loss(model, batch: dict[str, Any], *, prefix_cache: bool = False) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over target tokens, and their count.
+
+    ``prefix_cache`` (aLoRA batches only): run the positions before the earliest invocation under
+    ``no_grad`` with the adapter off, then only the rest with gradients, attending to that cache.
+    Exact, because aLoRA leaves those positions to the frozen base model.
+    """
     kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    keep = batch["keep"]
     if "alora_offsets" in batch:
         kwargs["alora_offsets"] = batch["alora_offsets"]
-    keep = batch["keep"]
-    logits = model(**kwargs, logits_to_keep=keep, use_cache=False).logits
+        split = batch["input_ids"].shape[1] - max(max(batch["alora_offsets"]), keep)
+        if prefix_cache and split > 0:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            base = model.get_base_model()
+            with torch.no_grad(), model.disable_adapter():
+                base(input_ids=kwargs["input_ids"][:, :split], attention_mask=kwargs["attention_mask"][:, :split],
+                     position_ids=kwargs["position_ids"][:, :split], use_cache=True, logits_to_keep=1,
+                     **{cache_kwarg(base): cache})
+            kwargs = {"input_ids": kwargs["input_ids"][:, split:], "attention_mask": kwargs["attention_mask"],
+                      "position_ids": kwargs["position_ids"][:, split:], "alora_offsets": kwargs["alora_offsets"],
+                      cache_kwarg(base): cache, "use_cache": True}
+    kwargs.setdefault("use_cache", False)
+    logits = model(**kwargs, logits_to_keep=keep).logits
     targets = batch["labels"][:, -keep + 1:] if keep > 1 else batch["labels"][:, :0]
     logits = logits[:, :-1, :].float()
     count = int((targets != -100).sum())
@@ -226,13 +253,14 @@ def batch_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
 
 @torch.no_grad()
 def evaluate_loss(model, items: Sequence[Encoded], pad_id: int, device: torch.device, *, alora: bool,
-                  batch_size: int) -> float:
+                  batch_size: int, prefix_cache: bool = False) -> float:
     """Token-weighted mean loss over ``items`` (the keep-best criterion)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(items), batch_size):
-        loss, n = batch_loss(model, collate(items[start:start + batch_size], pad_id, device, alora=alora))
+        loss, n = batch_loss(model, collate(items[start:start + batch_size], pad_id, device, alora=alora),
+                             prefix_cache=prefix_cache)
         total, count = total + float(loss), count + n
     model.train(was_training)
     return total / max(count, 1)
@@ -370,7 +398,8 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
         nonlocal best_val, best_step
         if not val_items:
             return
-        loss = evaluate_loss(peft_model, val_items, pad_id, device, alora=alora, batch_size=config.batch_size)
+        loss = evaluate_loss(peft_model, val_items, pad_id, device, alora=alora, batch_size=config.batch_size,
+                             prefix_cache=config.prefix_cache)
         val_losses.append((step, loss))
         if best_val is None or loss < best_val:
             best_val, best_step = loss, step
@@ -394,7 +423,7 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
             accum_loss, accum_tokens, in_accum = 0.0, 0, 0
             while micro_done < len(batches) and step < total_steps:
                 batch = collate([train_items[i] for i in batches[micro_done]], pad_id, device, alora=alora)
-                loss_sum, count = batch_loss(peft_model, batch)
+                loss_sum, count = batch_loss(peft_model, batch, prefix_cache=config.prefix_cache)
                 (loss_sum / max(count, 1) / config.grad_accum).backward()
                 accum_loss, accum_tokens, in_accum = accum_loss + float(loss_sum.detach()), accum_tokens + count, in_accum + 1
                 micro_done += 1

@@ -91,6 +91,35 @@ def test_batch_loss_matches_peft_and_is_padding_invariant(tiny):
         assert float(base_loss) != pytest.approx(singles[0], rel=1e-3)  # the adapter is really active
 
 
+def test_prefix_cache_gives_the_full_forwards_loss_and_gradients(tiny):
+    """Training through a no-grad prefix cache is exact: same loss, same gradient on every LoRA
+    weight, for a padded batch whose rows start their invocations at different positions."""
+    tok, model = tiny
+    torch.manual_seed(0)
+    peft_model = make_peft_model(copy.deepcopy(model), config("x", "y"), SPEC.invocation_ids(tok))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    encoder = Encoder(tok, SPEC.invocation_ids(tok))
+    items = [encoder.encode([{"role": "user", "content": "What is the capital of France? " * k},
+                             {"role": "assistant", "content": "Paris, I think." * (3 - k)}], out)
+             for k, out in ((1, "3"), (2, "87"), (3, "9"))]
+    batch = collate(items, tok.pad_token_id, torch.device("cpu"), alora=True)
+    results = []
+    for prefix_cache in (False, True):
+        peft_model.zero_grad()
+        loss, n = batch_loss(peft_model, batch, prefix_cache=prefix_cache)
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in peft_model.named_parameters() if p.requires_grad}
+        results.append((float(loss.detach()), n, grads))
+    (full, n_full, g_full), (cached, n_cached, g_cached) = results
+    assert n_full == n_cached == 7 and cached == pytest.approx(full, rel=1e-5)
+    assert g_full.keys() == g_cached.keys() and any(float(g.abs().sum()) > 0 for g in g_full.values())
+    for key, grad in g_full.items():
+        torch.testing.assert_close(g_cached[key], grad, rtol=1e-4, atol=1e-6)
+
+
 def test_training_writes_a_loadable_alora_adapter(tiny, data, tmp_path):
     tok, model = tiny
     before = copy.deepcopy(model.state_dict())
