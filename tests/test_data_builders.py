@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
 from intrinsics.data import answerability, build, hallucination, rewrite, uncertainty  # noqa: E402
-from intrinsics.data.kb import canonical_question, fill, generate_kb  # noqa: E402
+from intrinsics.data.kb import fill, generate_kb  # noqa: E402
+from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS  # noqa: E402
 from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS  # noqa: E402
 from intrinsics.data.text import (SYSTEM_DOCS, estimate_tokens, normalize_question,  # noqa: E402
                                   split_sentences)
@@ -187,10 +188,43 @@ def test_no_entity_crosses_pools(kb, data, split, other):
             assert not pattern.search(text), (name, pattern.search(text))
 
 
-def test_canonical_questions_are_the_rewrite_targets(kb, data):
-    e = kb.pool("eval")[0]
-    key = next(iter(e.attrs))
-    assert canonical_question(e, key) == normalize_question(canonical_question(e, key))
+PRONOUNS = {"it", "its", "he", "she", "him", "her", "his", "they", "them", "their"}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def test_rewrite_targets_are_minimal_decontextualisations(data):
+    """A pronoun follow-up keeps every one of the user's words, the pronoun replaced by a name;
+    an entity switch repeats the previous question's words about the new entity. So there is one
+    right rewrite, and a paraphrase of it is a miss for a reason."""
+    kinds = {"pronoun": 0, "switch": 0, "ellipsis": 0}
+    for split in ("train", "eval"):
+        for row in data[("rewrite", split)]:
+            follow_up = normalize_question(row["messages"][-1]["content"])
+            target = json.loads(row["output"])["rewritten_question"]
+            if follow_up == target:
+                continue
+            words = _words(follow_up)
+            prefixes = [t.split("{")[0] for t in NOUN_FOLLOWUPS[split] + SWITCH_FOLLOWUPS[split]]
+            prefix = next((p for p in prefixes if follow_up.startswith(p)), None)
+            if prefix is not None:  # an ellipsis or an entity switch
+                rest = _words(follow_up[len(prefix):])
+                if rest[0] in PRONOUNS:  # "And its population?"
+                    assert target.startswith("What is ") and words[-1] in _words(target), (follow_up, target)
+                    kinds["ellipsis"] += 1
+                else:  # "And Korveth?": the previous user question, about the new entity
+                    previous = _words(row["messages"][-3]["content"])
+                    shared = set(previous) & set(_words(target))
+                    assert len(shared) >= len(set(_words(target))) // 2, (previous, target)
+                    kinds["switch"] += 1
+                continue
+            kept = [w for w in words if w not in PRONOUNS]
+            assert kept == [w for w in _words(target) if w in kept], (follow_up, target)
+            assert len(_words(target)) > len(kept), (follow_up, target)
+            kinds["pronoun"] += 1
+    assert all(n > 10 for n in kinds.values()), kinds
 
 
 def test_cli_writes_all_files(tmp_path):

@@ -250,11 +250,6 @@ def render_question(entity: Entity, key: str, template: str, *, pronoun: bool = 
     return fill(template, entity, pronoun=pronoun)
 
 
-def canonical_question(entity: Entity, key: str) -> str:
-    """The deterministic standalone form of a question (the rewrite target)."""
-    return fill(entity.attr_spec(key).canonical, entity)
-
-
 def question_templates(entity: Entity, key: str, tsplit: str, *, followup: bool = False) -> tuple[str, ...]:
     """Question templates; with ``followup`` only those that mention the entity by a
     pronoun-able slot (so that replacing it with a pronoun leaves no name behind)."""

@@ -1,14 +1,22 @@
 """Query-rewrite data: a short chat about fictional entities, then a context-dependent follow-up.
 
-Output ``{"rewritten_question": "..."}`` (Granite shape). Targets are deterministic:
-  * follow-ups with a pronoun ("When was it founded?") or an attribute ellipsis ("And its
-    population?") -> the attribute's *canonical* question with the entity's name;
-  * entity switches ("And Korveth?") after a question about attribute A -> canonical(A, Korveth);
-  * ~25% already-standalone questions -> the question itself, normalised
-    (:func:`~intrinsics.data.text.normalize_question`); their inputs are sometimes sloppy
-    (lower-case start, missing "?", double spaces) so the adapter learns the normalisation.
+Output ``{"rewritten_question": "..."}`` (Granite shape). Targets are the *minimal*
+decontextualisation of the follow-up, so that exactly one rewrite is right and it keeps the
+user's own words (what retrieval should search for):
+  * pronoun follow-ups ("Who first described it?") -> the same question with the entity's name
+    ("Who first described Monrorite?");
+  * attribute ellipsis ("And its population?") -> "What is <name>'s <attribute noun>?";
+  * entity switches ("And Korveth?") -> the previous question, in its own words, about the new
+    entity ("Which lake does Meissi flow into?" -> "And for Korveth?" -> "Which lake does
+    Korveth flow into?");
+  * ~25% already-standalone questions -> the question itself.
+Every target is normalised (:func:`~intrinsics.data.text.normalize_question`); inputs are sometimes
+sloppy (lower-case start, missing "?", double spaces) so the adapter learns the normalisation.
 Pronouns always refer to the most recently named entity; some chats first talk about another
 entity so that recency, not position, decides the referent.
+
+(Until 0.1 the targets were each attribute's one canonical phrasing. That is not determined by
+the input on held-out question templates: right rewrites in other words counted as misses.)
 """
 
 from __future__ import annotations
@@ -16,12 +24,13 @@ from __future__ import annotations
 import json
 
 from .common import Context, make_context
-from .kb import Entity, KnowledgeBase, canonical_question, fill, question_templates, render_fact
+from .kb import Entity, KnowledgeBase, fill, question_templates, render_fact
 from .schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS, UNSURE_REPLIES
 from .text import normalize_question
 
 INTRINSIC = "rewrite"
 CHAT_SYSTEM = "You are a helpful assistant."
+ELLIPSIS_TARGET = "What is {P} {noun}?"
 
 
 def _followup_templates(entity: Entity, key: str, tsplit: str) -> list[str]:
@@ -29,12 +38,14 @@ def _followup_templates(entity: Entity, key: str, tsplit: str) -> list[str]:
     return [t for t in question_templates(entity, key, tsplit, followup=True) if "of {O}" not in t]
 
 
-def _ask(ctx: Context, entity: Entity, key: str, *, pronoun: bool) -> str:
+def _ask(ctx: Context, entity: Entity, key: str, *, pronoun: bool) -> tuple[str, str, bool]:
+    """A question about ``key``: (text, template, whether it refers to ``entity`` by pronoun)."""
     templates = _followup_templates(entity, key, ctx.tsplit) if pronoun else []
     if not templates:
         templates = list(question_templates(entity, key, ctx.tsplit))
         pronoun = False
-    return fill(ctx.rng.choice(templates), entity, pronoun=pronoun)
+    template = ctx.rng.choice(templates)
+    return fill(template, entity, pronoun=pronoun), template, pronoun
 
 
 def _reply(ctx: Context, entity: Entity, key: str, *, pronoun: bool) -> str:
@@ -47,9 +58,9 @@ def _reply(ctx: Context, entity: Entity, key: str, *, pronoun: bool) -> str:
     return render_fact(entity, key, template, pronoun=pronoun and template.startswith(("{S}", "{P}")))
 
 
-def _history(ctx: Context, entity: Entity, n_turns: int) -> tuple[list[dict], list[str]]:
-    """``n_turns`` user/assistant pairs ending on ``entity``; returns the messages and the keys
-    asked about ``entity``, in order (empty when there are no turns)."""
+def _history(ctx: Context, entity: Entity, n_turns: int) -> tuple[list[dict], list[tuple[str, str]]]:
+    """``n_turns`` user/assistant pairs ending on ``entity``; returns the messages and the
+    (key, question template) pairs asked about ``entity``, in order (empty when no turns)."""
     rng = ctx.rng
     msgs: list[dict] = []
     if rng.random() < 0.35:
@@ -60,16 +71,17 @@ def _history(ctx: Context, entity: Entity, n_turns: int) -> tuple[list[dict], li
         turns.append((other, rng.choice(list(other.attrs))))
     keys = rng.sample(list(entity.attrs), min(n_turns - len(turns), len(entity.attrs)))
     turns += [(entity, k) for k in keys]
-    asked: list[str] = []
+    asked: list[tuple[str, str]] = []
     prev: Entity | None = None
     for subject, key in turns:
         by_pronoun = prev is subject and rng.random() < 0.6
-        msgs.append({"role": "user", "content": _ask(ctx, subject, key, pronoun=by_pronoun)})
+        question, template, _ = _ask(ctx, subject, key, pronoun=by_pronoun)
+        msgs.append({"role": "user", "content": question})
         msgs.append({"role": "assistant",
                      "content": _reply(ctx, subject, key, pronoun=rng.random() < 0.4)})
         prev = subject
         if subject is entity:
-            asked.append(key)
+            asked.append((key, template))
     return msgs, asked
 
 
@@ -99,23 +111,23 @@ def build_example(ctx: Context) -> dict:
         target = normalize_question(question)
     else:
         msgs, asked = _history(ctx, entity, rng.randint(1, 3))
-        last_key = asked[-1] if asked else None
-        if r < 0.82 or last_key is None:
-            fresh = [a.key for a in spec.attrs if a.key not in asked]
+        asked_keys = [key for key, _ in asked]
+        if r < 0.82 or not asked:
+            fresh = [a.key for a in spec.attrs if a.key not in asked_keys]
             key = rng.choice(fresh if fresh and rng.random() < 0.85 else [a.key for a in spec.attrs])
-            if r < 0.60 or last_key is None:  # pronoun follow-up
-                follow_up = _ask(ctx, entity, key, pronoun=True)
-                if entity.name in follow_up:  # no pronoun-able template: ask the attribute by noun
-                    follow_up = fill(rng.choice(NOUN_FOLLOWUPS[ctx.tsplit]), entity, pronoun=True,
-                                     noun=spec.attr(key).noun)
-            else:  # attribute ellipsis
-                follow_up = fill(rng.choice(NOUN_FOLLOWUPS[ctx.tsplit]), entity, pronoun=True,
-                                 noun=spec.attr(key).noun)
-            target = canonical_question(entity, key)
-        else:  # entity switch: same question, another entity of the same type
+            noun = spec.attr(key).noun
+            follow_up, template, by_pronoun = _ask(ctx, entity, key, pronoun=True)
+            if r < 0.60 and by_pronoun:  # pronoun follow-up: the same words, with the name
+                target = fill(template, entity)
+            else:  # attribute ellipsis ("How about its height?")
+                follow_up = fill(rng.choice(NOUN_FOLLOWUPS[ctx.tsplit]), entity, pronoun=True, noun=noun)
+                target = fill(ELLIPSIS_TARGET, entity, noun=noun)
+        else:  # entity switch: the previous question, about another entity of the same type
+            _, last_template = asked[-1]
             other = ctx.others(entity, 1, same_type_p=1.0)[0]
             follow_up = fill(rng.choice(SWITCH_FOLLOWUPS[ctx.tsplit]), other)
-            target = canonical_question(other, last_key)
+            target = fill(last_template, other)
+        target = normalize_question(target)
         follow_up = _sloppy(ctx, follow_up, 0.08)
     msgs.append({"role": "user", "content": follow_up})
     return {"intrinsic": INTRINSIC, "messages": msgs,
