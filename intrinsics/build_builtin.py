@@ -13,8 +13,10 @@ parity claim) -> copy the adapters to ``intrinsics/adapters/<model>/``. Evaluati
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,20 +28,33 @@ LORA_TWINS = ("uncertainty", "rewrite")  # trained as standard LoRA too, for the
 SAMPLES = 4
 
 
-def label_uncertainty_split(work: Path, split: str, model, tokenizer) -> Path:
+def label_uncertainty_split(work: Path, split: str, model, tokenizer, *, samples: int = SAMPLES) -> Path:
+    """Answer ``split``'s uncertainty prompts with the base model and write the labelled lines.
+
+    ``samples`` > 0: greedy + that many sampled answers, digit = share correct (Granite recipe).
+    ``samples`` = 0: the greedy answer's own correctness (9/0). Here the documents are in the
+    conversation, so whether *this* answer is right is observable, and that is exactly what the
+    flow asks; the eval split is always labelled this way. Labels already in ``work`` for the same
+    prompts and ``samples`` are reused (labelling is the slow part on a CPU).
+    """
     from intrinsics.base_answers import answer_all
     from intrinsics.data.text import read_jsonl, write_jsonl
     from intrinsics.data.uncertainty import is_correct, label_uncertainty
 
-    records = read_jsonl(work / f"uncertainty_prompts.{split}.jsonl")
-    answers = answer_all(model, tokenizer, [r["messages"] for r in records],
-                         samples=0 if split == "eval" else SAMPLES, batch_size=64)
+    samples = 0 if split == "eval" else samples
+    prompts = work / f"uncertainty_prompts.{split}.jsonl"
+    out, stamp = work / f"uncertainty.{split}.jsonl", work / f"uncertainty.{split}.labels.json"
+    key = {"samples": samples, "prompts": hashlib.sha256(prompts.read_bytes()).hexdigest()}
+    if out.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return out
+    records = read_jsonl(prompts)
+    answers = answer_all(model, tokenizer, [r["messages"] for r in records], samples=samples, batch_size=64)
     lines = label_uncertainty(records, answers)
     for line, record, got in zip(lines, records, answers):
         line["correct"] = is_correct(got[0], record["gold"])  # of the greedy answer, for AUROC
         line["variant"] = record.get("variant")
-    out = work / f"uncertainty.{split}.jsonl"
     write_jsonl(out, lines)
+    stamp.write_text(json.dumps(key))
     return out
 
 
@@ -52,27 +67,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N examples")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="generate N training examples per intrinsic (default: the data builder's)")
+    parser.add_argument("--eval-every", type=int, default=25, help="validate every N optimizer steps")
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS))
-    parser.add_argument("--no-lora-twins", action="store_true")
+    parser.add_argument("--no-lora-twins", action="store_true", help="skip the standard-LoRA twins")
+    parser.add_argument("--lora-twins-only", action="store_true", help="train only the standard-LoRA twins")
+    parser.add_argument("--samples", type=int, default=SAMPLES,
+                        help="sampled base answers per uncertainty prompt (0: greedy correctness)")
     args = parser.parse_args(argv)
 
     from intrinsics.data.build import build_all
     from intrinsics.train import TrainConfig, load_base, pick_device, train_intrinsic
 
     args.work.mkdir(parents=True, exist_ok=True)
-    build_all(args.work, seed=0)
+    build_all(args.work, seed=0, sizes={"train": args.train_size} if args.train_size else None)
     device = pick_device(args.device)
     model, tokenizer, base_id = load_base(TrainConfig(data=args.work, out=args.work,
                                                       dtype="float32"), device)
     model.eval()
-    report: dict[str, dict] = {}
+    report_file = args.out / "build_report.json"  # a partial rebuild (--only) updates its entries
+    report: dict[str, dict] = json.loads(report_file.read_text()) if report_file.is_file() else {}
     if "uncertainty" in args.only:
         started = time.perf_counter()
         for split in ("train", "val", "eval"):
-            label_uncertainty_split(args.work, split, model, tokenizer)
+            label_uncertainty_split(args.work, split, model, tokenizer, samples=args.samples)
         report["uncertainty_labels_s"] = {"seconds": time.perf_counter() - started}
 
-    jobs = [(name, False) for name in args.only]
+    jobs = [] if args.lora_twins_only else [(name, False) for name in args.only]
     if not args.no_lora_twins:
         jobs += [(name, True) for name in LORA_TWINS if name in args.only]
     for name, lora in jobs:
@@ -81,16 +103,19 @@ def main(argv: list[str] | None = None) -> int:
             intrinsic=name, data=args.work / f"{name}.train.jsonl",
             val_data=args.work / f"{name}.val.jsonl", out=out, lora=lora, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, device=args.device, dtype="float32",
-            limit=args.limit, base_model_id=base_id, eval_every=25, seed=0)
+            limit=args.limit, base_model_id=base_id, eval_every=args.eval_every, seed=0)
         result = train_intrinsic(config, model=model, tokenizer=tokenizer, model_id=base_id)
-        report[out.name] = {"steps": result.steps, "best_step": result.best_step,
+        report[out.name] = {"command": " ".join(["python -m intrinsics.build_builtin", *(argv or sys.argv[1:])]),
+                            "device": str(device), "epochs": args.epochs, "lr": args.lr,
+                            "batch_size": args.batch_size,
+                            "steps": result.steps, "best_step": result.best_step,
                             "best_val_loss": result.best_val_loss, "seconds": result.seconds,
                             "n_train": result.n_train, "n_val": result.n_val}
         print(json.dumps({out.name: report[out.name]}), flush=True)
         target = args.out / out.name
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(out, target, ignore=shutil.ignore_patterns("checkpoint*"))
-    (args.out / "build_report.json").write_text(json.dumps(report, indent=2))
+        shutil.copytree(out, target, ignore=shutil.ignore_patterns("checkpoint*", "README.md"))
+        report_file.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -1,12 +1,14 @@
 """Evaluate the shipped intrinsics on their held-out sets: one command, reproducible anywhere.
 
-    python -m intrinsics.eval_builtin [--limit N] [--out intrinsics/results]
+    python -m intrinsics.eval_builtin [--only NAME ...] [--systems alora base ...] [--limit N]
 
 Regenerates the evaluation sets (deterministic, seed 0; entities and templates disjoint from
 training), labels the uncertainty set with the embedded base model's own greedy answers, then
 compares per intrinsic: the shipped aLoRA (through the real Session), the standard LoRA twin where
 one is shipped (same data and budget), the base model prompted without an adapter, and a trivial
-baseline (majority class / copy the question). Writes ``eval.json`` and ``eval.md``.
+baseline (majority class / copy the question). Writes ``eval.json`` and ``eval.md``; a partial run
+(``--only``, ``--systems``) replaces just its own rows, so rebuilding one adapter needs only its
+own evaluation.
 """
 
 from __future__ import annotations
@@ -40,22 +42,39 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+SYSTEMS = ("alora", "lora", "base", "trivial")
+
+
+def merge_rows(previous: list, new: list) -> list:
+    """``previous`` with the (intrinsic, system) rows of ``new`` replaced or added, in table order."""
+    key = lambda r: (r.intrinsic, r.system)  # noqa: E731
+    fresh = {key(r): r for r in new}
+    merged = [fresh.pop(key(r), r) for r in previous] + list(fresh.values())
+    order = {name: i for i, name in enumerate(INTRINSICS)}
+    return sorted(merged, key=lambda r: (order.get(r.intrinsic, len(order)),
+                                         SYSTEMS.index(r.system) if r.system in SYSTEMS else len(SYSTEMS)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N examples per intrinsic")
-    parser.add_argument("--only", nargs="*", default=list(INTRINSICS))
+    parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
+    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     from alora_flows.backend import Backend
     from intrinsics.data.build import build_all
 
-    from .evaluate import evaluate_file, write_rows
+    from .evaluate import EvalRow, evaluate_file, write_rows
 
+    results = args.out / "eval.json"
+    rows = [EvalRow.model_validate({**r, "metrics": {k: float("nan") if v is None else v
+                                                     for k, v in r["metrics"].items()}})
+            for r in (json.loads(results.read_text()) if results.is_file() else [])]
     backend = Backend.load("embedded", device="cpu")
     base = copy.deepcopy(backend.base_model)  # unwrapped copy for the LoRA and prompted-base systems
     adapters = ADAPTERS_ROOT / EMBEDDED_KEY
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         build_all(work, seed=0)
@@ -63,14 +82,18 @@ def main(argv: list[str] | None = None) -> int:
             label_uncertainty_split(work, "eval", base, backend.tokenizer)
         for name in args.only:
             lora_dir = adapters / f"{name}-lora"
-            rows += evaluate_file(
-                work / f"{name}.eval.jsonl", backend=backend, alora={name: "builtin"},
-                lora={name: lora_dir} if lora_dir.is_dir() else None, base_model=base,
+            new = evaluate_file(
+                work / f"{name}.eval.jsonl", backend=backend,
+                alora={name: "builtin"} if "alora" in args.systems else None,
+                lora={name: lora_dir} if lora_dir.is_dir() and "lora" in args.systems else None,
+                include_base="base" in args.systems, include_trivial="trivial" in args.systems,
+                base_model=base, intrinsics=[name],
                 train_data=work / f"{name}.train.jsonl" if name != "uncertainty" else None,
                 limit=args.limit)
-            write_rows(rows, args.out / "eval.json")  # after each intrinsic: long runs keep results
+            rows = merge_rows(rows, new)
+            write_rows(rows, results)  # after each intrinsic: long runs keep results
             (args.out / "eval.md").write_text(markdown(rows))
-    Console().print(rows_table(rows))
+    print(markdown(rows))
     print(json.dumps({"written": str(args.out / "eval.md")}))
     return 0
 
