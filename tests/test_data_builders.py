@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without inst
 from intrinsics.data import answerability, build, hallucination, rewrite, uncertainty  # noqa: E402
 from intrinsics.data.kb import fill, generate_kb  # noqa: E402
 from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS  # noqa: E402
-from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS  # noqa: E402
 from intrinsics.data.text import (SYSTEM_DOCS, estimate_tokens, normalize_question,  # noqa: E402
                                   split_sentences)
 
@@ -195,11 +194,20 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[\w']+", text.lower())
 
 
-def test_rewrite_targets_are_minimal_decontextualisations(data):
+def _template_match(template: str, text: str, names: str = ".+") -> bool:
+    """Whether ``text`` (a normalised question) was written from a follow-up ``template``
+    (``names``: a regex for the entity names)."""
+    slots = {"{P}": "(its|his|her|their)", "{noun}": ".+", "{name}": names}
+    pattern = "".join(slots.get(part, re.escape(part)) for part in re.split(r"(\{\w+\})", template))
+    return re.fullmatch(pattern.rstrip("?\\"), text.rstrip("?"), flags=re.IGNORECASE) is not None
+
+
+def test_rewrite_targets_are_minimal_decontextualisations(kb, data):
     """A pronoun follow-up keeps every one of the user's words, the pronoun replaced by a name;
     an entity switch repeats the previous question's words about the new entity. So there is one
     right rewrite, and a paraphrase of it is a miss for a reason."""
     kinds = {"pronoun": 0, "switch": 0, "ellipsis": 0}
+    names = "(" + "|".join(re.escape(e.name) for e in kb.entities) + ")"
     for split in ("train", "eval"):
         for row in data[("rewrite", split)]:
             follow_up = normalize_question(row["messages"][-1]["content"])
@@ -207,11 +215,9 @@ def test_rewrite_targets_are_minimal_decontextualisations(data):
             if follow_up == target:
                 continue
             words = _words(follow_up)
-            prefixes = [t.split("{")[0] for t in NOUN_FOLLOWUPS[split] + SWITCH_FOLLOWUPS[split]]
-            prefix = next((p for p in prefixes if follow_up.startswith(p)), None)
-            if prefix is not None:  # an ellipsis or an entity switch
-                rest = _words(follow_up[len(prefix):])
-                if rest[0] in PRONOUNS:  # "And its population?"
+            ellipsis = any(_template_match(t, follow_up) for t in NOUN_FOLLOWUPS[split])
+            if ellipsis or any(_template_match(t, follow_up, names) for t in SWITCH_FOLLOWUPS[split]):
+                if ellipsis:  # "And its population?"
                     assert target.startswith("What is ") and words[-1] in _words(target), (follow_up, target)
                     kinds["ellipsis"] += 1
                 else:  # "And Korveth?": the previous user question, about the new entity

@@ -342,14 +342,18 @@ MOUNTAIN = TypeSpec("mountain", ("it",), (
 TYPES: dict[str, TypeSpec] = {
     t.name: t for t in (TOWN, COMPANY, INVENTOR, RIVER, FESTIVAL, MINERAL, MOUNTAIN)}
 
-# Elliptical follow-ups that only name the attribute ("And its population?").
+# Elliptical follow-ups that only name the attribute ("And its population?"). Training has several
+# openers so that the adapter learns that the opener does not matter (with two, it copied unseen
+# ones such as "How about" into the rewrite); the eval openers stay unseen.
 NOUN_FOLLOWUPS: dict[str, tuple[str, ...]] = {
-    "train": ("And {P} {noun}?", "What about {P} {noun}?"),
+    "train": ("And {P} {noun}?", "What about {P} {noun}?", "And what about {P} {noun}?",
+              "Also, what about {P} {noun}?", "Can you tell me {P} {noun}?", "{P} {noun}?"),
     "eval": ("How about {P} {noun}?", "And what is {P} {noun}?"),
 }
 # Entity-switch ellipsis after a question about another entity ("And Korveth?").
 SWITCH_FOLLOWUPS: dict[str, tuple[str, ...]] = {
-    "train": ("And {name}?", "What about {name}?"),
+    "train": ("And {name}?", "What about {name}?", "And what about {name}?", "Same question for {name}?",
+              "Now {name}?", "{name}?"),
     "eval": ("How about {name}?", "And for {name}?"),
 }
 # Faithful abstention when the documents lack the asked attribute.
