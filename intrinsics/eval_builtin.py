@@ -47,12 +47,10 @@ SYSTEMS = ("alora", "lora", "base", "trivial")
 
 def merge_rows(previous: list, new: list) -> list:
     """``previous`` with the (intrinsic, system) rows of ``new`` replaced or added, in table order."""
-    key = lambda r: (r.intrinsic, r.system)  # noqa: E731
-    fresh = {key(r): r for r in new}
-    merged = [fresh.pop(key(r), r) for r in previous] + list(fresh.values())
+    merged = {(r.intrinsic, r.system): r for r in [*previous, *new]}  # later rows win
     order = {name: i for i, name in enumerate(INTRINSICS)}
-    return sorted(merged, key=lambda r: (order.get(r.intrinsic, len(order)),
-                                         SYSTEMS.index(r.system) if r.system in SYSTEMS else len(SYSTEMS)))
+    return sorted(merged.values(), key=lambda r: (order.get(r.intrinsic, len(order)),
+                                                  SYSTEMS.index(r.system) if r.system in SYSTEMS else len(SYSTEMS)))
 
 
 def main(argv: list[str] | None = None) -> int:
