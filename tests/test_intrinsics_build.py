@@ -1,5 +1,5 @@
-"""The build/eval scripts' own logic: uncertainty labelling (greedy mode, reuse), partial result
-merges, and the RAG threshold choice."""
+"""The build/eval scripts' own logic: uncertainty labelling (greedy mode, reuse) and partial
+result merges."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import pytest
 
 from alora_flows.testing import tiny_model, tiny_tokenizer
-from examples.rag.choose_threshold import choose, tradeoff
 from intrinsics.build_builtin import label_uncertainty_split
 from intrinsics.data.build import build_all
 from intrinsics.data.text import read_jsonl
@@ -43,13 +42,3 @@ def test_greedy_labels_are_the_answers_own_correctness_and_are_reused(tmp_path):
     assert read_jsonl(label_uncertainty_split(tmp_path, "train", None, tok, samples=0)) == lines
     with pytest.raises(AttributeError):  # another mode must label again
         label_uncertainty_split(tmp_path, "train", None, tok, samples=2)
-
-
-def test_threshold_tradeoff_counts_and_choice():
-    scores = [0.95, 0.9, 0.35, 0.2, 0.6, 0.1, 0.3]
-    correct = [True, True, True, False, False, False, False]
-    rows = {r["threshold"]: r for r in tradeoff(scores, correct)}
-    assert rows[0.4] == {"threshold": 0.4, "correct_kept": 2, "correct": 3, "wrong_cut": 3, "wrong": 4, "net": 2}
-    assert rows[0.1]["wrong_cut"] == 0 and rows[0.9]["correct_kept"] == 2
-    # net: 0.1 -> 0, 0.2 -> 1, 0.3 -> 2, 0.4 -> 2, 0.5..0.6 -> 2, 0.7 -> 3, 0.8..0.9 -> 3
-    assert choose(list(rows.values())) == 0.7
