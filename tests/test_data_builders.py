@@ -144,14 +144,14 @@ def _renderings(kb, pool: str, tsplit: str):
             for t in a.question[tsplit]:
                 for pronoun in (False, True):
                     questions.add(fill(t, e, pronoun=pronoun).lower())
-            for t in NOUN_FOLLOWUPS[tsplit]:
-                questions.add(fill(t, e, pronoun=True, noun=a.noun).lower())
+            for t in NOUN_FOLLOWUPS[tsplit]:  # some end in "." ("Tell me its height.")
+                questions.add(normalize_question(fill(t, e, pronoun=True, noun=a.noun)).lower())
             if a.key in e.attrs:
                 for t in a.doc[tsplit]:
                     for pronoun in (False, True):
                         sentences.add(fill(t, e, e.attrs[a.key], pronoun=pronoun))
         for t in SWITCH_FOLLOWUPS[tsplit]:
-            questions.add(fill(t, e).lower())
+            questions.add(normalize_question(fill(t, e)).lower())
     return questions, sentences
 
 
@@ -198,8 +198,9 @@ def _template_match(template: str, text: str, names: str = ".+") -> bool:
     """Whether ``text`` (a normalised question) was written from a follow-up ``template``
     (``names``: a regex for the entity names)."""
     slots = {"{P}": "(its|his|her|their)", "{noun}": ".+", "{name}": names}
-    pattern = "".join(slots.get(part, re.escape(part)) for part in re.split(r"(\{\w+\})", template))
-    return re.fullmatch(pattern.rstrip("?\\"), text.rstrip("?"), flags=re.IGNORECASE) is not None
+    parts = re.split(r"(\{\w+\})", template.rstrip("?."))  # questions are normalised to "?"
+    pattern = "".join(slots.get(part, re.escape(part)) for part in parts)
+    return re.fullmatch(pattern, text.rstrip("?"), flags=re.IGNORECASE) is not None
 
 
 def test_rewrite_targets_are_minimal_decontextualisations(kb, data):

@@ -78,6 +78,21 @@ def test_template_sets_are_disjoint_between_train_and_eval():
         assert not set(table["train"]) & set(table["eval"])
 
 
+def _opener(template: str) -> str:
+    """The words before a follow-up's first slot: "How about {P} {noun}?" -> "how about"."""
+    return " ".join(re.findall(r"[a-z]+", template.split("{", 1)[0].lower()))
+
+
+def test_follow_up_openers_of_the_eval_split_are_unseen_in_training():
+    """The rewrite adapter must generalise to new openers, so no training opener may say what an
+    eval opener says (stricter than distinct templates: "How about {name}, then?" would leak)."""
+    for table in (NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS):
+        train = {_opener(t) for t in table["train"]}
+        for t in table["eval"]:
+            assert _opener(t) not in train, t
+            assert not any(o.startswith(_opener(t)) for o in train), t
+
+
 def test_every_template_renders_one_clean_sentence(kb):
     by_type = {t: next(e for e in kb.entities if e.etype == t) for t in TYPES}
     for spec in TYPES.values():

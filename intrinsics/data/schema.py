@@ -342,18 +342,25 @@ MOUNTAIN = TypeSpec("mountain", ("it",), (
 TYPES: dict[str, TypeSpec] = {
     t.name: t for t in (TOWN, COMPANY, INVENTOR, RIVER, FESTIVAL, MINERAL, MOUNTAIN)}
 
-# Elliptical follow-ups that only name the attribute ("And its population?"). Training has several
-# openers so that the adapter learns that the opener does not matter (with two, it copied unseen
-# ones such as "How about" into the rewrite); the eval openers stay unseen.
+# Elliptical follow-ups that only name the attribute ("And its population?"). Training has many
+# openers so that the adapter learns that the opener does not matter: with two, and still with
+# six, it copied the unseen "How about" into the rewrite. The eval openers stay unseen (a test
+# checks that no training opener shares an eval opener's words before the slot).
 NOUN_FOLLOWUPS: dict[str, tuple[str, ...]] = {
     "train": ("And {P} {noun}?", "What about {P} {noun}?", "And what about {P} {noun}?",
-              "Also, what about {P} {noun}?", "Can you tell me {P} {noun}?", "{P} {noun}?"),
+              "Also, what about {P} {noun}?", "Can you tell me {P} {noun}?", "{P} {noun}?",
+              "What of {P} {noun}?", "Okay, and {P} {noun}?", "Then {P} {noun}?",
+              "Do you know {P} {noun}?", "Tell me {P} {noun}.", "Please tell me {P} {noun}.",
+              "Any idea about {P} {noun}?", "So what about {P} {noun}?", "Next: {P} {noun}?",
+              "And also {P} {noun}?", "Could you give me {P} {noun}?", "Right. {P} {noun}?"),
     "eval": ("How about {P} {noun}?", "And what is {P} {noun}?"),
 }
 # Entity-switch ellipsis after a question about another entity ("And Korveth?").
 SWITCH_FOLLOWUPS: dict[str, tuple[str, ...]] = {
     "train": ("And {name}?", "What about {name}?", "And what about {name}?", "Same question for {name}?",
-              "Now {name}?", "{name}?"),
+              "Now {name}?", "{name}?", "What of {name}?", "Okay, and {name}?", "Then {name}?",
+              "Same for {name}.", "And {name}, please?", "Now do {name}.", "What about {name}, then?",
+              "Next: {name}?", "Also {name}?", "Try {name}.", "And the same for {name}?"),
     "eval": ("How about {name}?", "And for {name}?"),
 }
 # Faithful abstention when the documents lack the asked attribute.
