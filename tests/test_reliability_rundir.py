@@ -156,7 +156,11 @@ def _start_run(project: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, P
     run_dir, gate, log = tmp_path / "run", tmp_path / "gate", tmp_path / "run.log"
     env = {**os.environ, GATE_ENV: str(gate), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    code = ("import sys, torch; torch.set_num_threads(1); from alora_flows.cli import main; "
+    # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored. The test suite itself
+    # may run as a background job of a non-interactive shell (`pytest &` in a script), whose
+    # children inherit SIGINT ignored, and Python keeps it so: restore what a terminal gives.
+    code = ("import signal, sys, torch; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "torch.set_num_threads(1); from alora_flows.cli import main; "
             "sys.argv[0] = 'alora-flows'; main()")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -195,13 +199,15 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(project, refer
     assert [s.node for s in final.checkpoint.trace.steps] == NODES
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN ISSUE (open): passes alone and in every subset tried, but in a full-suite run on a fresh "
-    "clone the SIGINT'd child does not exit within 60 s; see the closing note of issue 4"))
 def test_a_real_sigint_exits_130_and_says_how_to_resume(project, tmp_path):
     proc, run_dir, _, log = _start_run(project, tmp_path)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+    try:
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
     output = log.read_text()
     assert "Traceback" not in output
     assert f"interrupted after 3 finished steps; everything up to there is saved in {run_dir}" \
