@@ -108,6 +108,8 @@ def eval_intrinsics(
     no_trivial: Annotated[bool, typer.Option("--no-trivial", help="Skip the trivial baseline.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="First N examples per intrinsic.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
+    predictions: Annotated[Optional[Path], typer.Option(
+        "--predictions", metavar="DIR", help="Write every prediction to DIR/<intrinsic>.<system>.jsonl.")] = None,
     device: Annotated[Optional[str], typer.Option("--device")] = None,
     debug: DebugOption = False,
 ) -> None:
@@ -123,7 +125,7 @@ def eval_intrinsics(
         backend = Backend.load(model, device=device)
         rows = evaluate_file(data, backend=backend, alora=aloras, lora=loras,
                              intrinsics=intrinsic, include_base=not no_base, include_trivial=not no_trivial,
-                             train_data=train_data, limit=limit)
+                             train_data=train_data, limit=limit, predictions=predictions)
         Console().print(rows_table(rows))
         if json_out is not None:
             write_rows(rows, json_out)

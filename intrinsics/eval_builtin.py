@@ -1,6 +1,7 @@
 """Evaluate the shipped intrinsics on their held-out sets: one command, reproducible anywhere.
 
     python -m intrinsics.eval_builtin [--only NAME ...] [--systems alora base ...] [--limit N]
+                                      [--predictions DIR]
 
 Regenerates the evaluation sets (deterministic, seed 0; entities and templates disjoint from
 training), labels the uncertainty set with the embedded base model's own greedy answers, then
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--predictions", type=Path, default=None, metavar="DIR",
+                        help="also write every prediction to DIR/<intrinsic>.<system>.jsonl")
     args = parser.parse_args(argv)
 
     from alora_flows.backend import Backend
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 include_base="base" in args.systems, include_trivial="trivial" in args.systems,
                 base_model=base, intrinsics=[name],
                 train_data=work / f"{name}.train.jsonl" if name != "uncertainty" else None,
-                limit=args.limit)
+                limit=args.limit, predictions=args.predictions)
             rows = merge_rows(rows, new)
             write_rows(rows, results)  # after each intrinsic: long runs keep results
             (args.out / "eval.md").write_text(markdown(rows))

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from alora_flows.backend import cache_kwarg
 from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
 
-from .data_format import Encoder, Example, end_token_id
+from .data_format import Encoder, Example, end_token_id, write_jsonl
 from .metrics import (PRF, accuracy, auroc, binary_prf, exact_match, expected_calibration_error, mean,
                       normalize_text, sentence_prf, token_f1)
 from .outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
@@ -230,8 +230,13 @@ def score(spec: IntrinsicSpec, golds: Sequence[BaseModel], preds: Sequence[BaseM
 
 
 def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: Sequence[Predictor],
-                  *, on_progress: Callable[[str, int], None] | None = None) -> list[EvalRow]:
-    """Run every predictor on every example of ``spec``; one :class:`EvalRow` per predictor."""
+                  *, on_progress: Callable[[str, int], None] | None = None,
+                  predictions: str | Path | None = None) -> list[EvalRow]:
+    """Run every predictor on every example of ``spec``; one :class:`EvalRow` per predictor.
+
+    ``predictions``: a directory to write ``<intrinsic>.<system>.jsonl`` into, one line per example
+    (last message, gold, prediction, raw output), because a score alone does not say what to fix.
+    """
     golds, kept = [], []
     for ex in examples:
         _, context = example_context(spec, ex)
@@ -242,16 +247,21 @@ def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: 
             continue  # a gold target the parser rejects is a data bug; skip rather than score noise
     rows = []
     for predictor in predictors:
-        start, preds, malformed = time.perf_counter(), [], 0
+        start, preds, malformed, records = time.perf_counter(), [], 0, []
         for i, ex in enumerate(kept):
             _, context = example_context(spec, ex)
             raw = predictor.predict(spec, ex)
             pred, bad = _safe_parse(spec, raw, lambda: RawOutput(text=trivial_text(spec, context, ""), context=context))
             preds.append(pred)
             malformed += bad
+            records.append({"last_message": ex.messages[-1].content, "gold": golds[i].model_dump(mode="json"),
+                            "prediction": pred.model_dump(mode="json") if pred is not None else None,
+                            "raw": raw.text, "malformed": bad})
             if on_progress:
                 on_progress(predictor.name, i + 1)
         metrics = score(spec, golds, preds, kept) if kept else {}
+        if predictions is not None:
+            write_jsonl(Path(predictions) / f"{spec.name}.{predictor.name}.jsonl", records)
         rows.append(EvalRow(intrinsic=spec.name, system=predictor.name, n=len(kept), malformed=malformed,
                             seconds=round(time.perf_counter() - start, 3),
                             metrics={k: (round(v, 4) if not math.isnan(v) else v) for k, v in metrics.items()}))
@@ -289,7 +299,8 @@ def evaluate_file(data: str | Path, *, backend, alora: Mapping[str, str | Path] 
                   lora: Mapping[str, str | Path] | None = None, intrinsics: Sequence[str] | None = None,
                   include_base: bool = True, include_trivial: bool = True, base_model=None,
                   train_data: str | Path | None = None, limit: int | None = None,
-                  base_dir: str | Path | None = None) -> list[EvalRow]:
+                  base_dir: str | Path | None = None,
+                  predictions: str | Path | None = None) -> list[EvalRow]:
     """Evaluate every intrinsic in ``data`` (or ``intrinsics``) with every available system.
 
     ``alora`` maps intrinsic name -> ``"builtin"`` or a directory (loaded into ``backend`` and run
@@ -328,5 +339,5 @@ def evaluate_file(data: str | Path, *, backend, alora: Mapping[str, str | Path] 
             predictors.append(HFPredictor(base_model, backend.tokenizer, name="base"))
         if include_trivial:
             predictors.append(TrivialPredictor([ex for ex in reference if ex.intrinsic in (None, name)]))
-        rows += evaluate_spec(spec, subset, predictors)
+        rows += evaluate_spec(spec, subset, predictors, predictions=predictions)
     return rows

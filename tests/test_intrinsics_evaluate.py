@@ -79,8 +79,16 @@ def test_trivial_baseline_scores(tmp_path):
     assert row.metrics["auroc"] == 0.5  # a constant score cannot rank
     assert row.metrics["digit_acc"] == 0.5
     rw = [e for e in examples if e.intrinsic == "rewrite"]
-    [row] = evaluate_spec(get_spec("rewrite"), rw, [TrivialPredictor(rw)])
+    [row] = evaluate_spec(get_spec("rewrite"), rw, [TrivialPredictor(rw)], predictions=tmp_path / "p")
     assert row.metrics["exact_match"] == 0.0 and 0 < row.metrics["token_f1"] < 1  # copying the question
+    records = read_jsonl_dicts(tmp_path / "p" / "rewrite.trivial.jsonl")
+    assert [r["last_message"] for r in records] == [e.messages[-1].content for e in rw]
+    assert all(r["prediction"]["rewritten_question"] == r["last_message"] != r["gold"]["rewritten_question"]
+               and not r["malformed"] for r in records)
+
+
+def read_jsonl_dicts(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_runner_with_all_systems_on_the_tiny_model(tmp_path, fresh_backend):
