@@ -48,3 +48,10 @@ def test_memory_smoke(tmp_path):
     assert all(0 <= r["target"] - r["tokens"] <= 3 for r in data["kv"]["rows"])
     assert all(r["bytes_per_token"] == r["analytic_bytes_per_token"] for r in data["kv"]["rows"])
 
+
+@pytest.mark.slow
+def test_train_prefix_cache_smoke(tmp_path):
+    data = run_script("train_prefix_cache.py", tmp_path, "--batches", "1", "--batch-size", "2",
+                      "--only", "rewrite", "uncertainty_prompts")
+    assert [r["intrinsic"] for r in data["rows"]] == ["rewrite", "uncertainty"]
+    assert all(r["max_loss_diff"] < 1e-4 and 0 < r["adapted_fraction"] < 1 for r in data["rows"])
