@@ -8,10 +8,11 @@ a Granite adapter maps onto the same specs.
 Conversation shape each built-in expects when invoked (and in its training data):
 
 - ``uncertainty``: the conversation ends with the assistant answer to rate. No input turn.
-- ``hallucination``: the documents are in the conversation, it ends with the assistant answer. No
-  input turn: ``r`` indexes :func:`~intrinsics.templates.split_sentences` of that answer.
-  (:data:`HALLUCINATION_NUMBERED_INPUT` is an optional input turn listing the numbered sentences,
-  for adapters trained with it.)
+- ``hallucination``: the documents are in the conversation, it ends with the assistant answer.
+  Input turn :data:`HALLUCINATION_NUMBERED_INPUT` lists that answer's sentences, numbered as ``r``
+  (:func:`~intrinsics.templates.split_sentences`): without it, a small model loses count of the
+  sentences it labels. A spec file with ``input_template: null`` gives adapters trained without
+  it (and Granite adapters) no input turn.
 - ``rewrite``: any prior conversation; the input turn is the question to make standalone.
 - ``answerability``: the conversation ends with the user turn that holds the documents and the
   question (e.g. appended by a ``message`` node). No input turn.
@@ -52,7 +53,7 @@ def hallucination_spec(name: str = "hallucination", invocation: str = "<|im_star
     return IntrinsicSpec(**{
         "name": name, "invocation": invocation, "kind": "hallucination",
         "description": "Per-sentence faithfulness of the last answer to the documents.",
-        "max_new_tokens": 192,
+        "input_template": HALLUCINATION_NUMBERED_INPUT, "max_new_tokens": 192,
         "output_model": HallucinationOutput, "parser": parse_hallucination, "formatter": format_hallucination,
         "base_prompt": "For each sentence of the last answer (numbered from 0), say whether the documents support it: "
                        "faithful, partial or unfaithful. Reply with a JSON list like "

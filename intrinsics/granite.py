@@ -163,6 +163,8 @@ def load_granite_spec(path: str | Path, *, name: str | None = None, tokenizer=No
     instruction = io.get("instruction")
     if isinstance(instruction, str) and instruction.strip():
         options["input_template"] = "{% raw %}" + instruction.strip() + "{% endraw %}"
+    elif kind == "hallucination":  # Granite's reads the answer itself, not our numbered-sentences turn
+        options["input_template"] = None
     params = io.get("parameters") or {}
     if isinstance(params, dict) and isinstance(params.get("max_completion_tokens"), int) and kind not in (
             "uncertainty", "answerability"):

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
+from intrinsics import get_spec  # noqa: E402
 from intrinsics.data import answerability, build, hallucination, rewrite, uncertainty  # noqa: E402
 from intrinsics.data.kb import fill, generate_kb  # noqa: E402
 from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS  # noqa: E402
@@ -39,6 +40,11 @@ def _docs_and_question(row):
     return docs.split("\n"), question
 
 
+def _answer(row) -> str:
+    """The assistant answer a hallucination row judges (before the intrinsic's input turn)."""
+    return next(m for m in reversed(row["messages"]) if m["role"] == "assistant")["content"]
+
+
 def test_builders_are_deterministic(kb, data):
     for name, fn in BUILDERS.items():
         assert fn(kb, "train", N, 0) == data[(name, "train")]
@@ -47,14 +53,17 @@ def test_builders_are_deterministic(kb, data):
 
 
 def test_rows_follow_the_training_contract(data):
-    last_role = {"rewrite": "user", "hallucination": "assistant", "answerability": "user"}
+    last_role = {"rewrite": "user", "hallucination": "user", "answerability": "user"}
     for (name, _), rows in data.items():
         assert len(rows) == N
         for row in rows:
             assert set(row) == {"intrinsic", "messages", "output"} and row["intrinsic"] == name
             assert all(set(m) == {"role", "content"} and m["content"] for m in row["messages"])
             assert row["messages"][-1]["role"] == last_role[name]
-            assert estimate_tokens(row["messages"], row["output"]) < 300
+            if name == "hallucination":  # the conversation, then the spec's own input turn
+                assert get_spec("hallucination").training_messages(row["messages"][:-1]) == row["messages"]
+            # hallucination repeats the answer in its input turn and quotes evidence
+            assert estimate_tokens(row["messages"], row["output"]) < (400 if name == "hallucination" else 300)
 
 
 def test_rewrite_outputs(data):
@@ -84,10 +93,10 @@ def test_hallucination_outputs(data):
         for row in data[("hallucination", split)]:
             assert row["messages"][0] == {"role": "system", "content": SYSTEM_DOCS}
             out = json.loads(row["output"])
-            answer = row["messages"][-1]["content"]
+            answer = _answer(row)
             assert [s["r"] for s in out] == list(range(len(split_sentences(answer))))
             assert 1 <= len(out) <= 3
-            assert all(set(s) == {"r", "f"} and s["f"] in hallucination.LABELS for s in out)
+            assert all(list(s) == ["r", "e", "f"] and s["f"] in hallucination.LABELS for s in out)
             labels |= {s["f"] for s in out}
             with_bad += any(s["f"] != "faithful" for s in out)
     assert labels == set(hallucination.LABELS)
@@ -99,15 +108,34 @@ def test_hallucination_faithful_first_sentence_uses_document_value(kb, data):
     for row in data[("hallucination", "train")]:
         out = json.loads(row["output"])
         docs, _ = _docs_and_question(row)
-        first = split_sentences(row["messages"][-1]["content"])[0]
+        first = split_sentences(_answer(row))[0]
         if out[0]["f"] == "faithful" and not first.startswith("The documents"):
             numbers = re.findall(r"\d+(?:,\d{3})*", first)
             assert all(n in "\n".join(docs) for n in numbers), (first, docs)
 
 
-def test_hallucination_explanations_are_optional(kb):
-    rows = hallucination.build(kb, "val", 20, 0, explain=True)
-    assert all(all("e" in s for s in json.loads(r["output"])) for r in rows)
+def test_hallucination_evidence_quotes_the_documents(kb):
+    """The "e" field gives, per fact, the documents' value (or "not stated"): the values are in
+    the documents, and a faithful sentence that asserts something states exactly them."""
+    rows = hallucination.build(kb, "eval", 100, 0)
+    quoted = 0
+    for row in rows:
+        docs, _ = _docs_and_question(row)
+        sentences = split_sentences(_answer(row))
+        for item in json.loads(row["output"]):
+            assert item["e"].startswith(hallucination.EVIDENCE_PREFIX), item
+            values = item["e"][len(hallucination.EVIDENCE_PREFIX):].split("; ")
+            for value in values:
+                assert value == hallucination.NOT_STATED or value in "\n".join(docs), (value, docs)
+            stated = [v for v in values if v != hallucination.NOT_STATED]
+            if item["f"] == "faithful" and stated:
+                assert all(v in sentences[item["r"]] for v in stated), (item, sentences)
+                quoted += 1
+    assert quoted > 50
+    plain = hallucination.build(kb, "eval", 20, 0, explain=False)
+    assert not any("e" in s for r in plain for s in json.loads(r["output"]))
+    assert [[s["f"] for s in json.loads(r["output"])] for r in plain] == \
+        [[s["f"] for s in json.loads(r["output"])] for r in rows[:20]]
 
 
 def test_answerability_is_balanced_and_grounded(data):

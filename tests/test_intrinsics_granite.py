@@ -86,6 +86,10 @@ def test_names_decide_when_there_is_no_io_yaml(tmp_path):
     assert spec.kind == "choice" and spec.allowed_outputs == ("relevant", "partially relevant", "irrelevant")
     rewrite = granite_dir(tmp_path, "query_rewrite", {"invocation_string": "<|start_of_role|>rewrite<|end_of_role|>"})
     assert load_granite_spec(rewrite).kind == "rewrite"
+    # our built-in hallucination spec adds a numbered-sentences turn; a Granite adapter gets none
+    detector = granite_dir(tmp_path, "hallucination_detection", {"invocation_string": "<|x|>"})
+    spec = load_granite_spec(detector)
+    assert spec.kind == "hallucination" and spec.input_template is None and spec.input_messages({}) == []
     mystery = granite_dir(tmp_path, "mystery", {"invocation_string": "<|x|>"})
     with pytest.raises(IntrinsicSpecError, match="cannot tell which intrinsic"):
         load_granite_spec(mystery)

@@ -2,8 +2,17 @@
 answer sentence.
 
 Conversation at invocation: system "Answer only from the documents." / user (documents +
-question) / assistant (the answer). Output: compact JSON ``[{"r":0,"f":"faithful"},...]`` where
-``r`` indexes :func:`~intrinsics.data.text.split_sentences` of the answer.
+question) / assistant (the answer) / the spec's input turn (the answer's sentences, numbered).
+Output: compact JSON
+``[{"r":0,"e":"documents: 1843","f":"faithful"},{"r":1,"e":"documents: not stated","f":"unfaithful"}]``
+where ``r`` indexes :func:`~intrinsics.data.text.split_sentences` of the answer and ``e`` is the
+evidence: for each fact of the sentence, the value the documents give for that entity and
+attribute, or "not stated".
+
+Why evidence before the label: without it, the adapter has to compare a value in the answer with
+one somewhere in the documents inside the few tokens of one label, and on held-out templates it
+mostly said "faithful" (recall 0.33). Writing the documents' value first turns the label into a
+comparison of two strings the adapter has just seen, whatever the templates.
 
 Each sentence states one or two facts. A fact is *ok* when the documents state that value for
 that entity; it is bad when the value contradicts the documents (a perturbed value, or the value of
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..builtin import hallucination_spec
 from .common import Context, make_context
 from .kb import Doc, Entity, KnowledgeBase, fill, make_value, perturb_value, render_fact
 from .schema import ABSTAIN_SENTENCES
@@ -25,6 +35,8 @@ from .text import SYSTEM_DOCS, compact_json, docs_prompt, split_sentences
 
 INTRINSIC = "hallucination"
 LABELS = ("faithful", "partial", "unfaithful")
+EVIDENCE_PREFIX = "documents: "
+NOT_STATED = "not stated"
 
 
 @dataclass
@@ -32,7 +44,7 @@ class Fact:
     key: str
     value: str
     ok: bool
-    why: str = ""          # explanation for the optional "e" field
+    evidence: str = NOT_STATED  # what the documents say for this attribute (the "e" field)
     abstain: bool = False
 
 
@@ -49,7 +61,7 @@ class _Planner:
             return None
         key = prefer if prefer in cands else self.ctx.rng.choice(cands)
         self.used.add(key)
-        return Fact(key, self.target.facts[key], True, "Stated in the documents.")
+        return Fact(key, self.target.facts[key], True, self.target.facts[key])
 
     def bad(self, prefer: str | None = None) -> Fact | None:
         rng, e = self.ctx.rng, self.entity
@@ -69,16 +81,16 @@ class _Planner:
             key = prefer if prefer in hidden else rng.choice(hidden)
             self.used.add(key)
             value = e.attrs.get(key) or make_value(e.attr_spec(key), rng, self.ctx.names)
-            return Fact(key, value, False, "Not stated in the documents.")
+            return Fact(key, value, False)
         key = prefer if prefer in in_doc else rng.choice(in_doc)
         self.used.add(key)
         true = self.target.facts[key]
         if mode == "swap":
             others = [d.facts[key] for d in self.distractors if d.facts.get(key, true) != true]
             if others:
-                return Fact(key, rng.choice(others), False, f"The documents say {true}.")
+                return Fact(key, rng.choice(others), False, true)
         value = perturb_value(e.attr_spec(key), true, rng, self.ctx.names)
-        return Fact(key, value, False, f"The documents say {true}.")
+        return Fact(key, value, False, true)
 
 
 def _combinable(templates: tuple[str, ...]) -> list[str]:
@@ -128,7 +140,7 @@ def _plan_answer(ctx: Context, entity: Entity, asked: str, target: Doc, distract
         facts: list[Fact | None]
         if i == 0 and asked not in target.facts and planned == "faithful":
             planner.used.add(asked)
-            facts = [Fact(asked, "", True, "The documents indeed lack it.", abstain=True)]
+            facts = [Fact(asked, "", True, abstain=True)]
         elif planned == "faithful":
             facts = [planner.ok(prefer)] + ([planner.ok()] if rng.random() < 0.25 else [])
         elif planned == "unfaithful":
@@ -146,7 +158,7 @@ def _plan_answer(ctx: Context, entity: Entity, asked: str, target: Doc, distract
     return sentences
 
 
-def build_example(ctx: Context, *, explain: bool = False) -> dict:
+def build_example(ctx: Context, *, explain: bool = True) -> dict:
     rng = ctx.rng
     entity = ctx.entity()
     asked = rng.choice(list(entity.attrs))
@@ -171,9 +183,8 @@ def build_example(ctx: Context, *, explain: bool = False) -> dict:
             break
         sentences = sentences or plan
     if not sentences:  # fall back: answer faithfully, or abstain
-        sentences = [[Fact(asked, target.facts[asked], True, "Stated in the documents.")
-                      if asked in target.facts else
-                      Fact(asked, "", True, "The documents indeed lack it.", abstain=True)]]
+        sentences = [[Fact(asked, target.facts[asked], True, target.facts[asked])
+                      if asked in target.facts else Fact(asked, "", True, abstain=True)]]
 
     texts = [_render_sentence(ctx, entity, facts, i == 0) for i, facts in enumerate(sentences)]
     answer = " ".join(texts)
@@ -182,16 +193,18 @@ def build_example(ctx: Context, *, explain: bool = False) -> dict:
     for i, facts in enumerate(sentences):
         item: dict = {"r": i}
         if explain:  # key order r, e, f as intrinsics.parsers.format_hallucination writes it
-            item["e"] = " ".join(dict.fromkeys(f.why for f in facts))
+            item["e"] = EVIDENCE_PREFIX + "; ".join(f.evidence for f in facts)
         item["f"] = _label(facts)
         out.append(item)
     msgs = [{"role": "system", "content": SYSTEM_DOCS},
             {"role": "user", "content": docs_prompt([d.text for d in docs], question)},
             {"role": "assistant", "content": answer}]
-    return {"intrinsic": INTRINSIC, "messages": msgs, "output": compact_json(out)}
+    return {"intrinsic": INTRINSIC, "messages": hallucination_spec().training_messages(msgs),
+            "output": compact_json(out)}
 
 
-def build(kb: KnowledgeBase, split: str, n: int, seed: int = 0, *, explain: bool = False) -> list[dict]:
-    """``n`` hallucination examples for ``split``; ``explain`` adds a short ``"e"`` per sentence."""
+def build(kb: KnowledgeBase, split: str, n: int, seed: int = 0, *, explain: bool = True) -> list[dict]:
+    """``n`` hallucination examples for ``split``; ``explain`` (the shipped format) writes the
+    evidence ``"e"`` before each label, ``explain=False`` the labels alone."""
     ctx = make_context(kb, split, seed, INTRINSIC)
     return [build_example(ctx, explain=explain) for _ in range(n)]
