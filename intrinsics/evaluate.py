@@ -254,9 +254,10 @@ def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: 
             pred, bad = _safe_parse(spec, raw, lambda: RawOutput(text=trivial_text(spec, context, ""), context=context))
             preds.append(pred)
             malformed += bad
-            records.append({"last_message": ex.messages[-1].content, "gold": golds[i].model_dump(mode="json"),
-                            "prediction": pred.model_dump(mode="json") if pred is not None else None,
-                            "raw": raw.text, "malformed": bad})
+            if predictions is not None:
+                records.append({"last_message": ex.messages[-1].content, "gold": golds[i].model_dump(mode="json"),
+                                "prediction": pred.model_dump(mode="json") if pred is not None else None,
+                                "raw": raw.text, "malformed": bad})
             if on_progress:
                 on_progress(predictor.name, i + 1)
         metrics = score(spec, golds, preds, kept) if kept else {}

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from alora_flows.testing import save_random_alora
 from intrinsics import get_spec
+from intrinsics.data.text import read_jsonl as read_jsonl_rows
 from intrinsics.data_format import read_jsonl, write_jsonl
 from intrinsics.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor, evaluate_file, evaluate_spec,
                                  rows_table, write_rows)
@@ -81,14 +82,10 @@ def test_trivial_baseline_scores(tmp_path):
     rw = [e for e in examples if e.intrinsic == "rewrite"]
     [row] = evaluate_spec(get_spec("rewrite"), rw, [TrivialPredictor(rw)], predictions=tmp_path / "p")
     assert row.metrics["exact_match"] == 0.0 and 0 < row.metrics["token_f1"] < 1  # copying the question
-    records = read_jsonl_dicts(tmp_path / "p" / "rewrite.trivial.jsonl")
+    records = read_jsonl_rows(tmp_path / "p" / "rewrite.trivial.jsonl")
     assert [r["last_message"] for r in records] == [e.messages[-1].content for e in rw]
     assert all(r["prediction"]["rewritten_question"] == r["last_message"] != r["gold"]["rewritten_question"]
                and not r["malformed"] for r in records)
-
-
-def read_jsonl_dicts(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_runner_with_all_systems_on_the_tiny_model(tmp_path, fresh_backend):
