@@ -1,4 +1,4 @@
-"""``alora-flows train`` and ``alora-flows eval-intrinsics``.
+"""``alora-flows train``, ``alora-flows eval-intrinsics`` and ``alora-flows threshold``.
 
 The lead's CLI registers these with ``intrinsics.cli.register(app)``. Heavy imports happen inside
 the commands, so the rest of the CLI stays fast.
@@ -131,7 +131,29 @@ def eval_intrinsics(
             write_rows(rows, json_out)
 
 
+def threshold(
+    predictions: Annotated[Path, typer.Argument(help="uncertainty.<system>.jsonl from eval-intrinsics --predictions.")],
+    step: Annotated[float, typer.Option("--step", help="Threshold spacing.")] = 0.05,
+    debug: DebugOption = False,
+) -> None:
+    """Choose a flow's certainty threshold on scored answers (use a validation split): the one
+    that cuts the most wrong answers net of the correct answers it loses."""
+    with _errors(debug):
+        from rich.console import Console
+
+        from .thresholds import choose_threshold, sweep_table
+
+        points, best, skipped = choose_threshold(predictions, step)
+        console = Console()
+        console.print(sweep_table(points, best))
+        n_correct, n_wrong = best.kept_correct + best.cut_correct, best.kept_wrong + best.cut_wrong
+        console.print(f"threshold {best.threshold:.2f}: keeps {best.kept_correct} of {n_correct} correct answers, "
+                      f"cuts {best.cut_wrong} of {n_wrong} wrong ones"
+                      + (f" ({skipped} malformed predictions skipped)" if skipped else ""))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``eval-intrinsics`` to the main ``alora-flows`` app."""
+    """Add ``train``, ``eval-intrinsics`` and ``threshold`` to the main ``alora-flows`` app."""
     app.command("train")(train)
     app.command("eval-intrinsics")(eval_intrinsics)
+    app.command("threshold")(threshold)

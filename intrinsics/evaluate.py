@@ -257,7 +257,7 @@ def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: 
             if predictions is not None:
                 records.append({"last_message": ex.messages[-1].content, "gold": golds[i].model_dump(mode="json"),
                                 "prediction": pred.model_dump(mode="json") if pred is not None else None,
-                                "raw": raw.text, "malformed": bad})
+                                "raw": raw.text, "malformed": bad, **({"meta": ex.meta} if ex.meta else {})})
             if on_progress:
                 on_progress(predictor.name, i + 1)
         metrics = score(spec, golds, preds, kept) if kept else {}

@@ -4,6 +4,7 @@
 - hallucination: sentence-level precision/recall/F1 with ``unfaithful`` as the positive class
 - rewrite: normalised exact match and token F1 (SQuAD-style normalisation)
 - answerability / classifiers: accuracy (and F1 of a chosen positive label)
+- abstention thresholds: what cutting answers below a certainty threshold keeps and cuts
 """
 
 from __future__ import annotations
@@ -106,6 +107,49 @@ def sentence_prf(gold: Sequence[dict[int, str]], pred: Sequence[dict[int, str]],
             y_true.append(label == positive)
             y_pred.append(p.get(r) == positive)
     return binary_prf(y_true, y_pred)
+
+
+class ThresholdPoint(BaseModel):
+    """What a flow that abstains below ``threshold`` does to a set of scored answers."""
+
+    threshold: float
+    kept_correct: int
+    cut_correct: int
+    kept_wrong: int
+    cut_wrong: int
+
+    @property
+    def net(self) -> int:
+        """Wrong answers cut minus correct answers lost: the number of right keep/cut calls
+        beyond keeping everything."""
+        return self.cut_wrong - self.cut_correct
+
+
+def threshold_sweep(scores: Sequence[float], correct: Sequence[bool | int], step: float = 0.05) -> list[ThresholdPoint]:
+    """One :class:`ThresholdPoint` per threshold ``step, 2*step, ...`` below 1; an answer is cut
+    when its score is below the threshold (the ``certainty < t`` edge of a flow)."""
+    _same_length(scores, correct)
+    if not 0 < step < 1:
+        raise ValueError(f"step must be in (0, 1), got {step}")
+    points = []
+    for i in range(1, math.ceil(1 / step - 1e-9)):
+        t = round(i * step, 6)
+        cut = [s < t for s in scores]
+        points.append(ThresholdPoint(
+            threshold=t,
+            kept_correct=sum(1 for c, x in zip(correct, cut) if c and not x),
+            cut_correct=sum(1 for c, x in zip(correct, cut) if c and x),
+            kept_wrong=sum(1 for c, x in zip(correct, cut) if not c and not x),
+            cut_wrong=sum(1 for c, x in zip(correct, cut) if not c and x)))
+    return points
+
+
+def best_threshold(points: Sequence[ThresholdPoint]) -> ThresholdPoint:
+    """The point with the most wrong answers cut minus correct answers lost; on a tie the lowest
+    threshold, which loses the fewest correct answers."""
+    if not points:
+        raise ValueError("no thresholds to choose from")
+    return max(points, key=lambda p: (p.net, -p.threshold))
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -14,8 +14,9 @@ from intrinsics.data.text import read_jsonl as read_jsonl_rows
 from intrinsics.data_format import read_jsonl, write_jsonl
 from intrinsics.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor, evaluate_file, evaluate_spec,
                                  rows_table, write_rows)
-from intrinsics.metrics import (accuracy, auroc, binary_prf, exact_match, expected_calibration_error,
-                                normalize_text, sentence_prf, token_f1)
+from intrinsics.metrics import (accuracy, auroc, best_threshold, binary_prf, exact_match,
+                                expected_calibration_error, normalize_text, sentence_prf, threshold_sweep, token_f1)
+from intrinsics.thresholds import PredictionsFileError, read_scored_answers
 
 
 
@@ -44,6 +45,37 @@ def test_prf_and_sentence_level_f1():
     # tp=1 (resp0 s1), fp=1 (resp0 s0), fn=1 (resp1 s0) -> P=R=F1=0.5
     assert sentence_prf(gold, pred).f1 == pytest.approx(0.5)
     assert binary_prf([False], [False]).f1 == 0.0
+
+
+def test_threshold_sweep_hand_computed():
+    # correct answers score 0.9, 0.6, 0.3; wrong ones 0.5, 0.2. t = 0.25 cuts the 0.2 (net 1);
+    # t = 0.55 cuts 0.5 and 0.2 but loses 0.3 (net 1); t = 0.35 and 0.4 ... 0.5 cut 0.2 and lose
+    # 0.3 (net 0) until 0.5 < t, where the wrong 0.5 goes too.
+    points = threshold_sweep([0.9, 0.6, 0.3, 0.5, 0.2], [1, 1, 1, 0, 0], step=0.05)
+    assert [p.threshold for p in points][:3] == [0.05, 0.1, 0.15] and points[-1].threshold == 0.95
+    by_t = {p.threshold: p for p in points}
+    assert (by_t[0.25].kept_correct, by_t[0.25].cut_wrong, by_t[0.25].cut_correct, by_t[0.25].kept_wrong) == (3, 1, 0, 1)
+    assert by_t[0.55].net == 1 and by_t[0.4].net == 0 and by_t[0.95].net == -1
+    assert best_threshold(points).threshold == 0.25  # ties go to the threshold losing fewest correct
+    assert best_threshold(threshold_sweep([0.9, 0.1], [1, 0], step=0.5)).threshold == 0.5
+    with pytest.raises(ValueError):
+        threshold_sweep([0.5], [1], step=1.0)
+
+
+def test_read_scored_answers_rejects_other_files(tmp_path):
+    hallucination = tmp_path / "hallucination.alora.jsonl"
+    hallucination.write_text(json.dumps({"gold": {"sentences": []}, "prediction": None}) + "\n")
+    with pytest.raises(PredictionsFileError, match="not an uncertainty prediction"):
+        read_scored_answers(hallucination)
+    with pytest.raises(PredictionsFileError, match="no predictions file"):
+        read_scored_answers(tmp_path / "missing.jsonl")
+    scored = tmp_path / "uncertainty.alora.jsonl"
+    scored.write_text("\n".join(json.dumps(r) for r in (
+        {"gold": {"score": 0.95}, "prediction": {"score": 0.7}},
+        {"gold": {"score": 0.05}, "prediction": None},  # malformed: skipped, counted
+        {"gold": {"score": 0.05}, "prediction": {"score": 0.2}},
+        {"gold": {"score": 0.35}, "prediction": {"score": 0.4}, "meta": {"correct": True}})) + "\n")
+    assert read_scored_answers(scored) == ([0.7, 0.2, 0.4], [True, False, True], 1)
 
 
 def test_text_metrics():
@@ -135,8 +167,15 @@ def test_eval_cli(tmp_path, backend):
     register(app)
     result = CliRunner().invoke(app, ["eval-intrinsics", "--data", str(data), "--model", str(tmp_path / "base"),
                                       "--alora", f"uncertainty={adapter}", "--json", str(tmp_path / "r.json"),
-                                      "--device", "cpu"])
+                                      "--device", "cpu", "--predictions", str(tmp_path / "pred")])
     assert result.exit_code == 0, result.output
+    # the predictions it wrote choose a flow threshold in one more command
+    swept = CliRunner().invoke(app, ["threshold", str(tmp_path / "pred" / "uncertainty.alora.jsonl")])
+    assert swept.exit_code == 0, swept.output
+    n_correct = sum(r.get("correct", False) for r in read_jsonl_rows(data) if r["intrinsic"] == "uncertainty")
+    assert f"of {n_correct} correct answers" in swept.output, swept.output
+    wrong = CliRunner().invoke(app, ["threshold", str(tmp_path / "pred" / "rewrite.base.jsonl")])
+    assert wrong.exit_code == 1 and "not an uncertainty prediction" in wrong.output
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [(r["intrinsic"], r["system"]) for r in rows] == [("uncertainty", "alora"), ("uncertainty", "base"),
                                                              ("uncertainty", "trivial"), ("rewrite", "base"),
