@@ -143,6 +143,8 @@ def threshold(
 
         from .thresholds import choose_threshold, sweep_table
 
+        if not 0 < step < 1:
+            raise CliOptionError(f"--step must be between 0 and 1, got {step}")
         points, best, skipped = choose_threshold(predictions, step)
         console = Console()
         console.print(sweep_table(points, best))

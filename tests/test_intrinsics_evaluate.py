@@ -176,6 +176,8 @@ def test_eval_cli(tmp_path, backend):
     assert f"of {n_correct} correct answers" in swept.output, swept.output
     wrong = CliRunner().invoke(app, ["threshold", str(tmp_path / "pred" / "rewrite.base.jsonl")])
     assert wrong.exit_code == 1 and "not an uncertainty prediction" in wrong.output
+    bad_step = CliRunner().invoke(app, ["threshold", str(tmp_path / "pred" / "uncertainty.alora.jsonl"), "--step", "2"])
+    assert bad_step.exit_code == 2 and "--step" in bad_step.output
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [(r["intrinsic"], r["system"]) for r in rows] == [("uncertainty", "alora"), ("uncertainty", "base"),
                                                              ("uncertainty", "trivial"), ("rewrite", "base"),
