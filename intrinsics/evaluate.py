@@ -30,8 +30,8 @@ from alora_flows.backend import cache_kwarg
 from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
 
 from .data_format import Encoder, Example, end_token_id, write_jsonl
-from .metrics import (PRF, accuracy, auroc, binary_prf, exact_match, expected_calibration_error, mean,
-                      normalize_text, sentence_prf, token_f1)
+from .metrics import (PRF, accuracy, answer_correct, auroc, binary_prf, exact_match, expected_calibration_error,
+                      mean, normalize_text, sentence_prf, token_f1)
 from .outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
 from .spec import IntrinsicSpec, RawOutput
 from .templates import split_sentences
@@ -203,7 +203,7 @@ def score(spec: IntrinsicSpec, golds: Sequence[BaseModel], preds: Sequence[BaseM
     if spec.kind == "uncertainty":
         g = [x for x in golds if isinstance(x, UncertaintyOutput)]
         p = [x for x in preds if isinstance(x, UncertaintyOutput)]
-        correct = [bool(ex.meta.get("correct", gold.score >= 0.5)) for ex, gold in zip(examples, g)]
+        correct = [answer_correct(ex.meta, gold.score) for ex, gold in zip(examples, g)]
         return {"auroc": auroc(correct, [x.score for x in p]),
                 "ece": expected_calibration_error([x.score for x in p], correct),
                 "mae": mean([abs(a.score - b.score) for a, b in zip(p, g)]),

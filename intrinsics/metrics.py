@@ -13,7 +13,8 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -107,6 +108,12 @@ def sentence_prf(gold: Sequence[dict[int, str]], pred: Sequence[dict[int, str]],
             y_true.append(label == positive)
             y_pred.append(p.get(r) == positive)
     return binary_prf(y_true, y_pred)
+
+
+def answer_correct(meta: Mapping[str, Any], gold_score: float) -> bool:
+    """Whether a rated answer was right: the example's ``correct`` field when it has one (the
+    base answer scored against gold), else a gold certainty of at least 0.5."""
+    return bool(meta.get("correct", gold_score >= 0.5))
 
 
 class ThresholdPoint(BaseModel):

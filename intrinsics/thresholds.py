@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alora_flows.errors import AloraFlowsError
 
-from .metrics import ThresholdPoint, best_threshold, threshold_sweep
+from .metrics import ThresholdPoint, answer_correct, best_threshold, threshold_sweep
 
 
 class PredictionsFileError(AloraFlowsError):
@@ -23,9 +23,9 @@ class PredictionsFileError(AloraFlowsError):
 def read_scored_answers(path: str | Path) -> tuple[list[float], list[bool], int]:
     """``(scores, correct, skipped)`` from an ``uncertainty.<system>.jsonl`` predictions file.
 
-    Whether an answer is correct comes from the example's ``correct`` field when it has one (as
-    in ``eval-intrinsics``), else from its gold certainty being at least 0.5; lines whose
-    prediction was malformed are skipped and counted.
+    Whether an answer is correct is decided as ``eval-intrinsics`` decides it
+    (:func:`~intrinsics.metrics.answer_correct`); lines whose prediction was malformed are skipped
+    and counted.
     """
     path = Path(path)
     if not path.is_file():
@@ -46,7 +46,7 @@ def read_scored_answers(path: str | Path) -> tuple[list[float], list[bool], int]
             skipped += 1
             continue
         scores.append(float(pred["score"]))
-        correct.append(bool(record.get("meta", {}).get("correct", float(gold) >= 0.5)))
+        correct.append(answer_correct(record.get("meta", {}), float(gold)))
     if not scores:
         raise PredictionsFileError(f"{path}: no scored answers")
     return scores, correct, skipped
