@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without inst
 from intrinsics import get_spec  # noqa: E402
 from intrinsics.data import answerability, build, hallucination, rewrite, uncertainty  # noqa: E402
 from intrinsics.data.kb import fill, generate_kb  # noqa: E402
-from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS  # noqa: E402
+from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS, doc_templates  # noqa: E402
 from intrinsics.data.text import (SYSTEM_DOCS, estimate_tokens, normalize_question,  # noqa: E402
                                   split_sentences)
 
@@ -132,6 +132,7 @@ def test_hallucination_evidence_quotes_the_documents(kb):
                 assert all(v in sentences[item["r"]] for v in stated), (item, sentences)
                 quoted += 1
     assert quoted > 50
+    assert hallucination.build(kb, "eval", 100, 0, paraphrases=False) == rows  # eval never widens
     plain = hallucination.build(kb, "eval", 20, 0, explain=False)
     assert not any("e" in s for r in plain for s in json.loads(r["output"]))
     assert [[s["f"] for s in json.loads(r["output"])] for r in plain] == \
@@ -160,11 +161,23 @@ def test_uncertainty_prompts_have_gold_in_docs_unless_missing(kb):
     assert sum(missing_hits) < 0.3 * len(missing_hits)
 
 
+def test_hallucination_training_uses_the_paraphrased_wordings(kb, data):
+    """The train split's documents draw on all eight wordings per attribute (the shipped data),
+    and ``paraphrases=False`` gives back documents in the three original wordings."""
+    def doc_sentences(rows):
+        return {s for row in rows for doc in _docs_and_question(row)[0] for s in split_sentences(doc)}
+
+    _, base = _renderings(kb, "train", "train", paraphrases=False)
+    wide = doc_sentences(data[("hallucination", "train")])
+    assert len(wide - base) > 0.3 * len(wide)
+    assert doc_sentences(hallucination.build(kb, "train", N, 0, paraphrases=False)) <= base
+
+
 # ------------------------------------------------------------------ train / eval separation
 
-def _renderings(kb, pool: str, tsplit: str):
-    """Every question / follow-up / document sentence the templates of ``tsplit`` can produce
-    for the entities of ``pool`` (exact strings)."""
+def _renderings(kb, pool: str, tsplit: str, *, paraphrases: bool = True):
+    """Every question / follow-up / document sentence the templates of ``tsplit`` (with the
+    train-only paraphrases) can produce for the entities of ``pool`` (exact strings)."""
     questions, sentences = set(), set()
     entities = kb.pool(pool)
     for e in entities:
@@ -175,7 +188,7 @@ def _renderings(kb, pool: str, tsplit: str):
             for t in NOUN_FOLLOWUPS[tsplit]:  # some end in "." ("Tell me its height.")
                 questions.add(normalize_question(fill(t, e, pronoun=True, noun=a.noun)).lower())
             if a.key in e.attrs:
-                for t in a.doc[tsplit]:
+                for t in doc_templates(a, tsplit, paraphrases=paraphrases):
                     for pronoun in (False, True):
                         sentences.add(fill(t, e, e.attrs[a.key], pronoun=pronoun))
         for t in SWITCH_FOLLOWUPS[tsplit]:

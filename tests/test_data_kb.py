@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without inst
 from intrinsics.data.kb import (POOLS, fill, generate_kb, make_value, perturb_value,  # noqa: E402
                                 render_doc)
 from intrinsics.data.names import BLOCKLIST, NameGenerator  # noqa: E402
+from intrinsics.data.paraphrases import PARAPHRASES  # noqa: E402
 from intrinsics.data.schema import (ABSTAIN_SENTENCES, NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS,  # noqa: E402
-                                    TYPES)
+                                    TYPES, doc_templates)
 from intrinsics.data.text import normalize_question, split_sentences  # noqa: E402
 
 FIELDS = {"S", "O", "P", "pp", "name", "v", "noun"}
@@ -78,6 +79,31 @@ def test_template_sets_are_disjoint_between_train_and_eval():
         assert not set(table["train"]) & set(table["eval"])
 
 
+def _words(template: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", template).lower()))
+
+
+def test_paraphrases_are_train_only_and_keep_the_eval_wordings_unseen():
+    """The extra wordings widen training without leaking the held-out ones: none equals an
+    existing template, none uses a word that only the attribute's eval templates use ("its"
+    included, which {pp} renders), and ``eval`` never gets them."""
+    existing = {t.lower() for spec in TYPES.values() for a in spec.attrs
+                for split in ("train", "eval") for t in a.doc[split] + a.question[split]}
+    assert set(PARAPHRASES) == {(spec.name, a.key) for spec in TYPES.values() for a in spec.attrs}
+    for spec in TYPES.values():
+        for a in spec.attrs:
+            extra = PARAPHRASES[(spec.name, a.key)]
+            eval_only = (set().union(*map(_words, a.doc["eval"]))
+                         - set().union(*map(_words, a.doc["train"])) - _words(a.noun))
+            for t in extra:
+                assert t.lower() not in existing, t
+                rendered = t.replace("{pp}", "its her his")
+                assert not _words(rendered) & eval_only, (a.key, t, _words(rendered) & eval_only)
+            assert doc_templates(a, "train", paraphrases=True) == a.doc["train"] + extra
+            assert doc_templates(a, "train") == a.doc["train"]
+            assert doc_templates(a, "eval", paraphrases=True) == a.doc["eval"]
+
+
 def _opener(template: str) -> str:
     """The words before a follow-up's first slot: "How about {P} {noun}?" -> "how about"."""
     return " ".join(re.findall(r"[a-z]+", template.split("{", 1)[0].lower()))
@@ -101,7 +127,8 @@ def test_every_template_renders_one_clean_sentence(kb):
             for split in ("train", "eval"):
                 # The hallucination builder joins two facts with a pronoun clause.
                 assert any(t.startswith(("{S}", "{P}")) for t in a.doc[split]), (a.key, split)
-                for t in a.doc[split] + a.question[split]:
+                docs = doc_templates(a, split, paraphrases=True)
+                for t in docs + a.question[split]:
                     assert _fields(t) <= FIELDS, t
                     for pronoun in (False, True):
                         text = fill(t, entity, "x", pronoun=pronoun)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .kb import Doc, Entity, KnowledgeBase, render_doc
 from .names import NameGenerator
-from .schema import template_split
+from .schema import doc_templates, template_split
 
 DATA_SPLITS = ("train", "val", "eval")
 
@@ -25,6 +25,7 @@ class Context:
     names: NameGenerator               # fresh invented names (perturbations), never a KB name
     pool: list[Entity] = field(default_factory=list)
     by_type: dict[str, list[Entity]] = field(default_factory=dict)
+    paraphrases: bool = False          # widen train-split document wordings (see doc_templates)
 
     @property
     def tsplit(self) -> str:
@@ -55,7 +56,10 @@ class Context:
         return chosen
 
     def doc(self, entity: Entity, keys: list[str]) -> Doc:
-        return render_doc(entity, keys, self.rng, self.tsplit)
+        return render_doc(entity, keys, self.rng, self.tsplit, paraphrases=self.paraphrases)
+
+    def doc_templates(self, entity: Entity, key: str) -> tuple[str, ...]:
+        return doc_templates(entity.attr_spec(key), self.tsplit, paraphrases=self.paraphrases)
 
     def doc_keys(self, entity: Entity, *, include: str | None = None, exclude: tuple[str, ...] = (),
                  k_max: int = 3) -> list[str]:
@@ -72,9 +76,11 @@ class Context:
         return keys
 
 
-def make_context(kb: KnowledgeBase, split: str, seed: int, intrinsic: str) -> Context:
+def make_context(kb: KnowledgeBase, split: str, seed: int, intrinsic: str, *,
+                 paraphrases: bool = False) -> Context:
     """A fresh RNG per (seed, intrinsic, split): datasets do not shift when another builder or
-    another split changes size."""
+    another split changes size. ``paraphrases`` is opt-in per builder, so that widening one
+    intrinsic's wordings leaves every other dataset (and its shipped adapter) byte-identical."""
     if split not in DATA_SPLITS:
         raise ValueError(f"split must be one of {DATA_SPLITS}, got {split!r}")
     pool = kb.pool(split)
@@ -82,4 +88,5 @@ def make_context(kb: KnowledgeBase, split: str, seed: int, intrinsic: str) -> Co
     for e in pool:
         by_type.setdefault(e.etype, []).append(e)
     names = NameGenerator(random.Random(f"names:{intrinsic}:{split}:{seed}"), kb.names.used)
-    return Context(kb, split, random.Random(f"{intrinsic}:{split}:{seed}"), names, pool, by_type)
+    return Context(kb, split, random.Random(f"{intrinsic}:{split}:{seed}"), names, pool, by_type,
+                   paraphrases)

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 
 from .names import NameGenerator
-from .schema import CHOICES, TYPES, AttrSpec, TypeSpec
+from .schema import CHOICES, TYPES, AttrSpec, TypeSpec, doc_templates
 
 POOLS = ("train", "val", "eval", "rag")
 DEFAULT_POOL_SIZES: dict[str, int] = {"train": 420, "val": 84, "eval": 140, "rag": 84}
@@ -235,12 +235,13 @@ def render_fact(entity: Entity, key: str, template: str, value: str | None = Non
 
 
 def render_doc(entity: Entity, keys: list[str], rng: random.Random, tsplit: str, *,
-               pronoun_rate: float = 0.5) -> Doc:
+               pronoun_rate: float = 0.5, paraphrases: bool = False) -> Doc:
     """A short document: one sentence per key, the first naming the entity, later ones opening
-    with a pronoun at ``pronoun_rate`` (only templates that start with {S}/{P} can)."""
+    with a pronoun at ``pronoun_rate`` (only templates that start with {S}/{P} can);
+    ``paraphrases``: see :func:`~intrinsics.data.schema.doc_templates`."""
     sentences = []
     for i, key in enumerate(keys):
-        template = rng.choice(entity.attr_spec(key).doc[tsplit])
+        template = rng.choice(doc_templates(entity.attr_spec(key), tsplit, paraphrases=paraphrases))
         use_pronoun = i > 0 and template.startswith(("{S}", "{P}")) and rng.random() < pronoun_rate
         sentences.append(render_fact(entity, key, template, pronoun=use_pronoun))
     return Doc(entity.id, entity.name, " ".join(sentences), {k: entity.attrs[k] for k in keys})

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .paraphrases import PARAPHRASES
+
 SPLITS = ("train", "eval")
 
 
@@ -370,6 +372,13 @@ ABSTAIN_SENTENCES: dict[str, tuple[str, ...]] = {
 }
 # Prior assistant turns that do not answer (rewrite conversations).
 UNSURE_REPLIES: tuple[str, ...] = ("I am not sure.", "I don't know that.")
+
+
+def doc_templates(spec: AttrSpec, tsplit: str, *, paraphrases: bool = False) -> tuple[str, ...]:
+    """Document-sentence templates of ``spec`` for a template split; ``paraphrases`` adds the
+    extra train-only wordings of :mod:`intrinsics.data.paraphrases` (never to ``eval``)."""
+    extra = PARAPHRASES[(spec.etype, spec.key)] if paraphrases and tsplit == "train" else ()
+    return spec.doc[tsplit] + extra
 
 
 def template_split(split: str) -> str:
