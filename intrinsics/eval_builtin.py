@@ -28,17 +28,26 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def markdown(rows) -> str:
+    from .evaluate import format_interval, interval_columns
+
     lines = []
     for name in dict.fromkeys(r.intrinsic for r in rows):
         subset = [r for r in rows if r.intrinsic == name]
         metrics = list(dict.fromkeys(k for r in subset for k in r.metrics))
+        intervals = interval_columns(subset)
         lines += [f"**{name}** (n = {subset[0].n})", "",
-                  "| system | " + " | ".join(metrics) + " | malformed | seconds |",
-                  "|---|" + "---:|" * (len(metrics) + 2)]
+                  "| system | " + " | ".join([*metrics, *(f"{k}, 95% CI" for k in intervals)])
+                  + " | malformed | seconds |",
+                  "|---|" + "---:|" * (len(metrics) + len(intervals) + 2)]
         for r in subset:
             cells = [f"{r.metrics[m]:.3f}" if r.metrics.get(m) == r.metrics.get(m) and m in r.metrics
                      else "-" for m in metrics]
+            cells += [format_interval(r.ci.get(k)) for k in intervals]
             lines.append(f"| {r.system} | " + " | ".join(cells) + f" | {r.malformed} | {r.seconds:.0f} |")
+        lines.append("")
+    if any(r.ci for r in rows):
+        lines.append("95% CI: percentile bootstrap over the examples (1,000 resamples, seed 0); "
+                     "\"<metric> - <system>\": the paired difference from that system.")
         lines.append("")
     return "\n".join(lines)
 
@@ -47,8 +56,15 @@ SYSTEMS = ("alora", "lora", "base", "trivial")
 
 
 def merge_rows(previous: list, new: list) -> list:
-    """``previous`` with the (intrinsic, system) rows of ``new`` replaced or added, in table order."""
-    merged = {(r.intrinsic, r.system): r for r in [*previous, *new]}  # later rows win
+    """``previous`` with the (intrinsic, system) rows of ``new`` replaced or added, in table order.
+    A kept row's paired interval against a system that was just re-run is dropped: it compared
+    with predictions that are no longer in the table."""
+    rerun = {(r.intrinsic, r.system) for r in new}
+    def current(r, key: str) -> bool:
+        return " - " not in key or (r.intrinsic, key.rpartition(" - ")[2]) not in rerun
+
+    kept = [r.model_copy(update={"ci": {k: v for k, v in r.ci.items() if current(r, k)}}) for r in previous]
+    merged = {(r.intrinsic, r.system): r for r in [*kept, *new]}  # later rows win
     order = {name: i for i, name in enumerate(INTRINSICS)}
     return sorted(merged.values(), key=lambda r: (order.get(r.intrinsic, len(order)),
                                                   SYSTEMS.index(r.system) if r.system in SYSTEMS else len(SYSTEMS)))
@@ -67,12 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     from alora_flows.backend import Backend
     from intrinsics.data.build import build_all
 
-    from .evaluate import EvalRow, evaluate_file, write_rows
+    from .evaluate import evaluate_file, read_rows, write_rows
 
     results = args.out / "eval.json"
-    rows = [EvalRow.model_validate({**r, "metrics": {k: float("nan") if v is None else v
-                                                     for k, v in r["metrics"].items()}})
-            for r in (json.loads(results.read_text()) if results.is_file() else [])]
+    rows = read_rows(results)
     backend = Backend.load("embedded", device="cpu")
     base = copy.deepcopy(backend.base_model)  # unwrapped copy for the LoRA and prompted-base systems
     adapters = ADAPTERS_ROOT / EMBEDDED_KEY

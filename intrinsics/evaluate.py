@@ -30,8 +30,8 @@ from alora_flows.backend import cache_kwarg
 from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
 
 from .data_format import Encoder, Example, end_token_id, write_jsonl
-from .metrics import (PRF, accuracy, answer_correct, auroc, binary_prf, exact_match, expected_calibration_error,
-                      mean, normalize_text, sentence_prf, token_f1)
+from .metrics import (PRF, accuracy, answer_correct, auroc, binary_prf, bootstrap_ci, exact_match,
+                      expected_calibration_error, mean, normalize_text, sentence_prf, token_f1)
 from .outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
 from .spec import IntrinsicSpec, RawOutput
 from .templates import split_sentences
@@ -39,11 +39,16 @@ from .templates import split_sentences
 __all__ = ["PRF", "accuracy", "auroc", "binary_prf", "exact_match", "expected_calibration_error", "mean",
            "normalize_text", "sentence_prf", "token_f1", "EvalRow", "Predictor", "SessionPredictor",
            "HFPredictor", "TrivialPredictor", "example_context", "evaluate_spec", "score", "rows_table",
-           "write_rows"]
+           "write_rows", "read_rows", "HEADLINE"]
 
 
 class EvalRow(BaseModel):
-    """One (intrinsic, system) result."""
+    """One (intrinsic, system) result.
+
+    ``ci``: 95% bootstrap intervals of the intrinsic's headline metric (:data:`HEADLINE`), keyed
+    by its name, and, for every system after the first of its run, of its paired difference from
+    that first system, keyed ``"<metric> - <first system>"``.
+    """
 
     intrinsic: str
     system: str
@@ -51,6 +56,12 @@ class EvalRow(BaseModel):
     malformed: int = 0
     seconds: float = 0.0
     metrics: dict[str, float] = Field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+
+# The metric each intrinsic kind is judged by (its target in the README); custom kinds: accuracy.
+HEADLINE = {"uncertainty": "auroc", "hallucination": "sentence_f1", "rewrite": "exact_match",
+            "answerability": "accuracy"}
 
 
 def example_context(spec: IntrinsicSpec, example: Example) -> tuple[list[dict[str, str]], dict[str, Any]]:
@@ -245,7 +256,7 @@ def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: 
             kept.append(ex)
         except IntrinsicOutputError:
             continue  # a gold target the parser rejects is a data bug; skip rather than score noise
-    rows = []
+    rows, all_preds = [], []
     for predictor in predictors:
         start, preds, malformed, records = time.perf_counter(), [], 0, []
         for i, ex in enumerate(kept):
@@ -261,39 +272,86 @@ def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: 
             if on_progress:
                 on_progress(predictor.name, i + 1)
         metrics = score(spec, golds, preds, kept) if kept else {}
+        all_preds.append(preds)
         if predictions is not None:
             write_jsonl(Path(predictions) / f"{spec.name}.{predictor.name}.jsonl", records)
         rows.append(EvalRow(intrinsic=spec.name, system=predictor.name, n=len(kept), malformed=malformed,
                             seconds=round(time.perf_counter() - start, 3),
                             metrics={k: (round(v, 4) if not math.isnan(v) else v) for k, v in metrics.items()}))
+    if kept:
+        _add_intervals(spec, golds, kept, rows, all_preds)
     return rows
 
 
+def _add_intervals(spec: IntrinsicSpec, golds: Sequence[BaseModel], examples: Sequence[Example],
+                   rows: Sequence[EvalRow], preds: Sequence[Sequence[BaseModel | None]]) -> None:
+    """Fill each row's ``ci``: the headline metric, and its paired difference from the first row
+    (the same resampled examples for both systems, so shared hard examples cancel out)."""
+    key = HEADLINE.get(spec.kind, "accuracy")
+
+    def metric(system: int, idx: Sequence[int]) -> float:
+        return score(spec, [golds[i] for i in idx], [preds[system][i] for i in idx],
+                     [examples[i] for i in idx])[key]
+
+    n = len(examples)
+    for k, row in enumerate(rows):
+        row.ci[key] = bootstrap_ci(lambda idx: metric(k, idx), n)
+        if k:
+            row.ci[f"{key} - {rows[0].system}"] = bootstrap_ci(lambda idx: metric(k, idx) - metric(0, idx), n)
+
+
+def format_interval(interval: Sequence[float] | None) -> str:
+    """``[0.702, 0.835]``, or ``-`` for a missing or undefined interval."""
+    if not interval or any(v is None or math.isnan(v) for v in interval):
+        return "-"
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def interval_columns(rows: Sequence[EvalRow]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row.ci))
+
+
 def rows_table(rows: Sequence[EvalRow]):
-    """A rich table: one line per (intrinsic, system), one column per metric."""
+    """A rich table: one line per (intrinsic, system), one column per metric, then the 95%
+    intervals (:attr:`EvalRow.ci`)."""
     from rich.table import Table
 
     names: list[str] = []
     for row in rows:
         names += [k for k in row.metrics if k not in names]
-    table = Table(title="Intrinsic evaluation")
-    for col in ("intrinsic", "system", "n", "malformed", *names, "seconds"):
+    intervals = interval_columns(rows)
+    table = Table(title="Intrinsic evaluation (95% bootstrap intervals)")
+    for col in ("intrinsic", "system", "n", "malformed", *names, *(f"{k} 95%" for k in intervals), "seconds"):
         table.add_column(col, justify="left" if col in ("intrinsic", "system") else "right")
     for row in rows:
         cells = [f"{row.metrics[k]:.3f}" if k in row.metrics and not math.isnan(row.metrics[k]) else "-"
                  for k in names]
-        table.add_row(row.intrinsic, row.system, str(row.n), str(row.malformed), *cells, f"{row.seconds:.1f}")
+        table.add_row(row.intrinsic, row.system, str(row.n), str(row.malformed), *cells,
+                      *(format_interval(row.ci.get(k)) for k in intervals), f"{row.seconds:.1f}")
     return table
 
 
 def write_rows(rows: Sequence[EvalRow], path: str | Path) -> Path:
     """JSON list of rows (NaN written as null, so any JSON reader accepts it)."""
     path = Path(path)
-    data = [{**r.model_dump(), "metrics": {k: None if math.isnan(v) else v for k, v in r.metrics.items()}}
+    data = [{**r.model_dump(), "metrics": {k: None if math.isnan(v) else v for k, v in r.metrics.items()},
+             "ci": {k: [None if math.isnan(v) else round(v, 4) for v in ci] for k, ci in r.ci.items()}}
             for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def read_rows(path: str | Path) -> list[EvalRow]:
+    """Rows written by :func:`write_rows` (null back to NaN); an absent file gives no rows."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    nan = float("nan")
+    return [EvalRow.model_validate({**r, "metrics": {k: nan if v is None else v for k, v in r["metrics"].items()},
+                                    "ci": {k: [nan if v is None else v for v in ci]
+                                           for k, ci in r.get("ci", {}).items()}})
+            for r in json.loads(path.read_text())]
 
 
 def evaluate_file(data: str | Path, *, backend, alora: Mapping[str, str | Path] | None = None,

@@ -5,15 +5,17 @@
 - rewrite: normalised exact match and token F1 (SQuAD-style normalisation)
 - answerability / classifiers: accuracy (and F1 of a chosen positive label)
 - abstention thresholds: what cutting answers below a certainty threshold keeps and cuts
+- uncertainty of any of these on a held-out set: percentile bootstrap intervals
 """
 
 from __future__ import annotations
 
 import math
+import random
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -157,6 +159,29 @@ def best_threshold(points: Sequence[ThresholdPoint]) -> ThresholdPoint:
     if not points:
         raise ValueError("no thresholds to choose from")
     return max(points, key=lambda p: (p.net, -p.threshold))
+
+
+def bootstrap_ci(statistic: Callable[[Sequence[int]], float], n: int, *, resamples: int = 1000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(indices)`` over ``resamples`` draws of ``n``
+    item indices with replacement.
+
+    Why: held-out sets here have 200 examples, where an AUROC moves by several points from one
+    sample to the next; "within 3 points" means something only next to its interval. The draws
+    depend only on ``seed`` and ``n``, so two statistics computed with the same arguments see the
+    same resamples: a paired comparison is ``statistic = a(idx) - b(idx)``. Resamples where the
+    statistic is undefined (``nan``, e.g. an AUROC of one class) are skipped; ``(nan, nan)`` if
+    all are.
+    """
+    if n < 1 or resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"need n >= 1, resamples >= 1 and 0 < level < 1 (got {n}, {resamples}, {level})")
+    rng = random.Random(seed)
+    values = sorted(v for v in (statistic([rng.randrange(n) for _ in range(n)]) for _ in range(resamples))
+                    if not math.isnan(v))
+    if not values:
+        return math.nan, math.nan
+    tail = (1 - level) / 2
+    return values[int(tail * (len(values) - 1))], values[math.ceil((1 - tail) * (len(values) - 1))]
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

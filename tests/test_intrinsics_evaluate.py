@@ -13,8 +13,8 @@ from intrinsics import get_spec
 from intrinsics.data.text import read_jsonl as read_jsonl_rows
 from intrinsics.data_format import read_jsonl, write_jsonl
 from intrinsics.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor, evaluate_file, evaluate_spec,
-                                 rows_table, write_rows)
-from intrinsics.metrics import (accuracy, auroc, best_threshold, binary_prf, exact_match,
+                                 read_rows, rows_table, write_rows)
+from intrinsics.metrics import (accuracy, auroc, best_threshold, binary_prf, bootstrap_ci, exact_match,
                                 expected_calibration_error, normalize_text, sentence_prf, threshold_sweep, token_f1)
 from intrinsics.thresholds import PredictionsFileError, read_scored_answers
 
@@ -60,6 +60,24 @@ def test_threshold_sweep_hand_computed():
     assert best_threshold(threshold_sweep([0.9, 0.1], [1, 0], step=0.5)).threshold == 0.5
     with pytest.raises(ValueError):
         threshold_sweep([0.5], [1], step=1.0)
+
+
+def test_bootstrap_interval():
+    hits = [1] * 60 + [0] * 40
+
+    def share(idx):
+        return sum(hits[i] for i in idx) / len(idx)
+
+    lo, hi = bootstrap_ci(share, len(hits))
+    assert lo < 0.6 < hi and 0.08 < hi - lo < 0.25  # binomial: 2 * 1.96 * sqrt(.24 / 100) = 0.19
+    assert bootstrap_ci(share, len(hits)) == (lo, hi)  # seeded
+    assert bootstrap_ci(lambda idx: share(idx) - share(idx), len(hits)) == (0.0, 0.0)  # paired draws
+    assert bootstrap_ci(lambda idx: 0.7, 5) == (0.7, 0.7)
+    assert all(math.isnan(v) for v in bootstrap_ci(lambda idx: math.nan, 5))
+    wide = bootstrap_ci(lambda idx: share([i * 10 for i in idx]), 10)  # ten examples, 6 hits
+    assert wide[1] - wide[0] > hi - lo  # fewer examples, wider interval
+    with pytest.raises(ValueError):
+        bootstrap_ci(share, 0)
 
 
 def test_read_scored_answers_rejects_other_files(tmp_path):
@@ -110,6 +128,7 @@ def test_trivial_baseline_scores(tmp_path):
     [row] = evaluate_spec(get_spec("uncertainty"), unc, [TrivialPredictor(unc)])
     assert row.system == "trivial" and row.n == 4 and row.malformed == 0
     assert row.metrics["auroc"] == 0.5  # a constant score cannot rank
+    assert row.ci == {"auroc": (0.5, 0.5)}  # one-class resamples are skipped, the rest rank nothing
     assert row.metrics["digit_acc"] == 0.5
     rw = [e for e in examples if e.intrinsic == "rewrite"]
     [row] = evaluate_spec(get_spec("rewrite"), rw, [TrivialPredictor(rw)], predictions=tmp_path / "p")
@@ -141,11 +160,18 @@ def test_runner_with_all_systems_on_the_tiny_model(tmp_path, fresh_backend):
         a, b = session_p.predict(spec, ex), hf_p.predict(spec, ex)
         assert a.text == b.text
         assert a.label_probs == pytest.approx(b.label_probs, abs=1e-4)
+    # intervals: each row's AUROC, and every later system paired against the first (the aLoRA)
+    assert [set(r.ci) for r in rows] == [{"auroc"}] + [{"auroc", "auroc - alora"}] * 3
+    for r in rows:
+        lo, hi = r.ci["auroc"]
+        assert lo <= r.metrics["auroc"] <= hi or math.isnan(r.metrics["auroc"])
     out = write_rows(rows, tmp_path / "rows.json")
     assert json.loads(out.read_text())[0]["intrinsic"] == "uncertainty"
-    console = Console(record=True, width=160)
+    assert [r.ci for r in read_rows(out)] == [{k: tuple(round(v, 4) for v in ci) for k, ci in r.ci.items()}
+                                              for r in rows]
+    console = Console(record=True, width=220)
     console.print(rows_table(rows))
-    assert "auroc" in console.export_text()
+    assert "auroc - alora 95%" in console.export_text()
 
 
 def test_eval_cli(tmp_path, backend):
