@@ -222,9 +222,12 @@ def score(spec: IntrinsicSpec, golds: Sequence[BaseModel], preds: Sequence[BaseM
     if spec.kind == "hallucination":
         g = [x for x in golds if isinstance(x, HallucinationOutput)]
         p = [x for x in preds if isinstance(x, HallucinationOutput)]
-        prf = sentence_prf([{s.r: s.f for s in x.sentences} for x in g], [{s.r: s.f for s in x.sentences} for x in p])
+        gold = [{s.r: s.f for s in x.sentences} for x in g]
+        prf = sentence_prf(gold, [{s.r: s.f for s in x.sentences} for x in p])
+        unchecked = sentence_prf(gold, [{s.r: s.adapter_f or s.f for s in x.sentences} for x in p])
         return {"sentence_f1": prf.f1, "sentence_precision": prf.precision, "sentence_recall": prf.recall,
-                "response_acc": accuracy([x.unfaithful for x in g], [x.unfaithful for x in p])}
+                "response_acc": accuracy([x.unfaithful for x in g], [x.unfaithful for x in p]),
+                "f1_without_evidence_check": unchecked.f1}
     if spec.kind == "rewrite":
         g = [str(x) for x in golds]
         p = [x for x in preds if isinstance(x, RewriteOutput)]

@@ -25,12 +25,19 @@ class UncertaintyOutput(BaseModel):
 
 
 class SentenceLabel(BaseModel):
-    """One answer sentence: index ``r``, explanation ``e`` (may be empty), faithfulness ``f``."""
+    """One answer sentence: index ``r``, explanation ``e`` (may be empty), faithfulness ``f``.
+
+    ``unverified``: evidence values the adapter quoted that the documents do not contain (the
+    evidence check of :func:`intrinsics.parsers.parse_hallucination`); ``adapter_f`` is the
+    adapter's own label when that check changed ``f``.
+    """
 
     r: int = Field(ge=0)
     e: str = ""
     f: FaithLabel
     text: str | None = None  # the sentence itself, when the answer was known at parse time
+    unverified: list[str] = Field(default_factory=list)
+    adapter_f: FaithLabel | None = None
 
 
 class HallucinationOutput(BaseModel):

@@ -23,6 +23,9 @@ from .templates import split_sentences
 
 DIGITS = tuple(str(d) for d in range(10))
 FAITH_LABELS = ("faithful", "partial", "unfaithful")
+# The hallucination evidence format: "documents: <value>; not stated" (one entry per fact).
+EVIDENCE_PREFIX = "documents: "
+NOT_STATED = "not stated"
 ANSWERABILITY_LABELS = ("answerable", "unanswerable")
 
 
@@ -120,8 +123,44 @@ def _labels_by_regex(text: str) -> list[SentenceLabel]:
     return labels
 
 
+def _evidence_source(context: dict[str, Any] | None) -> str:
+    """What the evidence must quote: every turn of the conversation but the judged answer (the
+    last assistant turn), case-folded. Empty when the conversation is unknown."""
+    messages = list((context or {}).get("messages") or [])
+    last_answer = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    return "\n".join(str(m.get("content", "")) for i, m in enumerate(messages) if i != last_answer).casefold()
+
+
+def check_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
+    """The evidence check: a fact whose quoted evidence is not in the documents is unsupported.
+
+    Why: the adapter writes, per fact, the documents' value (``"documents: 1843; not stated"``)
+    and then compares it with the answer. Its typical miss on unseen wordings is to quote the
+    answer's own value, which the documents do not contain, and then call the sentence faithful.
+    A string search catches exactly that: a ``faithful`` sentence with such a value becomes
+    ``partial`` (another quoted value is in the documents) or ``unfaithful``; a ``partial`` one
+    whose quoted values are all missing becomes ``unfaithful``. Without evidence, or without a
+    conversation to search (``source`` empty), the label is kept.
+    """
+    if not source or not label.e.startswith(EVIDENCE_PREFIX):
+        return label
+    values = [v.strip() for v in label.e[len(EVIDENCE_PREFIX):].split(";")]
+    values = [v for v in values if v and v.casefold() != NOT_STATED]
+    missing = [v for v in values if v.casefold() not in source]
+    if not missing:
+        return label
+    supported = len(missing) < len(values)
+    f = label.f
+    if f == "faithful":
+        f = "partial" if supported else "unfaithful"
+    elif f == "partial" and not supported:
+        f = "unfaithful"
+    return label.model_copy(update={"unverified": missing, "f": f, "adapter_f": label.f if f != label.f else None})
+
+
 def parse_hallucination(raw: RawOutput) -> HallucinationOutput:
-    """JSON list of ``{"r", "e", "f"}`` -> per-sentence labels (dedup by ``r``, sorted)."""
+    """JSON list of ``{"r", "e", "f"}`` -> per-sentence labels (dedup by ``r``, sorted), each
+    through :func:`check_evidence` against the conversation."""
     value = extract_json(raw.text, "[")
     labels = [lab for lab in map(_label_from_dict, value) if lab] if isinstance(value, list) else []
     if not labels and value != []:
@@ -130,11 +169,12 @@ def parse_hallucination(raw: RawOutput) -> HallucinationOutput:
         raise IntrinsicOutputError(
             f"hallucination: expected a JSON list like [{{\"r\": 0, \"f\": \"faithful\"}}], got {_snippet(raw.text)}")
     sentences = split_sentences(raw.context.get("last_assistant", "")) if raw.context else []
+    source = _evidence_source(raw.context)
     by_r: dict[int, SentenceLabel] = {}
     for lab in labels:
         if lab.r not in by_r:
             text = sentences[lab.r] if lab.r < len(sentences) else None
-            by_r[lab.r] = lab.model_copy(update={"text": text})
+            by_r[lab.r] = check_evidence(lab.model_copy(update={"text": text}), source)
     ordered = [by_r[r] for r in sorted(by_r)]
     return HallucinationOutput(sentences=ordered, unfaithful=any(s.f == "unfaithful" for s in ordered))
 

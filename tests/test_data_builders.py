@@ -17,6 +17,8 @@ from intrinsics.data.kb import fill, generate_kb  # noqa: E402
 from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS, doc_templates  # noqa: E402
 from intrinsics.data.text import (SYSTEM_DOCS, estimate_tokens, normalize_question,  # noqa: E402
                                   split_sentences)
+from intrinsics.parsers import parse_hallucination  # noqa: E402
+from intrinsics.spec import RawOutput  # noqa: E402
 
 N = 160
 BUILDERS = {"rewrite": rewrite.build, "hallucination": hallucination.build,
@@ -114,7 +116,7 @@ def test_hallucination_faithful_first_sentence_uses_document_value(kb, data):
             assert all(n in "\n".join(docs) for n in numbers), (first, docs)
 
 
-def test_hallucination_evidence_quotes_the_documents(kb):
+def test_hallucination_evidence_quotes_the_documents(kb, data):
     """The "e" field gives, per fact, the documents' value (or "not stated"): the values are in
     the documents, and a faithful sentence that asserts something states exactly them."""
     rows = hallucination.build(kb, "eval", 100, 0)
@@ -132,6 +134,11 @@ def test_hallucination_evidence_quotes_the_documents(kb):
                 assert all(v in sentences[item["r"]] for v in stated), (item, sentences)
                 quoted += 1
     assert quoted > 50
+    # so the parser's evidence check never changes a gold label
+    for row in rows + data[("hallucination", "train")]:
+        context = {"messages": row["messages"][:-1], "last_assistant": _answer(row)}
+        parsed = parse_hallucination(RawOutput(text=row["output"], context=context))
+        assert [(s.f, s.unverified) for s in parsed.sentences] == [(s["f"], []) for s in json.loads(row["output"])]
     assert hallucination.build(kb, "eval", 100, 0, paraphrases=False) == rows  # eval never widens
     plain = hallucination.build(kb, "eval", 20, 0, explain=False)
     assert not any("e" in s for r in plain for s in json.loads(r["output"]))

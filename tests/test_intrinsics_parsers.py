@@ -54,6 +54,28 @@ def test_hallucination_well_formed_with_sentence_text():
     assert out.sentences[0].text == "Paris is big."
 
 
+def test_hallucination_evidence_check_against_the_documents():
+    """Evidence the documents do not contain supports nothing: a "faithful" sentence quoting such a
+    value is downgraded; values that are there, "not stated", and the judged answer itself do not
+    count as missing; without a conversation nothing changes."""
+    messages = [{"role": "user", "content": "Korveth was founded in 1843. Its mayor is Tam Orvel.\n\nQuestion: ?"},
+                {"role": "assistant", "content": "Korveth was founded in 1851 by Ada Quill."}]
+    context = {"messages": messages, "last_assistant": messages[-1]["content"]}
+    text = json.dumps([{"r": 0, "e": "documents: 1851", "f": "faithful"},             # the answer's value
+                       {"r": 1, "e": "documents: 1843; Ada Quill", "f": "faithful"},  # one of two there
+                       {"r": 2, "e": "documents: 1843; not stated", "f": "partial"},  # all there: kept
+                       {"r": 3, "e": "documents: Ada Quill", "f": "partial"},
+                       {"r": 4, "e": "documents: korveth", "f": "faithful"},          # case-insensitive
+                       {"r": 5, "e": "no evidence format", "f": "faithful"}])
+    out = parse_hallucination(raw(text, context=context))
+    assert [s.f for s in out.sentences] == ["unfaithful", "partial", "partial", "unfaithful", "faithful", "faithful"]
+    assert [s.adapter_f for s in out.sentences] == ["faithful", "faithful", None, "partial", None, None]
+    assert [s.unverified for s in out.sentences] == [["1851"], ["Ada Quill"], [], ["Ada Quill"], [], []]
+    assert out.unfaithful
+    unchecked = parse_hallucination(raw(text, context={"last_assistant": messages[-1]["content"]}))
+    assert [s.f for s in unchecked.sentences][:2] == ["faithful", "faithful"] and not unchecked.sentences[0].unverified
+
+
 def test_hallucination_granite_boolean_and_surrounding_text():
     out = parse_hallucination(raw('Result: [{"r": 0, "e": "ok", "f": true}, {"r": 1, "e": "", "f": false}] done'))
     assert [s.f for s in out.sentences] == ["faithful", "unfaithful"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..builtin import hallucination_spec
+from ..parsers import EVIDENCE_PREFIX, NOT_STATED
 from .common import Context, make_context
 from .kb import Doc, Entity, KnowledgeBase, fill, make_value, perturb_value, render_fact
 from .schema import ABSTAIN_SENTENCES
@@ -35,8 +36,6 @@ from .text import SYSTEM_DOCS, compact_json, docs_prompt, split_sentences
 
 INTRINSIC = "hallucination"
 LABELS = ("faithful", "partial", "unfaithful")
-EVIDENCE_PREFIX = "documents: "
-NOT_STATED = "not stated"
 
 
 @dataclass
