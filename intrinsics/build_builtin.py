@@ -48,7 +48,8 @@ RECIPES: dict[str, Recipe] = {
     # More examples and steps: the rewrite must generalise to unseen question wordings.
     "rewrite": Recipe(train_size=2400, epochs=2, eval_every=50),
     # Evidence ("e": the documents' value) before each label, and more data: with labels alone
-    # and 1,200 examples it mostly said "faithful" on held-out templates (see BUILD.md).
+    # and 1,200 examples it mostly said "faithful" on held-out templates (see BUILD.md). Its data
+    # uses eight wordings per attribute (intrinsics/data/paraphrases.py).
     "hallucination": Recipe(train_size=2400, epochs=2, eval_every=50),
     "answerability": Recipe(),
 }
