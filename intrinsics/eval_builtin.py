@@ -60,6 +60,7 @@ def merge_rows(previous: list, new: list) -> list:
     A kept row's paired interval against a system that was just re-run is dropped: it compared
     with predictions that are no longer in the table."""
     rerun = {(r.intrinsic, r.system) for r in new}
+
     def current(r, key: str) -> bool:
         return " - " not in key or (r.intrinsic, key.rpartition(" - ")[2]) not in rerun
 

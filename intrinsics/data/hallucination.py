@@ -207,6 +207,7 @@ def build(kb: KnowledgeBase, split: str, n: int, seed: int = 0, *, explain: bool
     """``n`` hallucination examples for ``split``; ``explain`` (the shipped format) writes the
     evidence ``"e"`` before each label, ``explain=False`` the labels alone. ``paraphrases`` (the
     shipped data) renders train/val documents and answers with eight wordings per attribute
-    instead of three: with three, evidence lookup was right for only 57% of held-out sentences."""
+    instead of three. It was meant to fix the evidence lookup on held-out wordings (57% exact
+    with three) and did not measurably (56%); see the adapters' BUILD.md."""
     ctx = make_context(kb, split, seed, INTRINSIC, paraphrases=paraphrases)
     return [build_example(ctx, explain=explain) for _ in range(n)]

@@ -1,9 +1,11 @@
 """Extra train-only document templates, five per attribute, keyed by (entity type, attribute key).
 
 Why: with only the three ``doc["train"]`` phrasings of :mod:`intrinsics.data.schema` per attribute,
-the hallucination adapter learnt the templates rather than the attributes, and failed on the
-held-out wordings. These paraphrases widen the training distribution (subject-first, value-first,
-passive, relative clauses, "According to ..." openers). They are used for training only: the
+the hallucination adapter's evidence lookup was right for 57% of sentences in held-out wordings;
+the hypothesis was that it learnt the templates rather than the attributes. Measured with the same
+budget: 56%, no better (the adapters' BUILD.md); the shipped adapter is trained with them all the
+same. They widen the training distribution (subject-first, value-first, passive, relative
+clauses, "According to ..." openers) and are used for training only: the
 held-out ``doc["eval"]`` templates stay unseen, so none of these reuses an eval template's
 structure or any word that only the eval templates of that attribute use (tests check).
 
