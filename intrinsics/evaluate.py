@@ -30,8 +30,9 @@ from alora_flows.backend import cache_kwarg
 from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
 
 from .data_format import Encoder, Example, end_token_id, write_jsonl
-from .metrics import (PRF, accuracy, answer_correct, auroc, binary_prf, bootstrap_ci, exact_match,
-                      expected_calibration_error, mean, normalize_text, sentence_prf, token_f1)
+from .metrics import (PRF, accuracy, answer_correct, auroc, binary_prf, bootstrap_values, exact_match,
+                      expected_calibration_error, mean, normalize_text, percentile_interval, sentence_prf,
+                      token_f1)
 from .outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
 from .spec import IntrinsicSpec, RawOutput
 from .templates import split_sentences
@@ -289,23 +290,25 @@ def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: 
 def _add_intervals(spec: IntrinsicSpec, golds: Sequence[BaseModel], examples: Sequence[Example],
                    rows: Sequence[EvalRow], preds: Sequence[Sequence[BaseModel | None]]) -> None:
     """Fill each row's ``ci``: the headline metric, and its paired difference from the first row
-    (the same resampled examples for both systems, so shared hard examples cancel out)."""
+    (the same resampled examples for both systems, so shared hard examples cancel out). Each
+    system's metric is computed once per resample; the differences reuse those values."""
     key = HEADLINE.get(spec.kind, "accuracy")
 
-    def metric(system: int, idx: Sequence[int]) -> float:
-        return score(spec, [golds[i] for i in idx], [preds[system][i] for i in idx],
-                     [examples[i] for i in idx])[key]
+    def metric(system: int) -> Callable[[Sequence[int]], float]:
+        return lambda idx: score(spec, [golds[i] for i in idx], [preds[system][i] for i in idx],
+                                 [examples[i] for i in idx])[key]
 
-    n = len(examples)
+    values = [bootstrap_values(metric(k), len(examples)) for k in range(len(rows))]
     for k, row in enumerate(rows):
-        row.ci[key] = bootstrap_ci(lambda idx: metric(k, idx), n)
+        row.ci[key] = percentile_interval(values[k])
         if k:
-            row.ci[f"{key} - {rows[0].system}"] = bootstrap_ci(lambda idx: metric(k, idx) - metric(0, idx), n)
+            row.ci[f"{key} - {rows[0].system}"] = percentile_interval(
+                [a - b for a, b in zip(values[k], values[0])])
 
 
 def format_interval(interval: Sequence[float] | None) -> str:
     """``[0.702, 0.835]``, or ``-`` for a missing or undefined interval."""
-    if not interval or any(v is None or math.isnan(v) for v in interval):
+    if not interval or any(math.isnan(v) for v in interval):
         return "-"
     return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 

@@ -14,8 +14,9 @@ from intrinsics.data.text import read_jsonl as read_jsonl_rows
 from intrinsics.data_format import read_jsonl, write_jsonl
 from intrinsics.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor, evaluate_file, evaluate_spec,
                                  read_rows, rows_table, write_rows)
-from intrinsics.metrics import (accuracy, auroc, best_threshold, binary_prf, bootstrap_ci, exact_match,
-                                expected_calibration_error, normalize_text, sentence_prf, threshold_sweep, token_f1)
+from intrinsics.metrics import (accuracy, auroc, best_threshold, binary_prf, bootstrap_ci, bootstrap_values,
+                                exact_match, expected_calibration_error, normalize_text, percentile_interval,
+                                sentence_prf, threshold_sweep, token_f1)
 from intrinsics.thresholds import PredictionsFileError, read_scored_answers
 
 
@@ -72,6 +73,13 @@ def test_bootstrap_interval():
     assert lo < 0.6 < hi and 0.08 < hi - lo < 0.25  # binomial: 2 * 1.96 * sqrt(.24 / 100) = 0.19
     assert bootstrap_ci(share, len(hits)) == (lo, hi)  # seeded
     assert bootstrap_ci(lambda idx: share(idx) - share(idx), len(hits)) == (0.0, 0.0)  # paired draws
+    # value lists with the same seed and n are aligned draw by draw: a paired difference from them
+    # equals the interval of the difference statistic
+    a, b = bootstrap_values(share, len(hits)), bootstrap_values(lambda idx: share(idx) ** 2, len(hits))
+    assert percentile_interval([x - y for x, y in zip(a, b)]) == \
+        bootstrap_ci(lambda idx: share(idx) - share(idx) ** 2, len(hits))
+    with pytest.raises(ValueError):
+        bootstrap_ci(share, len(hits), level=1.0)
     assert bootstrap_ci(lambda idx: 0.7, 5) == (0.7, 0.7)
     assert all(math.isnan(v) for v in bootstrap_ci(lambda idx: math.nan, 5))
     wide = bootstrap_ci(lambda idx: share([i * 10 for i in idx]), 10)  # ten examples, 6 hits
