@@ -27,9 +27,9 @@ class UncertaintyOutput(BaseModel):
 class SentenceLabel(BaseModel):
     """One answer sentence: index ``r``, explanation ``e`` (may be empty), faithfulness ``f``.
 
-    ``unverified``: evidence values the adapter quoted that the documents do not contain (the
-    evidence check of :func:`intrinsics.parsers.parse_hallucination`); ``adapter_f`` is the
-    adapter's own label when that check changed ``f``.
+    ``unverified``: evidence values the adapter quoted that the documents do not contain;
+    ``adapter_f`` is the adapter's own label when :func:`intrinsics.parsers.label_from_evidence`
+    (the label its evidence implies) changed ``f``.
     """
 
     r: int = Field(ge=0)

@@ -125,42 +125,48 @@ def _labels_by_regex(text: str) -> list[SentenceLabel]:
 
 def _evidence_source(context: dict[str, Any] | None) -> str:
     """What the evidence must quote: every turn of the conversation but the judged answer (the
-    last assistant turn), case-folded. Empty when the conversation is unknown."""
+    last assistant turn). Empty when the conversation is unknown."""
     messages = list((context or {}).get("messages") or [])
     last_answer = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
-    return "\n".join(str(m.get("content", "")) for i, m in enumerate(messages) if i != last_answer).casefold()
+    return "\n".join(str(m.get("content", "")) for i, m in enumerate(messages) if i != last_answer)
 
 
-def check_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
-    """The evidence check: a fact whose quoted evidence is not in the documents is unsupported.
+def _states(text: str, value: str) -> bool:
+    """Whether ``text`` contains ``value`` as whole words, case-insensitively ("5" is not in "1950")."""
+    return re.search(rf"(?<!\w){re.escape(value.casefold())}(?!\w)", text.casefold()) is not None
 
-    Why: the adapter writes, per fact, the documents' value (``"documents: 1843; not stated"``)
-    and then compares it with the answer. Its typical miss on unseen wordings is to quote the
-    answer's own value, which the documents do not contain, and then call the sentence faithful.
-    A string search catches exactly that: a ``faithful`` sentence with such a value becomes
-    ``partial`` (another quoted value is in the documents) or ``unfaithful``; a ``partial`` one
-    whose quoted values are all missing becomes ``unfaithful``. Without evidence, or without a
-    conversation to search (``source`` empty), the label is kept.
+
+def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
+    """The sentence's label, as its evidence says: a fact is supported when the value the adapter
+    quotes for it is both in the documents and in the judged sentence.
+
+    Why: the adapter writes, per fact, the documents' value (``"documents: 1843; not stated"``) and
+    then its label, but on unseen wordings its label often disagrees with its own evidence (it
+    quotes the documents' "olive green" and calls "The colour is orange." faithful), or it quotes
+    the answer's own value, which the documents do not contain. Two string searches settle both:
+    all facts supported -> ``faithful``, none -> ``unfaithful``, else ``partial``. Evidence that
+    quotes no value ("not stated" only) keeps the adapter's label: that is ``unfaithful`` for a
+    claim and ``faithful`` for a sentence that claims nothing ("The documents say nothing about
+    ..."), which no string search can tell apart. Without evidence, a conversation (``source``
+    empty) or the sentence itself, the label is kept. Gold targets derive their own labels this
+    way (tested); of the 6,589 gold sentences of the shipped adapter's splits, one does not: a
+    "pale blue" logo in the answer, judged against the documents' "blue", which contains it.
     """
     if not source or not label.e.startswith(EVIDENCE_PREFIX):
         return label
-    values = [v.strip() for v in label.e[len(EVIDENCE_PREFIX):].split(";")]
-    values = [v for v in values if v and v.casefold() != NOT_STATED]
-    missing = [v for v in values if v.casefold() not in source]
-    if not missing:
-        return label
-    supported = len(missing) < len(values)
-    f = label.f
-    if f == "faithful":
-        f = "partial" if supported else "unfaithful"
-    elif f == "partial" and not supported:
-        f = "unfaithful"
+    values = [v.strip() for v in label.e[len(EVIDENCE_PREFIX):].split(";") if v.strip()]
+    quoted = [v for v in values if v.casefold() != NOT_STATED]
+    missing = [v for v in quoted if not _states(source, v)]
+    if not quoted or label.text is None:
+        return label.model_copy(update={"unverified": missing})
+    supported = [v.casefold() != NOT_STATED and v not in missing and _states(label.text, v) for v in values]
+    f = "faithful" if all(supported) else "partial" if any(supported) else "unfaithful"
     return label.model_copy(update={"unverified": missing, "f": f, "adapter_f": label.f if f != label.f else None})
 
 
 def parse_hallucination(raw: RawOutput) -> HallucinationOutput:
     """JSON list of ``{"r", "e", "f"}`` -> per-sentence labels (dedup by ``r``, sorted), each
-    through :func:`check_evidence` against the conversation."""
+    through :func:`label_from_evidence` against the conversation."""
     value = extract_json(raw.text, "[")
     labels = [lab for lab in map(_label_from_dict, value) if lab] if isinstance(value, list) else []
     if not labels and value != []:
@@ -174,7 +180,7 @@ def parse_hallucination(raw: RawOutput) -> HallucinationOutput:
     for lab in labels:
         if lab.r not in by_r:
             text = sentences[lab.r] if lab.r < len(sentences) else None
-            by_r[lab.r] = check_evidence(lab.model_copy(update={"text": text}), source)
+            by_r[lab.r] = label_from_evidence(lab.model_copy(update={"text": text}), source)
     ordered = [by_r[r] for r in sorted(by_r)]
     return HallucinationOutput(sentences=ordered, unfaithful=any(s.f == "unfaithful" for s in ordered))
 

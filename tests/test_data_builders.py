@@ -134,7 +134,7 @@ def test_hallucination_evidence_quotes_the_documents(kb, data):
                 assert all(v in sentences[item["r"]] for v in stated), (item, sentences)
                 quoted += 1
     assert quoted > 50
-    # so the parser's evidence check never changes a gold label
+    # so the label the parser takes from the evidence is the gold label
     for row in rows + data[("hallucination", "train")]:
         context = {"messages": row["messages"][:-1], "last_assistant": _answer(row)}
         parsed = parse_hallucination(RawOutput(text=row["output"], context=context))

@@ -54,26 +54,34 @@ def test_hallucination_well_formed_with_sentence_text():
     assert out.sentences[0].text == "Paris is big."
 
 
-def test_hallucination_evidence_check_against_the_documents():
-    """Evidence the documents do not contain supports nothing: a "faithful" sentence quoting such a
-    value is downgraded; values that are there, "not stated", and the judged answer itself do not
-    count as missing; without a conversation nothing changes."""
-    messages = [{"role": "user", "content": "Korveth was founded in 1843. Its mayor is Tam Orvel.\n\nQuestion: ?"},
-                {"role": "assistant", "content": "Korveth was founded in 1851 by Ada Quill."}]
+def test_hallucination_label_follows_its_evidence():
+    """A fact is supported when its quoted value is in the documents and in the sentence; the label
+    is then all / some / none supported. Evidence quoting no value keeps the adapter's label;
+    without a conversation nothing changes."""
+    messages = [{"role": "user", "content": "Korveth was founded in 1843. Its mayor is Tam Orvel. The river is olive green."
+                                            "\n\nQuestion: ?"},
+                {"role": "assistant", "content": "Korveth was founded in 1851. Its mayor is Tam Orvel. The river is orange. "
+                                                 "It was founded in 1843 by Ada Quill. KORVETH has 19500 people. "
+                                                 "The documents say nothing about its bridges. Its mayor is Tam Orvel."}]
     context = {"messages": messages, "last_assistant": messages[-1]["content"]}
-    text = json.dumps([{"r": 0, "e": "documents: 1851", "f": "faithful"},             # the answer's value
-                       {"r": 1, "e": "documents: 1843; Ada Quill", "f": "faithful"},  # one of two there
-                       {"r": 2, "e": "documents: 1843; not stated", "f": "partial"},  # all there: kept
-                       {"r": 3, "e": "documents: Ada Quill", "f": "partial"},
-                       {"r": 4, "e": "documents: korveth", "f": "faithful"},          # case-insensitive
-                       {"r": 5, "e": "no evidence format", "f": "faithful"}])
+    text = json.dumps([{"r": 0, "e": "documents: 1851", "f": "faithful"},              # the answer's own value
+                       {"r": 1, "e": "documents: Tam Orvel", "f": "unfaithful"},       # contradicts its evidence
+                       {"r": 2, "e": "documents: olive green", "f": "faithful"},       # another value than said
+                       {"r": 3, "e": "documents: 1843; Ada Quill", "f": "faithful"},  # one of two in the documents
+                       {"r": 4, "e": "documents: korveth; 1950", "f": "partial"},     # case; "19500" is not "1950"
+                       {"r": 5, "e": "documents: not stated", "f": "faithful"},        # no value quoted: kept
+                       {"r": 6, "e": "no evidence format", "f": "unfaithful"},         # kept
+                       {"r": 9, "e": "documents: 1851", "f": "faithful"}])             # no such sentence: kept
     out = parse_hallucination(raw(text, context=context))
-    assert [s.f for s in out.sentences] == ["unfaithful", "partial", "partial", "unfaithful", "faithful", "faithful"]
-    assert [s.adapter_f for s in out.sentences] == ["faithful", "faithful", None, "partial", None, None]
-    assert [s.unverified for s in out.sentences] == [["1851"], ["Ada Quill"], [], ["Ada Quill"], [], []]
+    assert [s.f for s in out.sentences] == ["unfaithful", "faithful", "unfaithful", "partial", "partial",
+                                            "faithful", "unfaithful", "faithful"]
+    assert [s.adapter_f for s in out.sentences] == ["faithful", "unfaithful", "faithful", "faithful", None,
+                                                    None, None, None]
+    assert [s.unverified for s in out.sentences] == [["1851"], [], [], ["Ada Quill"], ["1950"], [], [], ["1851"]]
     assert out.unfaithful
     unchecked = parse_hallucination(raw(text, context={"last_assistant": messages[-1]["content"]}))
-    assert [s.f for s in unchecked.sentences][:2] == ["faithful", "faithful"] and not unchecked.sentences[0].unverified
+    assert [s.f for s in unchecked.sentences][:3] == ["faithful", "unfaithful", "faithful"]
+    assert not any(s.unverified or s.adapter_f for s in unchecked.sentences)
 
 
 def test_hallucination_granite_boolean_and_surrounding_text():
