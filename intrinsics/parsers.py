@@ -125,15 +125,16 @@ def _labels_by_regex(text: str) -> list[SentenceLabel]:
 
 def _evidence_source(context: dict[str, Any] | None) -> str:
     """What the evidence must quote: every turn of the conversation but the judged answer (the
-    last assistant turn). Empty when the conversation is unknown."""
+    last assistant turn), case-folded. Empty when the conversation is unknown."""
     messages = list((context or {}).get("messages") or [])
     last_answer = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
-    return "\n".join(str(m.get("content", "")) for i, m in enumerate(messages) if i != last_answer)
+    return "\n".join(str(m.get("content", "")) for i, m in enumerate(messages) if i != last_answer).casefold()
 
 
-def _states(text: str, value: str) -> bool:
-    """Whether ``text`` contains ``value`` as whole words, case-insensitively ("5" is not in "1950")."""
-    return re.search(rf"(?<!\w){re.escape(value.casefold())}(?!\w)", text.casefold()) is not None
+def _states(folded_text: str, value: str) -> bool:
+    """Whether the case-folded ``folded_text`` contains ``value`` as whole words, ignoring case
+    ("5" is not in "1950")."""
+    return re.search(rf"(?<!\w){re.escape(value.casefold())}(?!\w)", folded_text) is not None
 
 
 def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
@@ -147,8 +148,9 @@ def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
     all facts supported -> ``faithful``, none -> ``unfaithful``, else ``partial``. Evidence that
     quotes no value ("not stated" only) keeps the adapter's label: that is ``unfaithful`` for a
     claim and ``faithful`` for a sentence that claims nothing ("The documents say nothing about
-    ..."), which no string search can tell apart. Without evidence, a conversation (``source``
-    empty) or the sentence itself, the label is kept. Gold targets derive their own labels this
+    ..."), which no string search can tell apart. ``source`` is the case-folded conversation
+    (:func:`_evidence_source`). Without evidence, a conversation (``source`` empty) or the
+    sentence itself, the label is kept. Gold targets derive their own labels this
     way (tested); of the 6,589 gold sentences of the shipped adapter's splits, one does not: a
     "pale blue" logo in the answer, judged against the documents' "blue", which contains it.
     """
@@ -159,7 +161,8 @@ def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
     missing = [v for v in quoted if not _states(source, v)]
     if not quoted or label.text is None:
         return label.model_copy(update={"unverified": missing})
-    supported = [v.casefold() != NOT_STATED and v not in missing and _states(label.text, v) for v in values]
+    sentence = label.text.casefold()
+    supported = [v in quoted and v not in missing and _states(sentence, v) for v in values]
     f = "faithful" if all(supported) else "partial" if any(supported) else "unfaithful"
     return label.model_copy(update={"unverified": missing, "f": f, "adapter_f": label.f if f != label.f else None})
 
