@@ -570,11 +570,12 @@ def register(app: Any) -> None:
             saved = load_run(run_dir)
             console = err_console()
             if saved.finished:
-                console.print(f"run {run_dir} has already finished; its final state:")
+                # one line whatever the path's length (rich would wrap it at 80 columns)
+                console.print(f"run {run_dir} has already finished; its final state:", soft_wrap=True)
             else:
                 done = saved.checkpoint.steps_done if saved.checkpoint else 0
                 node = saved.checkpoint.next_node if saved.checkpoint else START
-                console.print(f"resuming {run_dir} after {done} finished step(s), at '{node}'")
+                console.print(f"resuming {run_dir} after {done} finished step(s), at '{node}'", soft_wrap=True)
             if saved.finished and saved.checkpoint is not None:  # nothing to run, no model to load
                 saved.finish()
                 values = saved.checkpoint.state
