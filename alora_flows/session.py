@@ -152,13 +152,15 @@ class Session:
             generated_tokens=len(tokens), seconds=time.perf_counter() - start)))
 
     def invoke(self, adapter: str, *, messages: Sequence[Mapping[str, str]] = (),
+               adapted_input: Sequence[int] = (),
                max_new_tokens: int = 32, allowed_token_ids: Sequence[int] | None = None,
                return_probs: bool = False, return_logits: bool = False,
                temperature: float = 0.0, seed: int | None = None) -> InvokeResult:
         """Run an aLoRA adapter after the conversation (plus ``messages``), then roll back.
 
         The adapter is active from its invocation tokens on; everything before them is base-model
-        KV, which in reuse mode comes from the session cache.
+        KV, which in reuse mode comes from the session cache. ``adapted_input`` (token ids) follows
+        the invocation and is read by the adapter (``IntrinsicSpec.adapted_input_template``).
         """
         start = time.perf_counter()
         info = self.backend.adapters.get(adapter)
@@ -167,7 +169,8 @@ class Session:
                                f"(loaded: {sorted(self.backend.adapters) or 'none'})")
         extra = [_as_message(m) for m in messages]
         prompt = self._renderer.ids(self.messages + extra)
-        target = prompt + info.invocation_tokens
+        adapted = info.invocation_tokens + [int(t) for t in adapted_input]
+        target = prompt + adapted
         self._check_context(len(target), max_new_tokens)
         prefill = 0
         if self.reuse and extra:
@@ -176,7 +179,7 @@ class Session:
             cache = self._cache if self.reuse else self.backend.new_cache()
             cached = self._cached_ids[:len(prompt)] if self.reuse else []
             reused, logits = self._feed(cache, cached, target, adapter=adapter,
-                                        adapted=len(info.invocation_tokens))
+                                        adapted=len(adapted))
             prefill += len(target) - reused
             first_logits = logits.detach().clone() if return_logits else None
             tokens, _, probs = self._decode(

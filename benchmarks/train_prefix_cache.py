@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                          for r in read_records(Path(tmp) / f"{name}.train.jsonl")]
             else:
                 pairs = [(ex.message_dicts(), ex.output) for ex in read_jsonl(Path(tmp) / f"{name}.train.jsonl")]
-            invocation = spec.invocation_ids(tokenizer)
-            encoder = Encoder(tokenizer, invocation)
+            encoder = Encoder.for_spec(tokenizer, spec)
+            invocation = encoder.invocation_ids
             items = [encoder.encode(messages, output) for messages, output in pairs]
             torch.manual_seed(0)
             peft_model = make_peft_model(model, TrainConfig(data=Path("."), out=Path("."), dropout=0.0),

@@ -7,7 +7,13 @@ a Granite adapter maps onto the same specs.
 
 Conversation shape each built-in expects when invoked (and in its training data):
 
-- ``uncertainty``: the conversation ends with the assistant answer to rate. No input turn.
+- ``uncertainty``: the conversation ends with the assistant answer to rate. No input turn; the
+  adapter re-reads that answer after its invocation (:data:`UNCERTAINTY_ADAPTED_INPUT`): the
+  base model's cache fixes how the answer was represented when it was written, while a
+  standard LoRA re-represents every token; reading the answer again with the adapter's weights
+  is the aLoRA's way to do the same (what it measured: ``adapters/<model>/BUILD.md``). A spec file with
+  ``adapted_input_template: null`` gives adapters trained without it (and Granite adapters)
+  nothing after the invocation.
 - ``hallucination``: the documents are in the conversation, it ends with the assistant answer.
   Input turn :data:`HALLUCINATION_NUMBERED_INPUT` lists that answer's sentences, numbered as ``r``
   (:func:`~intrinsics.templates.split_sentences`): without it, a small model loses count of the
@@ -32,6 +38,7 @@ from .spec import IntrinsicSpec, IntrinsicSpecError
 
 HALLUCINATION_NUMBERED_INPUT = "Answer sentences:\n{{ last_assistant | sentences | numbered }}"
 REWRITE_INPUT = "{{ question }}"
+UNCERTAINTY_ADAPTED_INPUT = "Answer: {{ last_assistant }}\nScore:"
 
 KindFactory = Callable[..., IntrinsicSpec]
 
@@ -41,6 +48,7 @@ def uncertainty_spec(name: str = "uncertainty", invocation: str = "<|im_start|>c
     return IntrinsicSpec(**{
         "name": name, "invocation": invocation, "kind": "uncertainty",
         "description": "Certainty (0-1) that the last answer is correct.",
+        "adapted_input_template": UNCERTAINTY_ADAPTED_INPUT,
         "max_new_tokens": 1, "allowed_outputs": DIGITS,
         "output_model": UncertaintyOutput, "parser": parse_uncertainty, "formatter": format_uncertainty,
         "base_prompt": "How certain are you that your last answer is correct, on a scale from 0 "

@@ -13,13 +13,14 @@ Why tokenize pieces separately: the sequence is ``render(messages) + invocation 
 each tokenized on its own and concatenated as ids. Tokenizing the joined text could merge tokens
 across the boundaries, and then the invocation ids the adapter learns would differ from the ones
 the session appends at inference. ``render`` is the session's own :class:`ChatRenderer`, so
-training and inference see identical prompt tokens.
+training and inference see identical prompt tokens. An intrinsic with an adapted input (text after
+the invocation) gets ``render(messages) + invocation + adapted input + output + end``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,22 +122,39 @@ class Encoded(BaseModel):
 
 
 class Encoder:
-    """Tokenizes examples the way sessions render conversations (see module docstring)."""
+    """Tokenizes examples the way sessions render conversations (see module docstring).
 
-    def __init__(self, tokenizer, invocation_ids: Sequence[int]) -> None:
+    ``adapted_input`` (messages, meta) -> ids gives the tokens that follow the invocation, as
+    ``IntrinsicSpec.adapted_input_template`` renders them at inference (:meth:`for_spec`).
+    """
+
+    def __init__(self, tokenizer, invocation_ids: Sequence[int],
+                 adapted_input: Callable[[Sequence[dict[str, str]], dict[str, Any]], list[int]] | None = None) -> None:
         from alora_flows.chat import ChatRenderer
 
         self.tokenizer = tokenizer
         self.renderer = ChatRenderer(tokenizer)
         self.invocation_ids = list(invocation_ids)
+        self.adapted_input = adapted_input
         self.end_id = end_token_id(tokenizer)
 
-    def prompt(self, messages: Sequence[dict[str, str]]) -> tuple[list[int], int]:
-        """``render(messages) + invocation`` and the invocation's start index."""
-        conv = self.renderer.ids(list(messages))
-        return conv + self.invocation_ids, len(conv)
+    @classmethod
+    def for_spec(cls, tokenizer, spec) -> "Encoder":
+        """The encoder of ``spec`` (an :class:`~intrinsics.spec.IntrinsicSpec`): its invocation and,
+        when it has one, its adapted input rendered from each example as :meth:`IntrinsicSpec.run` would."""
+        def adapted(messages: Sequence[dict[str, str]], meta: dict[str, Any]) -> list[int]:
+            return spec.adapted_input_ids(tokenizer, spec.example_context(messages, meta)[1])
 
-    def encode(self, messages: Sequence[dict[str, str]], output: str) -> Encoded:
-        prompt, start = self.prompt(messages)
+        return cls(tokenizer, spec.invocation_ids(tokenizer),
+                   adapted if spec.adapted_input_template is not None else None)
+
+    def prompt(self, messages: Sequence[dict[str, str]], meta: dict[str, Any] | None = None) -> tuple[list[int], int]:
+        """``render(messages) + invocation [+ adapted input]`` and the invocation's start index."""
+        conv = self.renderer.ids(list(messages))
+        after = self.adapted_input(messages, meta or {}) if self.adapted_input else []
+        return conv + self.invocation_ids + after, len(conv)
+
+    def encode(self, messages: Sequence[dict[str, str]], output: str, meta: dict[str, Any] | None = None) -> Encoded:
+        prompt, start = self.prompt(messages, meta)
         out = self.tokenizer(output, add_special_tokens=False)["input_ids"] + [self.end_id]
         return Encoded(input_ids=prompt + out, labels=[-100] * len(prompt) + out, invocation_start=start)

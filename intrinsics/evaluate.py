@@ -67,12 +67,7 @@ HEADLINE = {"uncertainty": "auroc", "hallucination": "sentence_f1", "rewrite": "
 
 def example_context(spec: IntrinsicSpec, example: Example) -> tuple[list[dict[str, str]], dict[str, Any]]:
     """Split an example into (conversation before the input turn, parser context)."""
-    messages = example.message_dicts()
-    has_input = spec.input_template is not None and len(messages) > 1
-    conversation = messages[:-1] if has_input else messages
-    context = spec.template_context(example.meta, conversation)
-    context["input"] = messages[-1]["content"] if has_input else None
-    return conversation, context
+    return spec.example_context(example.message_dicts(), example.meta)
 
 
 class Predictor(Protocol):
@@ -94,8 +89,10 @@ class SessionPredictor:
 
         _, context = example_context(spec, example)
         session = Session(self.backend, messages=example.message_dicts())
-        plan = spec.decoding_plan(self.backend.tokenizer)
-        result = session.invoke(self.adapter_name, max_new_tokens=plan.max_new_tokens,
+        tokenizer = self.backend.tokenizer
+        plan = spec.decoding_plan(tokenizer)
+        result = session.invoke(self.adapter_name, adapted_input=spec.adapted_input_ids(tokenizer, context),
+                                max_new_tokens=plan.max_new_tokens,
                                 allowed_token_ids=plan.allowed_token_ids, return_probs=plan.return_probs)
         return spec.raw_from_tokens(result.text, result.token_ids, result.probs, plan, context)
 
@@ -106,16 +103,24 @@ class HFPredictor:
     ``adapter`` = a LoRA or aLoRA directory (loaded on a private copy of ``model``), or None for the
     base model prompted with ``spec.base_prompt``. Decoding constraints mirror ``Session.invoke``:
     the first token from the allowed set, later ones from the allowed set plus stop tokens.
+    The prompt follows the ``intrinsic.yaml`` next to the adapter when there is one (so a twin
+    trained without, say, an adapted input is prompted as it was trained); parsing and scoring
+    always use the spec under evaluation.
     """
 
     def __init__(self, model, tokenizer, *, adapter: str | Path | None = None, name: str | None = None) -> None:
         self.tokenizer = tokenizer
         self.alora = False
+        self.prompt_spec: IntrinsicSpec | None = None
         if adapter is not None:
             from peft import PeftModel
 
+            from .specfile import SPEC_FILE, read_spec_file
+
             config = json.loads((Path(adapter) / "adapter_config.json").read_text())
             self.alora = bool(config.get("alora_invocation_tokens"))
+            if (Path(adapter) / SPEC_FILE).is_file():
+                self.prompt_spec = read_spec_file(adapter)
             model = PeftModel.from_pretrained(copy.deepcopy(model), str(adapter))
         self.model = model.eval()
         self.adapter = adapter
@@ -124,14 +129,15 @@ class HFPredictor:
 
     def prompt_ids(self, spec: IntrinsicSpec, example: Example) -> tuple[list[int], int]:
         """Token ids to decode from, and how many trailing positions the adapter covers."""
-        encoder = Encoder(self.tokenizer, spec.invocation_ids(self.tokenizer))
+        spec = self.prompt_spec or spec
+        encoder = Encoder.for_spec(self.tokenizer, spec)
         messages = example.message_dicts()
         if self.adapter is None:
             instruction = spec.base_prompt or f"Answer as the '{spec.name}' check would."
             ids = encoder.renderer.ids(messages + [{"role": "user", "content": instruction}],
                                        add_generation_prompt=True)
             return ids, 0
-        ids, start = encoder.prompt(messages)
+        ids, start = encoder.prompt(messages, example.meta)
         return ids, len(ids) - start
 
     @torch.inference_mode()

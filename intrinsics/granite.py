@@ -165,6 +165,7 @@ def load_granite_spec(path: str | Path, *, name: str | None = None, tokenizer=No
         options["input_template"] = "{% raw %}" + instruction.strip() + "{% endraw %}"
     elif kind == "hallucination":  # Granite's reads the answer itself, not our numbered-sentences turn
         options["input_template"] = None
+    options["adapted_input_template"] = None  # Granite adapters decode right after their invocation
     params = io.get("parameters") or {}
     if isinstance(params, dict) and isinstance(params.get("max_completion_tokens"), int) and kind not in (
             "uncertainty", "answerability"):

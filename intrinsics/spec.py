@@ -1,8 +1,9 @@
 """The intrinsic spec: everything needed to call one aLoRA adapter and turn its output into data.
 
 An intrinsic is *not* the adapter weights. It is the contract around them: which invocation
-sequence activates the adapter, which (optional) input turn is appended first, how decoding is
-constrained, and how the raw text/probabilities become a typed pydantic object. Keeping the spec
+sequence activates the adapter, which (optional) input turn is appended first, what (optional)
+text follows the invocation for the adapter itself to read, how decoding is constrained, and how
+the raw text/probabilities become a typed pydantic object. Keeping the spec
 separate from the weights lets one spec serve the shipped adapter, a user-trained one, a standard
 LoRA baseline and a Granite adapter alike.
 
@@ -93,7 +94,12 @@ class IntrinsicSpec(BaseModel):
     adapter. For the embedded ChatML model it begins with ``<|im_start|>`` so that it always starts
     a fresh token, e.g. ``"<|im_start|>certainty\\n"``.
     ``input_template`` (Jinja, sandboxed, strict) renders a turn appended before the invocation;
-    like the invocation it is rolled back after the call. ``allowed_outputs`` constrains decoding.
+    like the invocation it is rolled back after the call. The base model reads that turn.
+    ``adapted_input_template`` renders text placed right *after* the invocation tokens, so the
+    adapter reads it with its own weights: the one way an aLoRA can re-represent part of the
+    conversation (say, the answer it rates), which the base model's cache fixes before the
+    invocation. Its tokens are paid on every call, and they are still independent of the
+    conversation's length. Also rolled back. ``allowed_outputs`` constrains decoding.
     ``formatter`` turns an output object into the exact target text the adapter is trained on.
     """
 
@@ -105,6 +111,7 @@ class IntrinsicSpec(BaseModel):
     description: str = ""
     input_template: str | None = None
     input_role: Role = "user"
+    adapted_input_template: str | None = None
     max_new_tokens: int = Field(32, ge=1, le=4096)
     allowed_outputs: tuple[str, ...] | None = None
     output_model: type[BaseModel]
@@ -171,6 +178,41 @@ class IntrinsicSpec(BaseModel):
 
         return render_template(self.input_template, context, what=f"intrinsic '{self.name}' input_template")
 
+    def render_adapted_input(self, context: Mapping[str, Any]) -> str:
+        """The text after the invocation (see the class docstring); empty without a template."""
+        if self.adapted_input_template is None:
+            return ""
+        from .templates import render_template
+
+        return render_template(self.adapted_input_template, context,
+                               what=f"intrinsic '{self.name}' adapted_input_template")
+
+    def adapted_input_ids(self, tokenizer, context: Mapping[str, Any]) -> list[int]:
+        """Token ids of :meth:`render_adapted_input`; ``[]`` without a template.
+
+        The text is tokenized as plain text: special-token strings in it are broken exactly as
+        in message content (:meth:`ChatRenderer.escape`), so an answer that quotes
+        ``<|im_start|>`` can neither forge a turn nor fake an invocation where the adapter reads it.
+        """
+        text = self.render_adapted_input(context)
+        if not text:
+            return []
+        from alora_flows.chat import ChatRenderer
+
+        return list(tokenizer(ChatRenderer(tokenizer).escape(text), add_special_tokens=False)["input_ids"])
+
+    def example_context(self, messages: Sequence[Mapping[str, str]],
+                        state: Any = None) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        """Split training/evaluation ``messages`` (conversation + this intrinsic's input turn, as
+        :meth:`training_messages` writes them) into the conversation and the template context
+        that :meth:`run` would have built for it, ``input`` included."""
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        has_input = self.input_template is not None and len(msgs) > 1
+        conversation = msgs[:-1] if has_input else msgs
+        context = self.template_context(state, conversation)
+        context["input"] = msgs[-1]["content"] if has_input else None
+        return conversation, context
+
     def input_messages(self, state: Any = None, conversation: Sequence[Mapping[str, str]] = (),
                        input_override: str | Sequence[Mapping[str, str]] | None = None) -> list[dict[str, str]]:
         """The turns appended before the invocation (and rolled back with it).
@@ -230,15 +272,16 @@ class IntrinsicSpec(BaseModel):
         """Invoke the adapter on the session's conversation and parse. Returns ``(output, CallStats)``.
 
         The session's conversation and cache are unchanged afterwards (``Session.invoke`` rolls
-        back the input turn and the invocation).
+        back the input turn, the invocation and the adapted input).
         """
         tokenizer = session.backend.tokenizer
         context = self.template_context(state, session.messages)
         extra = self.input_messages(state, session.messages, input_override)
         context["input"] = extra[-1]["content"] if extra else None
         plan = self.decoding_plan(tokenizer)
-        result = session.invoke(adapter_name, messages=extra, max_new_tokens=plan.max_new_tokens,
-                                allowed_token_ids=plan.allowed_token_ids, return_probs=plan.return_probs)
+        result = session.invoke(adapter_name, messages=extra, adapted_input=self.adapted_input_ids(tokenizer, context),
+                                max_new_tokens=plan.max_new_tokens, allowed_token_ids=plan.allowed_token_ids,
+                                return_probs=plan.return_probs)
         raw = self.raw_from_tokens(result.text, result.token_ids, result.probs, plan, context)
         return self.parse(raw), result.stats
 

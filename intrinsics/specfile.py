@@ -9,6 +9,7 @@ Python. The trainer writes it; users can write it by hand::
     invocation: "<|im_start|>politeness\\n"
     labels: [polite, rude]       # choice only
     input_template: null         # Jinja, rendered from flow state; appended as a turn, rolled back
+    adapted_input_template: null # Jinja; text after the invocation, read by the adapter itself
     max_new_tokens: 4
     # kind custom: parser: "my_pkg.parsers:parse_politeness", output_model: "my_pkg.parsers:Politeness"
 """
@@ -39,6 +40,7 @@ class IntrinsicFile(BaseModel):
     description: str | None = None
     input_template: str | None = None
     input_role: Role | None = None
+    adapted_input_template: str | None = None
     max_new_tokens: int | None = None
     labels: list[str] | None = None
     parser: str | None = None
@@ -73,9 +75,11 @@ def spec_from_data(data: IntrinsicFile, *, file: Path | None = None) -> Intrinsi
     """Build an :class:`IntrinsicSpec` from a validated file."""
     options = {k: v for k, v in {
         "description": data.description, "input_template": data.input_template, "input_role": data.input_role,
+        "adapted_input_template": data.adapted_input_template,
         "max_new_tokens": data.max_new_tokens, "base_prompt": data.base_prompt}.items() if v is not None}
-    if "input_template" in data.model_fields_set and data.input_template is None:
-        options["input_template"] = None  # explicit null: no input turn, even for kinds with a default
+    for key in ("input_template", "adapted_input_template"):
+        if key in data.model_fields_set and getattr(data, key) is None:
+            options[key] = None  # explicit null: none, even for kinds with a default
     if data.kind in KINDS:
         if data.kind == "choice":
             options["labels"] = data.labels
@@ -114,6 +118,7 @@ def spec_to_data(spec: IntrinsicSpec, adapter: dict[str, Any] | None = None) -> 
     data: dict[str, Any] = {"name": spec.name, "kind": spec.kind if spec.kind in KINDS else "custom",
                             "invocation": spec.invocation, "description": spec.description or None,
                             "input_template": spec.input_template, "input_role": spec.input_role,
+                            "adapted_input_template": spec.adapted_input_template,
                             "max_new_tokens": spec.max_new_tokens,
                             "labels": list(spec.allowed_outputs) if spec.kind in ("choice", "custom")
                             and spec.allowed_outputs else None,
@@ -157,8 +162,9 @@ def write_spec_file(spec: IntrinsicSpec, directory: str | Path, *, adapter: dict
     """Write ``directory/intrinsic.yaml`` for ``spec``; returns the file path."""
     path = Path(directory) / SPEC_FILE
     data = spec_to_data(spec, adapter).model_dump(exclude_none=True)
-    if spec.input_template is None:
-        data["input_template"] = None  # explicit: no input turn
+    for key in ("input_template", "adapted_input_template"):
+        if getattr(spec, key) is None:
+            data[key] = None  # explicit: none, so a kind's default never creeps in on reading
     buffer = io.StringIO()
     _yaml().dump(data, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)

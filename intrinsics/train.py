@@ -185,7 +185,7 @@ def encode_all(encoder: Encoder, examples: Sequence[Example], max_length: int) -
     """
     items, skipped = [], 0
     for ex in examples:
-        item = encoder.encode(ex.message_dicts(), ex.output)
+        item = encoder.encode(ex.message_dicts(), ex.output, ex.meta)
         if len(item.input_ids) > max_length:
             skipped += 1
         else:
@@ -352,8 +352,8 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
         base_id = config.base_model_id or model_id or getattr(model.config, "_name_or_path", "") or "unknown"
     else:
         model, tokenizer, base_id = load_base(config, device)
-    invocation = spec.invocation_ids(tokenizer)
-    encoder = Encoder(tokenizer, invocation)
+    encoder = Encoder.for_spec(tokenizer, spec)
+    invocation = encoder.invocation_ids
     train_items, skipped = encode_all(encoder, train_ex, config.max_length)
     val_items, skipped_val = encode_all(encoder, val_ex, config.max_length)
     if not train_items:

@@ -23,7 +23,14 @@ def test_python_example_runs(capsys):
     certainty = result.trace.steps[2]
     assert certainty.reused_tokens > 0 and certainty.adapter == "uncertainty"
     assert 0.0 <= result.state.certainty.score <= 1.0
-    assert "('certainty', 3, " in capsys.readouterr().out
+    # the invocation (3 tokens) and the answer the uncertainty adapter re-reads after it
+    from intrinsics import get_spec
+
+    backend, spec = namespace["backend"], get_spec("uncertainty")
+    answer = result.trace.steps[1].output  # the generated answer ('abstain' replaced it in the state)
+    reread = spec.adapted_input_ids(backend.tokenizer, {"last_assistant": answer})
+    assert len(reread) > len(backend.tokenizer(answer)["input_ids"])
+    assert f"('certainty', {3 + len(reread)}, " in capsys.readouterr().out
 
 
 def test_yaml_reference_example_validates():

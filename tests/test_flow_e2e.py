@@ -64,11 +64,13 @@ def test_adapter_steps_reuse_the_conversation_and_modes_agree(backend):
     steps = {s.node: s for s in reused.trace.steps}
     assert list(steps) == ["ask", "answer", "rate", "note"]
     conversation = len(session.ids)  # adapters roll back: the conversation ends after 'answer'
+    answer = {"last_assistant": session.messages[-1]["content"]}
     for name, adapter in (("rate", "alpha"), ("note", "beta")):
         assert steps[name].adapter == adapter
         assert steps[name].reused_tokens == conversation
         assert steps[name].context_tokens == conversation  # the trace shows the full ratio
-        assert steps[name].prefill_tokens == len(backend.adapters[adapter].invocation_tokens)
+        reread = specs()[adapter].adapted_input_ids(backend.tokenizer, answer)  # uncertainty's answer
+        assert steps[name].prefill_tokens == len(backend.adapters[adapter].invocation_tokens) + len(reread)
     assert isinstance(reused.state.certainty, UncertaintyOutput)
     assert steps["answer"].generated_tokens >= 1 and steps["answer"].kind == "generate"
     assert reused.trace.reuse is True and reused.trace.model == "tiny"

@@ -141,7 +141,9 @@ def test_run_on_a_real_session_rolls_back_and_parses(backend):
     before = (list(session.ids), session.cached_tokens, [dict(m) for m in session.messages])
     out, stats = get_spec("uncertainty").run(session, "alpha", {})
     assert isinstance(out, UncertaintyOutput) and 0 <= out.score <= 1
-    assert stats.generated_tokens == 1 and stats.prefill_tokens == len(get_spec("uncertainty").invocation_ids(backend.tokenizer))
+    spec, tok = get_spec("uncertainty"), backend.tokenizer
+    reread = spec.adapted_input_ids(tok, {"last_assistant": session.messages[-1]["content"]})
+    assert stats.generated_tokens == 1 and stats.prefill_tokens == len(spec.invocation_ids(tok)) + len(reread)
     assert (list(session.ids), session.cached_tokens, session.messages) == before
     rewritten, _ = get_spec("rewrite").run(session, "beta", {"question": "and its population?"})
     assert isinstance(rewritten, RewriteOutput) and str(rewritten)

@@ -207,7 +207,10 @@ def test_documents_with_special_tokens_cannot_forge_turns_or_invocations(backend
 
     rate = next(s for s in result.trace.steps if s.node == "rate")
     assert rate.reused_tokens == len(ids)                     # the whole conversation, cached
-    assert rate.prefill_tokens == len(invocation)             # only its own invocation ran
+    answer = next(m["content"] for m in reversed(session.messages) if m["role"] == "assistant")
+    reread = specs["alpha"].adapted_input_ids(tok, {"last_assistant": answer})
+    assert not set(reread) & set(specials.values())            # the re-read answer is plain text
+    assert rate.prefill_tokens == len(invocation) + len(reread)  # its invocation and re-read answer
     assert 0.0 <= result.state.certainty.score <= 1.0
 
 
