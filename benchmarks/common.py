@@ -18,6 +18,17 @@ SENTENCE = "The Quellmark river runs 412 km from the Orsk hills to the Tarven se
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def quiet_cpu(threads: int) -> None:
+    """Torch threads for a timing run (see benchmarks/README.md), without library chatter."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    hf_logging.set_verbosity_error()
+
+
 def embedded_backend(adapter_dir: str | Path, name: str = "certainty"):
     """The embedded model with one random aLoRA adapter (timing does not depend on trained weights)."""
     from alora_flows.backend import Backend

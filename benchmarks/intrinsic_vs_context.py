@@ -34,13 +34,13 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, CpuMonitor, conversation, embedded_backend, environment, write_results  # noqa: E402
+from common import (RESULTS, CpuMonitor, conversation, embedded_backend, environment, quiet_cpu,  # noqa: E402
+                    write_results)
 
 DEFAULT_LENGTHS = [256, 512, 1024, 2048, 4096, 8000]
 
@@ -81,10 +81,7 @@ def main() -> None:
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
+    quiet_cpu(args.threads)
 
     from alora_flows.session import Session
 

@@ -55,3 +55,12 @@ def test_train_prefix_cache_smoke(tmp_path):
                       "--only", "rewrite", "uncertainty_prompts")
     assert [r["intrinsic"] for r in data["rows"]] == ["rewrite", "uncertainty"]
     assert all(r["max_loss_diff"] < 1e-4 and 0 < r["adapted_fraction"] < 1 for r in data["rows"])
+
+
+@pytest.mark.slow
+def test_adapted_input_cost_smoke(tmp_path):
+    data = run_script("adapted_input_cost.py", tmp_path, "--lengths", "200", "--reps", "1",
+                      "--no-reuse-reps", "1")
+    (row,) = data["rows"]
+    assert row["conversation_tokens"] <= 200 and set(row["median_s"]) == {
+        "reuse_0", "reuse_16", "reuse_48", "reuse_128", "no_reuse"}
