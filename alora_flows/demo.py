@@ -16,9 +16,10 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 
-#: Unanswerable from the documents: a plain RAG pipeline invents a birthplace; the flow retries with
-#: more documents when certainty is low, then abstains (examples/rag/results/rag_eval.json, q13).
-DEFAULT_QUESTION = "In which town was Krusko Tuszeorn born?"
+#: Unanswerable from the documents: a plain RAG pipeline invents a source ("Mount Qimso"); the flow
+#: retries with more documents when certainty is low, then abstains (examples/rag/results/
+#: rag_eval.json, q22). The earlier demo question, q13, is one the flow now gets wrong (README).
+DEFAULT_QUESTION = "Where does Juhoskor spring from?"
 FLOW_FILE = Path(__file__).resolve().parent.parent / "examples" / "rag" / "flow.yaml"
 
 

@@ -13,7 +13,7 @@ from examples.rag.tools import retrieve
 #: Certainty below this is "low": retry once with more documents, then abstain. Chosen on the
 #: uncertainty validation split as the threshold that cuts the most wrong answers net of the
 #: correct ones it loses (keeps 51/87 correct, cuts 87/113 wrong answers there).
-CERTAINTY_THRESHOLD = 0.5
+CERTAINTY_THRESHOLD = 0.55
 ABSTAIN = "I don't know: the documents do not answer this."
 STRICTER = ("Some of that is not in the documents. Answer again with one sentence copied from "
             "the documents, or say: I don't know.")
