@@ -27,6 +27,8 @@ from .builtin import KINDS, make_spec
 from .spec import IntrinsicSpec, IntrinsicSpecError, Role
 
 SPEC_FILE = "intrinsic.yaml"
+#: Template keys where an explicit ``null`` means "none", overriding the kind's default.
+NULLABLE_TEMPLATES = ("input_template", "adapted_input_template")
 
 
 class IntrinsicFile(BaseModel):
@@ -77,7 +79,7 @@ def spec_from_data(data: IntrinsicFile, *, file: Path | None = None) -> Intrinsi
         "description": data.description, "input_template": data.input_template, "input_role": data.input_role,
         "adapted_input_template": data.adapted_input_template,
         "max_new_tokens": data.max_new_tokens, "base_prompt": data.base_prompt}.items() if v is not None}
-    for key in ("input_template", "adapted_input_template"):
+    for key in NULLABLE_TEMPLATES:
         if key in data.model_fields_set and getattr(data, key) is None:
             options[key] = None  # explicit null: none, even for kinds with a default
     if data.kind in KINDS:
@@ -162,7 +164,7 @@ def write_spec_file(spec: IntrinsicSpec, directory: str | Path, *, adapter: dict
     """Write ``directory/intrinsic.yaml`` for ``spec``; returns the file path."""
     path = Path(directory) / SPEC_FILE
     data = spec_to_data(spec, adapter).model_dump(exclude_none=True)
-    for key in ("input_template", "adapted_input_template"):
+    for key in NULLABLE_TEMPLATES:
         if getattr(spec, key) is None:
             data[key] = None  # explicit: none, so a kind's default never creeps in on reading
     buffer = io.StringIO()

@@ -20,7 +20,7 @@ from intrinsics.builtin import UNCERTAINTY_ADAPTED_INPUT
 from intrinsics.data_format import Encoder, end_token_id, read_jsonl, write_jsonl
 from intrinsics.evaluate import HFPredictor, SessionPredictor
 from intrinsics.granite import load_granite_spec
-from intrinsics.train import TrainConfig, batch_loss, collate, make_peft_model, train_intrinsic
+from intrinsics.train import TrainConfig, collate, train_intrinsic
 
 TEMPLATE = UNCERTAINTY_ADAPTED_INPUT  # the built-in uncertainty intrinsic re-reads the answer it rates
 SPEC = get_spec("uncertainty")
@@ -95,34 +95,6 @@ def test_encoder_layout_and_offsets_cover_the_adapted_input():
     assert enc.invocation_start == len(conv)
     batch = collate([enc], tok.pad_token_id, torch.device("cpu"), alora=True)
     assert batch["alora_offsets"] == [len(inv) + len(adapted_ids(tok)) + len(out)]
-
-
-def test_prefix_cache_stays_exact_with_an_adapted_input():
-    tok = tiny_tokenizer()
-    model = tiny_model(tok)
-    torch.manual_seed(0)
-    peft_model = make_peft_model(model, TrainConfig(data=".", out=".", r=4, alpha=8, dropout=0.0),
-                                 SPEC.invocation_ids(tok))
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    encoder = Encoder.for_spec(tok, SPEC)
-    items = [encoder.encode([{"role": "user", "content": "What is the capital of France? " * k},
-                             {"role": "assistant", "content": "Paris, I think. " * (3 - k)}], out)
-             for k, out in ((1, "3"), (2, "8"), (3, "9"))]
-    batch = collate(items, tok.pad_token_id, torch.device("cpu"), alora=True)
-    results = []
-    for prefix_cache in (False, True):
-        peft_model.zero_grad()
-        loss, _ = batch_loss(peft_model, batch, prefix_cache=prefix_cache)
-        loss.backward()
-        results.append((float(loss.detach()),
-                        {k: p.grad.clone() for k, p in peft_model.named_parameters() if p.requires_grad}))
-    (full, g_full), (cached, g_cached) = results
-    assert cached == pytest.approx(full, rel=1e-5)
-    for key, grad in g_full.items():
-        torch.testing.assert_close(g_cached[key], grad, rtol=1e-4, atol=1e-6)
 
 
 def test_training_keeps_the_adapted_input_in_the_saved_spec(tmp_path):

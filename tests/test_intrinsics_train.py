@@ -91,9 +91,11 @@ def test_batch_loss_matches_peft_and_is_padding_invariant(tiny):
         assert float(base_loss) != pytest.approx(singles[0], rel=1e-3)  # the adapter is really active
 
 
-def test_prefix_cache_gives_the_full_forwards_loss_and_gradients(tiny):
+@pytest.mark.parametrize("adapted_input", [False, True], ids=["invocation-only", "adapted-input"])
+def test_prefix_cache_gives_the_full_forwards_loss_and_gradients(tiny, adapted_input):
     """Training through a no-grad prefix cache is exact: same loss, same gradient on every LoRA
-    weight, for a padded batch whose rows start their invocations at different positions."""
+    weight, for a padded batch whose rows start their invocations at different positions, with
+    and without an adapted input (the re-read answer) between the invocation and the output."""
     tok, model = tiny
     torch.manual_seed(0)
     peft_model = make_peft_model(copy.deepcopy(model), config("x", "y"), SPEC.invocation_ids(tok))
@@ -101,7 +103,7 @@ def test_prefix_cache_gives_the_full_forwards_loss_and_gradients(tiny):
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
-    encoder = Encoder(tok, SPEC.invocation_ids(tok))
+    encoder = Encoder.for_spec(tok, SPEC) if adapted_input else Encoder(tok, SPEC.invocation_ids(tok))
     items = [encoder.encode([{"role": "user", "content": "What is the capital of France? " * k},
                              {"role": "assistant", "content": "Paris, I think." * (3 - k)}], out)
              for k, out in ((1, "3"), (2, "87"), (3, "9"))]
