@@ -112,11 +112,11 @@ def save_random_alora(model, tokenizer, invocation: str, path: str | Path, *, se
 
 def tiny_backend(tmp_dir: str | Path, adapters: dict[str, str] | None = None, *, seed: int = 0,
                  **model_kwargs):
-    """A :class:`~alora_flows.backend.Backend` on the tiny model with random aLoRA adapters.
+    """A :class:`~alora_flows.core.backend.Backend` on the tiny model with random aLoRA adapters.
 
     ``adapters`` maps adapter name -> invocation string; each gets its own random weights.
     """
-    from .backend import Backend
+    from alora_flows.core.backend import Backend
 
     tokenizer = tiny_tokenizer()
     model = tiny_model(tokenizer, seed=seed, **model_kwargs)

@@ -55,7 +55,7 @@ def main() -> None:
 
     quiet_cpu(args.threads)
 
-    from alora_flows.session import Session
+    from alora_flows.core.session import Session
 
     started = time.perf_counter()
     tmp = tempfile.TemporaryDirectory()

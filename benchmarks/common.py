@@ -31,7 +31,7 @@ def quiet_cpu(threads: int) -> None:
 
 def embedded_backend(adapter_dir: str | Path, name: str = "certainty"):
     """The embedded model with one random aLoRA adapter (timing does not depend on trained weights)."""
-    from alora_flows.backend import Backend
+    from alora_flows.core.backend import Backend
     from alora_flows.testing import save_random_alora
 
     backend = Backend.load("embedded", progress=False)
@@ -45,7 +45,7 @@ def conversation(tokenizer, total_tokens: int, extra_tokens: int = 0) -> list[di
     """A user document + assistant answer whose rendering is ``total_tokens - extra_tokens`` long
     (``extra_tokens``: e.g. the invocation tokens appended by an intrinsic call). Exact to the token
     when possible, otherwise at most one or two under."""
-    from alora_flows.chat import ChatRenderer
+    from alora_flows.core.chat import ChatRenderer
 
     renderer = ChatRenderer(tokenizer)
     target = total_tokens - extra_tokens

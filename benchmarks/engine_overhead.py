@@ -147,7 +147,7 @@ def main() -> None:
 
     import importlib.metadata as md_meta
 
-    from alora_flows.session import Session
+    from alora_flows.core.session import Session
     from alora_flows.testing import tiny_backend
 
     tmp = tempfile.TemporaryDirectory()

@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
-    from alora_flows.backend import Backend
-    from alora_flows.session import Session
+    from alora_flows.core.backend import Backend
+    from alora_flows.core.session import Session
     from alora_flows.testing import tiny_tokenizer
     from transformers import AutoModelForCausalLM
 

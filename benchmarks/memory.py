@@ -56,7 +56,7 @@ def unshared_bytes(session, other) -> int:
 
 
 def calls_run(backend, name: str, calls: int) -> dict:
-    from alora_flows.session import Session
+    from alora_flows.core.session import Session
 
     session = Session(backend)
     session.extend([{"role": "user", "content": SENTENCE * 12 + "\nHow long is the river?"},
@@ -107,7 +107,7 @@ def turn_to(session, target: int) -> list[dict]:
 
 
 def kv_run(backend, lengths: list[int]):
-    from alora_flows.session import Session
+    from alora_flows.core.session import Session
 
     cfg = backend.base_model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

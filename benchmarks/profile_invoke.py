@@ -46,7 +46,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from torch.profiler import ProfilerActivity, profile
 
-    from alora_flows.session import Session
+    from alora_flows.core.session import Session
 
     tmp = tempfile.TemporaryDirectory()
     backend = embedded_backend(tmp.name)

@@ -1,6 +1,6 @@
 """aLoRA training with and without the prefix cache, on the embedded model and the real datasets.
 
-``intrinsics.train.batch_loss(prefix_cache=True)`` runs the positions before a batch's earliest
+``intrinsics.training.train.batch_loss(prefix_cache=True)`` runs the positions before a batch's earliest
 invocation once under ``no_grad`` (the frozen base model computes them in aLoRA) and only the
 invocation + output positions forward and backward. This measures, per intrinsic, the time of one
 training micro-batch (forward + backward) both ways, side by side in one process, and the largest
@@ -29,7 +29,7 @@ INTRINSICS = ("rewrite", "hallucination", "answerability", "uncertainty_prompts"
 
 
 def measure(peft_model, items, pad_id: int, batch_size: int, batches: int, prefix_cache: bool) -> dict:
-    from intrinsics.train import batch_loss, collate
+    from intrinsics.training.train import batch_loss, collate
 
     times, losses, tokens, adapted = [], [], 0, 0
     for b in range(batches + 1):  # the first batch warms up and is not timed
@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    from intrinsics.data.build import build_all
-    from intrinsics.data.text import read_jsonl as read_records
-    from intrinsics.data_format import Encoder, read_jsonl
+    from intrinsics.training.data.build import build_all
+    from intrinsics.training.data.text import read_jsonl as read_records
+    from intrinsics.training.data_format import Encoder, read_jsonl
     from intrinsics.registry import get_spec
-    from intrinsics.train import TrainConfig, load_base, make_peft_model
+    from intrinsics.training.train import TrainConfig, load_base, make_peft_model
 
     model, tokenizer, _ = load_base(TrainConfig(data=Path("."), out=Path("."), dtype="float32", progress=False),
                                     torch.device("cpu"))

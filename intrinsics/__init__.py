@@ -2,19 +2,20 @@
 
 Built-ins (Granite-compatible output shapes): ``uncertainty``, ``hallucination``, ``rewrite``,
 ``answerability``. Add your own with :func:`register_spec` or an ``intrinsic.yaml`` next to its
-adapter; train adapters with :mod:`intrinsics.train` (``alora-flows train``).
+adapter; train adapters with :mod:`intrinsics.training.train` (``alora-flows train``).
 """
 
-from .builtin import (KINDS, answerability_spec, builtin_specs, choice_spec, hallucination_spec, json_spec,
+from intrinsics.builtin import (KINDS, answerability_spec, builtin_specs, choice_spec, hallucination_spec, json_spec,
                       make_spec, rewrite_spec, text_spec, uncertainty_spec)
-from .outputs import (AnswerabilityOutput, ChoiceOutput, HallucinationOutput, JsonOutput, RewriteOutput,
+from intrinsics.outputs import (AnswerabilityOutput, ChoiceOutput, HallucinationOutput, JsonOutput, RewriteOutput,
                       SentenceLabel, TextOutput, UncertaintyOutput)
-from .registry import (ADAPTER_ROOT, IntrinsicConflictError, ResolvedIntrinsic, UnknownIntrinsicError,
+from alora_flows.errors import IntrinsicConflictError, IntrinsicSpecError, UnknownIntrinsicError
+from intrinsics.registry import (ADAPTER_ROOT, ResolvedIntrinsic,
                        available_builtin, get_spec, list_specs, load_intrinsic, model_key, register_spec,
                        resolve_adapter, spec_for_adapter, unregister_spec)
-from .spec import DecodingPlan, IntrinsicSpec, IntrinsicSpecError, RawOutput
-from .specfile import SPEC_FILE, read_spec_file, write_spec_file
-from .templates import split_sentences
+from intrinsics.spec import DecodingPlan, IntrinsicSpec, RawOutput
+from intrinsics.specfile import SPEC_FILE, read_spec_file, write_spec_file
+from alora_flows.sandbox.text import split_sentences
 
 __all__ = [
     "ADAPTER_ROOT", "KINDS", "SPEC_FILE", "AnswerabilityOutput", "ChoiceOutput", "DecodingPlan",

@@ -16,7 +16,7 @@ Conversation shape each built-in expects when invoked (and in its training data)
   nothing after the invocation.
 - ``hallucination``: the documents are in the conversation, it ends with the assistant answer.
   Input turn :data:`HALLUCINATION_NUMBERED_INPUT` lists that answer's sentences, numbered as ``r``
-  (:func:`~intrinsics.templates.split_sentences`): without it, a small model loses count of the
+  (:func:`~alora_flows.sandbox.text.split_sentences`): without it, a small model loses count of the
   sentences it labels. A spec file with ``input_template: null`` gives adapters trained without
   it (and Granite adapters) no input turn.
 - ``rewrite``: any prior conversation; the input turn is the question to make standalone.
@@ -29,12 +29,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .outputs import AnswerabilityOutput, ChoiceOutput, HallucinationOutput, JsonOutput, RewriteOutput, \
+from intrinsics.outputs import AnswerabilityOutput, ChoiceOutput, HallucinationOutput, JsonOutput, RewriteOutput, \
     TextOutput, UncertaintyOutput
-from .parsers import (ANSWERABILITY_LABELS, DIGITS, ChoiceParser, format_hallucination, format_json,
+from intrinsics.parsers import (ANSWERABILITY_LABELS, DIGITS, ChoiceParser, format_hallucination, format_json,
                       format_label, format_rewrite, format_text, format_uncertainty, parse_answerability,
                       parse_hallucination, parse_json, parse_rewrite, parse_text, parse_uncertainty)
-from .spec import IntrinsicSpec, IntrinsicSpecError
+from alora_flows.errors import IntrinsicSpecError
+from intrinsics.spec import IntrinsicSpec
 
 HALLUCINATION_NUMBERED_INPUT = "Answer sentences:\n{{ last_assistant | sentences | numbered }}"
 REWRITE_INPUT = "{{ question }}"

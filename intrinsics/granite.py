@@ -22,8 +22,9 @@ from typing import Any
 
 from alora_flows.errors import AdapterError
 
-from .builtin import make_spec
-from .spec import IntrinsicSpec, IntrinsicSpecError
+from intrinsics.builtin import make_spec
+from alora_flows.errors import IntrinsicSpecError
+from intrinsics.spec import IntrinsicSpec
 
 IO_FILE = "io.yaml"
 #: Name fragments -> kind, checked against the intrinsic name and the directory path.
@@ -182,7 +183,7 @@ def convert_granite_adapter(path: str | Path, tokenizer, out_dir: str | Path, *,
 
     from peft import LoraConfig
 
-    from .specfile import write_spec_file
+    from intrinsics.specfile import write_spec_file
 
     path, out = Path(path), Path(out_dir)
     config = adapter_config(path)

@@ -16,10 +16,10 @@ from typing import Any
 
 from alora_flows.errors import IntrinsicOutputError
 
-from .outputs import (AnswerabilityOutput, ChoiceOutput, HallucinationOutput, JsonOutput, RewriteOutput,
+from intrinsics.outputs import (AnswerabilityOutput, ChoiceOutput, HallucinationOutput, JsonOutput, RewriteOutput,
                       SentenceLabel, TextOutput, UncertaintyOutput)
-from .spec import RawOutput
-from .templates import split_sentences
+from intrinsics.spec import RawOutput
+from alora_flows.sandbox.text import split_sentences
 
 DIGITS = tuple(str(d) for d in range(10))
 FAITH_LABELS = ("faithful", "partial", "unfaithful")

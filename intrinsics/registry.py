@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from alora_flows.errors import AdapterError, AdapterMismatchError, AloraFlowsError
+from alora_flows.errors import (AdapterError, AdapterMismatchError, IntrinsicConflictError,
+                                UnknownIntrinsicError)
 
-from .builtin import builtin_specs
-from .spec import IntrinsicSpec
-from .specfile import SPEC_FILE, read_spec_file
+from intrinsics.builtin import builtin_specs
+from intrinsics.spec import IntrinsicSpec
+from intrinsics.specfile import SPEC_FILE, read_spec_file
 
 ADAPTER_ROOT = Path(__file__).resolve().parent / "adapters"
 #: Other names people use for the built-ins (Granite's names among them).
@@ -28,17 +29,6 @@ ALIASES = {"certainty": "uncertainty", "query_rewrite": "rewrite", "hallucinatio
 
 _LOCK = threading.Lock()
 _REGISTRY: dict[str, IntrinsicSpec] = {}
-
-
-class UnknownIntrinsicError(AloraFlowsError, KeyError):
-    """No spec is registered under that name. (A ``KeyError`` too, for dict-like callers.)"""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
-
-class IntrinsicConflictError(AloraFlowsError, ValueError):
-    """A different spec is already registered under that name."""
 
 
 def canonical_name(name: str) -> str:
@@ -88,9 +78,9 @@ def model_key(model_id: str) -> str:
     """Short key of a base model, used as the folder of its shipped adapters.
 
     The embedded model has several spellings (``embedded``, its recorded id, its key); others use
-    the last path component, lower-cased, like :class:`alora_flows.backend.Backend` does.
+    the last path component, lower-cased, like :class:`alora_flows.core.backend.Backend` does.
     """
-    from alora_flows.models import EMBEDDED, EMBEDDED_KEY, EMBEDDED_MODEL_ID
+    from alora_flows.core.models import EMBEDDED, EMBEDDED_KEY, EMBEDDED_MODEL_ID
 
     if model_id in (EMBEDDED, EMBEDDED_MODEL_ID, EMBEDDED_KEY):
         return EMBEDDED_KEY
@@ -159,7 +149,7 @@ def spec_for_adapter(name: str, path: Path, *, tokenizer=None) -> IntrinsicSpec:
     """The spec for an adapter directory: its intrinsic.yaml, else Granite metadata, else the registry."""
     if (path / SPEC_FILE).is_file():
         return read_spec_file(path / SPEC_FILE)
-    from .granite import is_granite_dir, load_granite_spec
+    from intrinsics.granite import is_granite_dir, load_granite_spec
 
     if is_granite_dir(path):
         return load_granite_spec(path, name=name, tokenizer=tokenizer)
@@ -190,6 +180,30 @@ def load_intrinsic(name: str, source: str | Path, model_id: str, *, base_dir: st
     return ResolvedIntrinsic(name=name, spec=spec, path=path, adapter_type=adapter_type,
                              invocation_tokens=list(tokens) if tokens else None)
 
+
+class RegistryCatalog:
+    """This library as the flow engine sees it (an ``alora_flows.intrinsics`` entry point):
+    specs from the registry or from the files next to an adapter, and adapters resolved per model.
+    """
+
+    def spec(self, name: str, source: str | None = None, base_dir: Path | None = None) -> IntrinsicSpec:
+        if source and source != "builtin":
+            path = Path(source).expanduser()
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            if not path.is_dir():
+                raise AdapterError(f"the adapter directory {path} of intrinsic '{name}' does not exist: "
+                                   "fix the path under intrinsics:, or use 'builtin'")
+            return spec_for_adapter(name, path)
+        return get_spec(name)
+
+    def resolve(self, name: str, source: str, model_id: str, *, base_dir: Path | None,
+                tokenizer: Any) -> ResolvedIntrinsic:
+        return load_intrinsic(name, source, model_id, base_dir=base_dir, tokenizer=tokenizer)
+
+
+#: The entry point ``alora_flows.intrinsics: builtin`` (pyproject.toml).
+catalog = RegistryCatalog()
 
 for _spec in builtin_specs():
     register_spec(_spec)

@@ -20,14 +20,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
+from alora_flows.errors import IntrinsicOutputError, IntrinsicSpecError
 
 Role = Literal["system", "user", "assistant", "tool"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class IntrinsicSpecError(AloraFlowsError, ValueError):
-    """An intrinsic spec (Python or ``intrinsic.yaml``) is invalid or does not fit the tokenizer."""
 
 
 class RawOutput(BaseModel):
@@ -174,7 +170,7 @@ class IntrinsicSpec(BaseModel):
         """Render the input turn's content, or ``None`` when the intrinsic has no input turn."""
         if self.input_template is None:
             return None
-        from .templates import render_template
+        from alora_flows.sandbox.templates import render_template
 
         return render_template(self.input_template, context, what=f"intrinsic '{self.name}' input_template")
 
@@ -182,7 +178,7 @@ class IntrinsicSpec(BaseModel):
         """The text after the invocation (see the class docstring); empty without a template."""
         if self.adapted_input_template is None:
             return ""
-        from .templates import render_template
+        from alora_flows.sandbox.templates import render_template
 
         return render_template(self.adapted_input_template, context,
                                what=f"intrinsic '{self.name}' adapted_input_template")
@@ -197,7 +193,7 @@ class IntrinsicSpec(BaseModel):
         text = self.render_adapted_input(context)
         if not text:
             return []
-        from alora_flows.chat import ChatRenderer
+        from alora_flows.core.chat import ChatRenderer
 
         return list(tokenizer(ChatRenderer(tokenizer).escape(text), add_special_tokens=False)["input_ids"])
 

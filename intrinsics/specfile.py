@@ -23,8 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .builtin import KINDS, make_spec
-from .spec import IntrinsicSpec, IntrinsicSpecError, Role
+from intrinsics.builtin import KINDS, make_spec
+from alora_flows.errors import IntrinsicSpecError
+from intrinsics.spec import IntrinsicSpec, Role
 
 SPEC_FILE = "intrinsic.yaml"
 #: Template keys where an explicit ``null`` means "none", overriding the kind's default.
@@ -95,7 +96,7 @@ def spec_from_data(data: IntrinsicFile, *, file: Path | None = None) -> Intrinsi
         raise IntrinsicSpecError(f"{file or 'spec'}: unknown kind '{data.kind}' "
                                  f"(known: {', '.join(sorted(KINDS))}, custom)")
     if not data.parser or not data.output_model:
-        from .registry import get_spec, has_spec
+        from intrinsics.registry import get_spec, has_spec
 
         if has_spec(data.name):  # registered from Python: the file only changes invocation/options
             return get_spec(data.name).replace(invocation=data.invocation, **options)

@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from alora_flows.errors import AdapterError, AdapterMismatchError, NotAnALoRAError
-from alora_flows.session import Session
+from alora_flows.core.session import Session
 from alora_flows.testing import save_random_alora, tiny_model, tiny_tokenizer
 
 

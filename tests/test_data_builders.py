@@ -12,10 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
 from intrinsics import get_spec  # noqa: E402
-from intrinsics.data import answerability, build, hallucination, rewrite, uncertainty  # noqa: E402
-from intrinsics.data.kb import fill, generate_kb  # noqa: E402
-from intrinsics.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS, doc_templates  # noqa: E402
-from intrinsics.data.text import (SYSTEM_DOCS, estimate_tokens, normalize_question,  # noqa: E402
+from intrinsics.training.data import answerability, build, hallucination, rewrite, uncertainty  # noqa: E402
+from intrinsics.training.data.kb import fill, generate_kb  # noqa: E402
+from intrinsics.training.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS, doc_templates  # noqa: E402
+from intrinsics.training.data.text import (SYSTEM_DOCS, estimate_tokens, normalize_question,  # noqa: E402
                                   split_sentences)
 from intrinsics.parsers import parse_hallucination  # noqa: E402
 from intrinsics.spec import RawOutput  # noqa: E402

@@ -12,13 +12,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
-from intrinsics.data.kb import (POOLS, fill, generate_kb, make_value, perturb_value,  # noqa: E402
+from intrinsics.training.data.kb import (POOLS, fill, generate_kb, make_value, perturb_value,  # noqa: E402
                                 render_doc)
-from intrinsics.data.names import BLOCKLIST, NameGenerator  # noqa: E402
-from intrinsics.data.paraphrases import PARAPHRASES  # noqa: E402
-from intrinsics.data.schema import (ABSTAIN_SENTENCES, NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS,  # noqa: E402
+from intrinsics.training.data.names import BLOCKLIST, NameGenerator  # noqa: E402
+from intrinsics.training.data.paraphrases import PARAPHRASES  # noqa: E402
+from intrinsics.training.data.schema import (ABSTAIN_SENTENCES, NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS,  # noqa: E402
                                     TYPES, doc_templates)
-from intrinsics.data.text import normalize_question, split_sentences  # noqa: E402
+from intrinsics.training.data.text import normalize_question, split_sentences  # noqa: E402
 
 FIELDS = {"S", "O", "P", "pp", "name", "v", "noun"}
 

@@ -11,12 +11,13 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing the package
 
-from intrinsics.data.kb import generate_kb  # noqa: E402
-from intrinsics.data.rag_export import LICENSE, build_rag, questions_yaml  # noqa: E402
-from intrinsics.data.text import split_sentences  # noqa: E402
-from intrinsics.data.uncertainty import is_correct  # noqa: E402
+from intrinsics.training.data.kb import generate_kb  # noqa: E402
+from intrinsics.training.data.rag_export import LICENSE, build_rag, questions_yaml  # noqa: E402
+from intrinsics.training.data.text import split_sentences  # noqa: E402
+from intrinsics.training.data.uncertainty import is_correct  # noqa: E402
 
 RAG = ROOT / "examples" / "rag"
+CORPUS = ROOT / "alora_flows" / "demo" / "corpus"
 
 
 def _read_doc(path: Path) -> tuple[dict, str]:
@@ -27,7 +28,7 @@ def _read_doc(path: Path) -> tuple[dict, str]:
 
 @pytest.fixture(scope="module")
 def docs():
-    return {p.stem: _read_doc(p) for p in sorted((RAG / "docs").glob("*.md"))}
+    return {p.stem: _read_doc(p) for p in sorted(CORPUS.glob("*.md"))}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_committed_files_match_the_generator(docs):
     gen_docs, gen_questions = build_rag()
     assert [d.id for d in gen_docs] == sorted(docs)
     for d in gen_docs:
-        assert (RAG / "docs" / f"{d.id}.md").read_text(encoding="utf-8") == d.markdown()
+        assert (CORPUS / f"{d.id}.md").read_text(encoding="utf-8") == d.markdown()
     assert (RAG / "questions.yaml").read_text(encoding="utf-8") == questions_yaml(gen_questions)
 
 

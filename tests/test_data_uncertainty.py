@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
-from intrinsics.data.uncertainty import (digit_for, is_correct, label_uncertainty,  # noqa: E402
+from intrinsics.training.data.uncertainty import (digit_for, is_correct, label_uncertainty,  # noqa: E402
                                          main)
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from alora_flows.backend import Backend
-from alora_flows.models import EMBEDDED_MODEL_ID
-from alora_flows.session import Session
+from alora_flows.core.backend import Backend
+from alora_flows.core.models import EMBEDDED_MODEL_ID
+from alora_flows.core.session import Session
 from alora_flows.testing import save_random_alora
 
 pytestmark = pytest.mark.slow

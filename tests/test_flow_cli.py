@@ -3,8 +3,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from alora_flows import cli
-from alora_flows.cli import app, parse_inputs
+from alora_flows import app as application
+from alora_flows.cli import app
+from alora_flows.cli.common import parse_inputs
 from alora_flows.flow import FlowInputError
 from tests import test_flow_support as support
 from tests.test_flow_support import RAG_YAML
@@ -15,7 +16,7 @@ runner = CliRunner()
 @pytest.fixture()
 def no_model(monkeypatch):
     """Fail the test if anything tries to load a model."""
-    from alora_flows.backend import Backend
+    from alora_flows.core.backend import Backend
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
@@ -142,7 +143,7 @@ def test_unexpected_errors_are_one_line_without_debug(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("model exploded")
 
-    monkeypatch.setattr(cli, "run_flow", boom)
+    monkeypatch.setattr(application, "run_flow", boom)
     path = write(tmp_path, SENTINEL_YAML.replace("WHEN", "True"))
     result = runner.invoke(app, ["run", str(path), "--input", "q=hi"])
     assert result.exit_code == 1

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from alora_flows.cli import app
 from alora_flows.flow import Flow
-from alora_flows.session import Session
+from alora_flows.core.session import Session
 from intrinsics import UncertaintyOutput, text_spec, uncertainty_spec, write_spec_file
 
 FLOW_YAML = """\

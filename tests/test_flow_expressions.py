@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from alora_flows.errors import UnsafeExpressionError
-from alora_flows.flow.expressions import ExpressionError, check_expression, evaluate
-from alora_flows.flow.templates import TemplateError, check_template, join_filter, render
+from alora_flows.sandbox.expressions import ExpressionError, check_expression, evaluate
+from alora_flows.sandbox.templates import TemplateError, check_template, join_filter, render
 
 WHEN_ATTACKS = [
     "().__class__.__bases__[0].__subclasses__()",

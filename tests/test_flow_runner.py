@@ -192,7 +192,7 @@ def _failing_flow(tool, args):
 
 
 @pytest.mark.parametrize("tool, args, message", [
-    (support.explode, {}, r"tool node 'tool' \(.*explode\) raised ValueError: tool exploded"),
+    (support.explode, {}, r"node 'tool': tool .*explode raised ValueError: tool exploded"),
     (support.wrong_type, {}, "produced a str for 'out', which is typed int"),
     (support.retrieve, {"query": "{{ missing_later }}"}, "'missing_later' is undefined"),
     (support.retrieve, {"query": "q", "k": "many"}, "argument 'k' must be int"),

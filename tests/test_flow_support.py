@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from alora_flows.session import CallStats, GenerateResult
+from alora_flows.core.session import CallStats, GenerateResult
 
 #: Calls of :func:`sentinel` (tests prove that refused flows never ran a node).
 SENTINEL_CALLS: list[Any] = []

@@ -12,15 +12,15 @@ import copy
 import pytest
 import torch
 
-from alora_flows.chat import ChatRenderer
-from alora_flows.session import Session
+from alora_flows.core.chat import ChatRenderer
+from alora_flows.core.session import Session
 from alora_flows.testing import save_random_alora, tiny_model, tiny_tokenizer
 from intrinsics import UncertaintyOutput, get_spec, read_spec_file, write_spec_file
 from intrinsics.builtin import UNCERTAINTY_ADAPTED_INPUT
-from intrinsics.data_format import Encoder, end_token_id, read_jsonl, write_jsonl
-from intrinsics.evaluate import HFPredictor, SessionPredictor
+from intrinsics.training.data_format import Encoder, end_token_id, read_jsonl, write_jsonl
+from intrinsics.training.evaluate import HFPredictor, SessionPredictor
 from intrinsics.granite import load_granite_spec
-from intrinsics.train import TrainConfig, collate, train_intrinsic
+from intrinsics.training.train import TrainConfig, collate, train_intrinsic
 
 TEMPLATE = UNCERTAINTY_ADAPTED_INPUT  # the built-in uncertainty intrinsic re-reads the answer it rates
 SPEC = get_spec("uncertainty")

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from alora_flows.testing import tiny_model, tiny_tokenizer
-from intrinsics.build_builtin import label_uncertainty_split
-from intrinsics.data.build import build_all
-from intrinsics.data.text import read_jsonl
-from intrinsics.eval_builtin import merge_rows
-from intrinsics.evaluate import EvalRow
+from intrinsics.training.build_builtin import label_uncertainty_split
+from intrinsics.training.data.build import build_all
+from intrinsics.training.data.text import read_jsonl
+from intrinsics.training.eval_builtin import merge_rows
+from intrinsics.training.evaluate import EvalRow
 
 
 def row(intrinsic: str, system: str, value: float) -> EvalRow:

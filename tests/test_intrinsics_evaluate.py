@@ -10,14 +10,14 @@ from rich.console import Console
 
 from alora_flows.testing import save_random_alora
 from intrinsics import get_spec
-from intrinsics.data.text import read_jsonl as read_jsonl_rows
-from intrinsics.data_format import read_jsonl, write_jsonl
-from intrinsics.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor, evaluate_file, evaluate_spec,
+from intrinsics.training.data.text import read_jsonl as read_jsonl_rows
+from intrinsics.training.data_format import read_jsonl, write_jsonl
+from intrinsics.training.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor, evaluate_file, evaluate_spec,
                                  read_rows, rows_table, write_rows)
-from intrinsics.metrics import (accuracy, auroc, best_threshold, binary_prf, bootstrap_ci, bootstrap_values,
+from intrinsics.training.metrics import (accuracy, auroc, best_threshold, binary_prf, bootstrap_ci, bootstrap_values,
                                 exact_match, expected_calibration_error, normalize_text, percentile_interval,
                                 sentence_prf, threshold_sweep, token_f1)
-from intrinsics.thresholds import PredictionsFileError, read_scored_answers
+from intrinsics.training.thresholds import PredictionsFileError, read_scored_answers
 
 
 
@@ -183,10 +183,9 @@ def test_runner_with_all_systems_on_the_tiny_model(tmp_path, fresh_backend):
 
 
 def test_eval_cli(tmp_path, backend):
-    import typer
     from typer.testing import CliRunner
 
-    from intrinsics.cli import register
+    from alora_flows.cli import app as cli_app
 
     tok = backend.tokenizer
     from alora_flows.testing import tiny_model
@@ -197,8 +196,7 @@ def test_eval_cli(tmp_path, backend):
     adapter = save_random_alora(base, tok, get_spec("uncertainty").invocation, tmp_path / "unc",
                                 base_model_name=str((tmp_path / "base").resolve()))
     data = write_jsonl(tmp_path / "eval.jsonl", uncertainty_rows())
-    app = typer.Typer()
-    register(app)
+    app = cli_app
     result = CliRunner().invoke(app, ["eval-intrinsics", "--data", str(data), "--model", str(tmp_path / "base"),
                                       "--alora", f"uncertainty={adapter}", "--json", str(tmp_path / "r.json"),
                                       "--device", "cpu", "--predictions", str(tmp_path / "pred")])

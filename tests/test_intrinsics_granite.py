@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alora_flows.session import Session
+from alora_flows.core.session import Session
 from alora_flows.testing import save_random_alora, tiny_tokenizer
 from intrinsics import IntrinsicSpecError, UncertaintyOutput, load_intrinsic, read_spec_file
 from intrinsics.granite import convert_granite_adapter, is_granite_dir, kind_from_schema, load_granite_spec

@@ -8,8 +8,8 @@ import pytest
 
 import intrinsics
 from alora_flows.errors import AdapterError, AdapterMismatchError
-from alora_flows.models import EMBEDDED_KEY, EMBEDDED_MODEL_ID
-from alora_flows.session import Session
+from alora_flows.core.models import EMBEDDED_KEY, EMBEDDED_MODEL_ID
+from alora_flows.core.session import Session
 from alora_flows.testing import save_random_alora
 from intrinsics import (ChoiceOutput, IntrinsicConflictError, IntrinsicSpecError, TextOutput, UnknownIntrinsicError,
                         choice_spec, get_spec, load_intrinsic, model_key, read_spec_file, register_spec,

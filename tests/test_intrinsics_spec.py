@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from alora_flows.errors import FlowRuntimeError, IntrinsicOutputError, UnsafeExpressionError
-from alora_flows.session import Session
+from alora_flows.errors import FlowDefinitionError, FlowRuntimeError, IntrinsicOutputError, UnsafeExpressionError
+from alora_flows.core.session import Session
 from alora_flows.testing import tiny_tokenizer
 from intrinsics import (ChoiceOutput, IntrinsicSpec, RawOutput, RewriteOutput, TextOutput, UncertaintyOutput,
                         choice_spec, get_spec, split_sentences)
@@ -69,8 +69,27 @@ def test_template_errors_are_typed_and_name_the_intrinsic():
     evil = get_spec("rewrite").replace(input_template="{{ question.__class__.__mro__ }}")
     with pytest.raises(UnsafeExpressionError):
         evil.input_messages({"question": "x"})
-    with pytest.raises(UnsafeExpressionError, match="invalid template"):
+    with pytest.raises(FlowDefinitionError, match="rewrite.*template syntax error"):
         get_spec("rewrite").replace(input_template="{% if %}").input_messages({"question": "x"})
+
+
+@pytest.mark.parametrize("source", [
+    "{{ 'a' * 10**7 }}", "{{ 'a'.center(10**6) }}", "{% for i in range(10**6) %}x{% endfor %}",
+    "{{ cycler.__init__.__globals__ }}", "{{ question['__class__'] }}"])
+def test_intrinsic_templates_refuse_what_flow_templates_refuse(source):
+    """One sandbox: an intrinsic template (which may travel with an adapter from elsewhere) gets
+    exactly the limits of a flow template."""
+    from alora_flows.sandbox.templates import TemplateError, check_template, render
+
+    with pytest.raises((FlowDefinitionError, TemplateError)):
+        check_template(source)
+        render(source, {"question": "x"})
+    spec = get_spec("rewrite").replace(input_template=source)
+    with pytest.raises((FlowDefinitionError, FlowRuntimeError)):
+        spec.input_messages({"question": "x"})
+    adapted = get_spec("uncertainty").replace(adapted_input_template=source)
+    with pytest.raises((FlowDefinitionError, FlowRuntimeError)):
+        adapted.render_adapted_input({"question": "x", "last_assistant": "y"})
 
 
 def test_spec_validation():
@@ -96,7 +115,7 @@ def test_parse_wraps_parser_bugs_and_wrong_types():
 
 
 def test_split_sentences_matches_the_data_builders():
-    data_text = pytest.importorskip("intrinsics.data.text")
+    data_text = pytest.importorskip("intrinsics.training.data.text")
     for text in ["", "One.", "One. Two!  Three? four", 'He said "yes." Then left.', "a.b c. d", "  x  "]:
         assert split_sentences(text) == data_text.split_sentences(text)
 

@@ -7,16 +7,15 @@ import json
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from alora_flows.backend import Backend
-from alora_flows.chat import ChatRenderer
-from alora_flows.session import Session
+from alora_flows.core.backend import Backend
+from alora_flows.core.chat import ChatRenderer
+from alora_flows.core.session import Session
 from alora_flows.testing import tiny_model, tiny_tokenizer
 from intrinsics import UncertaintyOutput, get_spec, read_spec_file
-from intrinsics.data_format import Encoder, end_token_id, read_jsonl, write_jsonl
-from intrinsics.train import TrainConfig, TrainError, batch_loss, collate, make_peft_model, train_intrinsic
+from intrinsics.training.data_format import Encoder, end_token_id, read_jsonl, write_jsonl
+from intrinsics.training.train import TrainConfig, TrainError, batch_loss, collate, make_peft_model, train_intrinsic
 
 SPEC = get_spec("uncertainty")
 
@@ -166,7 +165,7 @@ def test_resume_continues_exactly(tiny, data, tmp_path, monkeypatch):
     opts = dict(max_steps=4, save_every=2, batch_size=2, val_fraction=0.0)
     straight = train_intrinsic(config(data, tmp_path / "a", **opts), model=model, tokenizer=tok, model_id="tiny")
 
-    import intrinsics.train as train_mod
+    import intrinsics.training.train as train_mod
 
     calls = {"n": 0}
     real = train_mod.batch_loss
@@ -195,13 +194,12 @@ def test_resume_continues_exactly(tiny, data, tmp_path, monkeypatch):
 
 
 def test_cli_train_and_errors(tiny, data, tmp_path):
-    from intrinsics.cli import register
+    from alora_flows.cli import app as cli_app
 
     tok, model = tiny
     model.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
-    app = typer.Typer()
-    register(app)
+    app = cli_app
     runner = CliRunner()
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "out"), "--intrinsic",
                                  "certainty", "--model", str(tmp_path / "base"), "--max-steps", "1", "--r", "2",

@@ -10,7 +10,7 @@ from alora_flows.flow import Flow
 from alora_flows.flow.trace import jsonable
 from examples.rag.evaluate import judge, load_questions
 from examples.rag.pipeline import build_flow
-from examples.rag.tools import DOCS_DIR, retrieve_ids, search
+from alora_flows.demo.retrieval import DOCS_DIR, retrieve_ids, search
 
 FLOW_FILE = DOCS_DIR.parent / "flow.yaml"
 
@@ -41,7 +41,7 @@ def test_judge(answer, gold, abstained, verdict):
 @pytest.mark.slow
 def test_python_and_yaml_flows_end_in_the_same_state():
     from alora_flows.demo import DemoRunner
-    from alora_flows.session import Session
+    from alora_flows.core.session import Session
 
     runner = DemoRunner()
     python_flow = build_flow()

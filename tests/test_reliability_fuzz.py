@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from alora_flows.errors import FlowDefinitionError
 from alora_flows.flow import Flow
-from alora_flows.flow.expressions import ExpressionError, check_expression, evaluate
-from alora_flows.flow.templates import TemplateError, check_template, render
+from alora_flows.sandbox.expressions import ExpressionError, check_expression, evaluate
+from alora_flows.sandbox.templates import TemplateError, check_template, render
 from tests.test_flow_support import RAG_YAML, Rewrite, Score
 
 pytestmark = pytest.mark.filterwarnings("ignore::SyntaxWarning")  # ast.parse on mutants ("1e3x")

@@ -16,9 +16,9 @@ import pytest
 from alora_flows.errors import FlowDefinitionError, UnsafeExpressionError
 from alora_flows.flow import END, Flow
 from alora_flows.flow import tools as tools_module
-from alora_flows.flow.expressions import ExpressionError, check_expression, evaluate
-from alora_flows.flow.templates import TemplateError, check_template, render
-from alora_flows.session import Session
+from alora_flows.sandbox.expressions import ExpressionError, check_expression, evaluate
+from alora_flows.sandbox.templates import TemplateError, check_template, render
+from alora_flows.core.session import Session
 from intrinsics import uncertainty_spec
 from tests import test_flow_support as support
 from tests.test_reliability_support import HOSTILE_DOCUMENT, hostile_document

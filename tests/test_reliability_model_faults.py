@@ -129,7 +129,7 @@ def test_context_overflow_stops_the_step_with_a_fix(project, tmp_path):
 
 def test_generation_that_would_overflow_is_refused_before_generating(project, tmp_path):
     """The prompt fits but prompt + max_new_tokens does not: refused at the generate step."""
-    from alora_flows.chat import ChatRenderer
+    from alora_flows.core.chat import ChatRenderer
 
     renderer = ChatRenderer(tiny_tokenizer())
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from alora_flows.cli import app
 from alora_flows.errors import RunDirError
-from alora_flows.rundir import Checkpoint, RunDir, RunManifest, load_run, restore_state
+from alora_flows.runs.rundir import Checkpoint, RunDir, RunManifest, load_run, restore_state
 from tests.test_flow_e2e import same
 from tests.test_reliability_support import (ARMED, GATE_ENV, NODES, RESUMABLE_YAML,
                                             write_tiny_project)
@@ -274,7 +274,7 @@ def test_a_live_owner_blocks_a_second_resume(project, tmp_path):
 def test_values_that_are_not_json_are_never_silently_changed(tmp_path):
     """A tool returning an arbitrary object: saved as a preview, and resume refuses to go on."""
     from alora_flows.flow import Flow
-    from alora_flows.rundir import run_with_dir
+    from alora_flows.runs.rundir import run_with_dir
     from tests.test_flow_support import FakeSession
 
     flow = Flow("objects", inputs=["q"], model="tiny")
@@ -308,7 +308,7 @@ def test_a_run_killed_after_its_last_step_is_finished_without_loading_a_model(
     RunDir(run_dir).update(status="running")
     (run_dir / "result.json").unlink()
 
-    from alora_flows.backend import Backend
+    from alora_flows.core.backend import Backend
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
@@ -322,7 +322,7 @@ def test_a_run_killed_after_its_last_step_is_finished_without_loading_a_model(
 
 
 def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, monkeypatch):
-    from alora_flows.rundir import atomic_write
+    from alora_flows.runs.rundir import atomic_write
 
     target = tmp_path / "checkpoint.json"
     atomic_write(target, "old")
@@ -330,7 +330,7 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, monkeypatch):
     def die(*args):
         raise KeyboardInterrupt  # the process is stopped between writing and renaming
 
-    monkeypatch.setattr("alora_flows.rundir.os.replace", die)
+    monkeypatch.setattr("alora_flows.runs.rundir.os.replace", die)
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, "new" * 1000)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [target.name]
@@ -342,8 +342,8 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, monkeypatch):
 def test_python_api_run_dir_and_resume(backend, tmp_path):
     """The Python API of docs/reliability.md, on the in-memory tiny backend."""
     from alora_flows.flow import Flow
-    from alora_flows.rundir import resume_run, run_with_dir
-    from alora_flows.session import Session
+    from alora_flows.runs.rundir import resume_run, run_with_dir
+    from alora_flows.core.session import Session
     from intrinsics import uncertainty_spec
 
     flow = Flow("api", inputs=["question"], model="tiny", max_steps=10)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 from alora_flows.flow import END, Flow
-from alora_flows.session import Session
+from alora_flows.core.session import Session
 from intrinsics import text_spec, uncertainty_spec
 
 SPECS = {"alpha": uncertainty_spec("alpha", "<|im_start|>certainty\n"),

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from alora_flows.errors import AdapterError, ContextLengthError
-from alora_flows.session import Session
+from alora_flows.core.session import Session
 
 WORDS = "Velmora was founded in 1832 by the inventor Tarsk Olden on the river Quell. "
 

@@ -3,8 +3,8 @@
 import pytest
 
 import intrinsics
-from alora_flows.backend import Backend
-from alora_flows.session import Session
+from alora_flows.core.backend import Backend
+from alora_flows.core.session import Session
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def test_shipped_adapter_loads_and_runs(backend, name):
 
 def test_lora_twin_is_refused_as_an_alora(backend):
     from alora_flows.errors import NotAnALoRAError
-    from intrinsics.build_builtin import ADAPTERS_ROOT
+    from intrinsics.training.build_builtin import ADAPTERS_ROOT
 
     with pytest.raises(NotAnALoRAError):
         backend.add_adapter("twin", ADAPTERS_ROOT / "smollm2-135m-instruct" / "uncertainty-lora")

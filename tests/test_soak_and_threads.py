@@ -6,7 +6,7 @@ import threading
 import psutil
 import torch
 
-from alora_flows.session import Session
+from alora_flows.core.session import Session
 
 from .test_session import conversation
 

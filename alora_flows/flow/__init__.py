@@ -12,7 +12,8 @@ from alora_flows.flow.runner import Runner, RunResult
 from alora_flows.flow.spec import END, START, FlowSpec
 from alora_flows.flow.trace import (RunFailed, RunFinished, RunListener, RunStarted, StepFinished,
                                     StepStarted, TokenStreamed, Trace, TraceJsonWriter, TraceStep)
-from alora_flows.flow.validation import CompiledFlow, FlowInputError
+from alora_flows.errors import FlowInputError
+from alora_flows.flow.validation import CompiledFlow
 
 __all__ = [
     "END", "START", "CompiledFlow", "Flow", "FlowInputError", "FlowSpec", "RunFailed",

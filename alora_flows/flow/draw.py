@@ -10,10 +10,6 @@ import networkx as nx
 
 from alora_flows.flow.spec import END, START
 
-_SHAPES = {"intrinsic": ('{{"', '"}}'), "tool": ('[/"', '"/]'), "set": ('["', '"]'),
-           "message": ('>"', '"]'), "generate": ('["', '"]')}
-
-
 def _escape(text: str) -> str:
     return (text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;")
             .replace(">", "#gt;").replace("\n", " "))
@@ -37,7 +33,7 @@ def to_mermaid(graph: nx.DiGraph) -> str:
         outputs = data.get("outputs") or []
         if outputs:
             label += f"<br/>→ {_escape(', '.join(outputs))}"
-        left, right = _SHAPES.get(kind, ('["', '"]'))
+        left, right = data.get("shape") or ('["', '"]')  # the node kind's own shape
         lines.append(f"    {_node_id(name)}{left}{label}{right}")
     edges = sorted(graph.edges(data=True), key=lambda e: (list(graph.nodes).index(e[0]),
                                                           e[2].get("order", 0)))

@@ -27,13 +27,14 @@ from typing import Any
 import networkx as nx
 
 from alora_flows.errors import FlowDefinitionError
-from alora_flows.flow.spec import (END, START, ConditionalEdge, DefaultBranch, FlowSpec,
-                                   GenerateNode, GenerateParams, IntrinsicNode, MessageNode,
-                                   MessageParams, SetNode, ToolNode, WhenBranch)
+from alora_flows.flow.catalog import CatalogLike
+from alora_flows.flow.nodes import (GenerateNode, GenerateParams, IntrinsicNode, MessageNode,
+                                    MessageParams, Node, SetNode, ToolNode)
+from alora_flows.flow.spec import (END, START, ConditionalEdge, DefaultBranch, FlowSpec, WhenBranch)
 from alora_flows.flow.state import INPUT_TYPES
 from alora_flows.flow.tools import tool_ref
 from alora_flows.flow.trace import Listener
-from alora_flows.flow.validation import (CompiledFlow, IntrinsicSpecs, build_graph,
+from alora_flows.flow.validation import (CompiledFlow, build_graph,
                                          compile_flow, compile_routes)
 from alora_flows.flow.yaml_io import SourceMap, dump_yaml, load_yaml, parse_spec, read_flow_file
 
@@ -75,15 +76,15 @@ class Flow:
         self.spec = FlowSpec(name=name, inputs=_input_types(inputs), max_steps=max_steps,
                              model=model, intrinsics=dict(intrinsics or {}), start=start)
         self.source = SourceMap()
-        self._version = 0  # bumped by every builder call; keys the cached validation
-        self._compiled: tuple[Any, CompiledFlow] | None = None
+        # (spec snapshot, catalog, compiled): reused by run() while neither changes
+        self._compiled: tuple[FlowSpec, Any, CompiledFlow] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_spec(cls, spec: FlowSpec, source: SourceMap | None = None) -> "Flow":
         flow = cls.__new__(cls)
         flow.spec, flow.source = spec, source or SourceMap()
-        flow._version, flow._compiled = 0, None
+        flow._compiled = None
         return flow
 
     @classmethod
@@ -113,14 +114,17 @@ class Flow:
     def edges(self) -> list[Any]:
         return self.spec.edges
 
-    def _add(self, name: str, node: Any) -> "Flow":
+    def add(self, name: str, node: Node) -> "Flow":
+        """Add a node of any kind (built-in or registered with ``register_node_kind``)."""
+        return self._add(name, node)
+
+    def _add(self, name: str, node: Node) -> "Flow":
         file, line = _caller()
         if name in self.spec.nodes:
             raise FlowDefinitionError("a node with this name already exists", file=file,
                                       line=line, node=name)
         self.spec.nodes[name] = node
         self.source.add(("nodes", name), line, file)
-        self._version += 1
         return self
 
     def generate(self, name: str, *, system: str | None = None, user: str | None = None,
@@ -157,7 +161,6 @@ class Flow:
         file, line = _caller()
         self.source.add(("edges", len(self.spec.edges)), line, file)
         self.spec.edges.append((frm, to))
-        self._version += 1
         return self
 
     def branch(self, frm: str, branches: Sequence[tuple[Condition, str]], *, default: str
@@ -172,15 +175,14 @@ class Flow:
         items: list[Any] = [WhenBranch(when=cond, to=to) for cond, to in branches]
         items.append(DefaultBranch(default=default))
         self.spec.edges.append(ConditionalEdge(from_=frm, branches=items))
-        self._version += 1
         return self
 
     # ------------------------------------------------------------------ checking
-    def problems(self, *, intrinsic_specs: IntrinsicSpecs = None) -> list[FlowDefinitionError]:
+    def problems(self, *, intrinsic_specs: CatalogLike = None) -> list[FlowDefinitionError]:
         """Every validation problem (empty when the flow is valid)."""
         return compile_flow(self.spec, self.source, intrinsic_specs=intrinsic_specs)[0]
 
-    def validate(self, *, intrinsic_specs: IntrinsicSpecs = None) -> CompiledFlow:
+    def validate(self, *, intrinsic_specs: CatalogLike = None) -> CompiledFlow:
         """Check the flow without loading a model; raise the first problem, else compile it.
 
         ``intrinsic_specs`` maps intrinsic names to specs (default: the ``intrinsics`` registry).
@@ -195,6 +197,22 @@ class Flow:
                                     line=first.line, node=first.node)
             raise first
         return compiled  # type: ignore[return-value]
+
+    def compiled(self, intrinsic_specs: CatalogLike = None) -> CompiledFlow:
+        """:meth:`validate`, reused while neither the flow nor the catalog has changed.
+
+        Validation costs milliseconds on large graphs, so runs reuse it; the flow is compared
+        with a snapshot taken at compile time (so direct edits of ``flow.spec`` are seen too)
+        and the catalog by identity, or by value for a plain mapping.
+        """
+        catalog = dict(intrinsic_specs) if isinstance(intrinsic_specs, Mapping) else intrinsic_specs
+        cached = self._compiled
+        if cached is not None and cached[0] == self.spec and (
+                cached[1] is catalog or (isinstance(catalog, dict) and cached[1] == catalog)):
+            return cached[2]
+        compiled = self.validate(intrinsic_specs=intrinsic_specs)
+        self._compiled = (self.spec.model_copy(deep=True), catalog, compiled)
+        return compiled
 
     def to_networkx(self) -> nx.DiGraph:
         """The graph (START, nodes, END; edges labelled with their conditions)."""
@@ -284,7 +302,7 @@ class Flow:
     # ------------------------------------------------------------------ running
     def run(self, session: Any, inputs: Mapping[str, Any] | None = None, *,
             seed: int | None = None, listeners: Iterable[Listener] = (),
-            intrinsic_specs: IntrinsicSpecs = None, **more_inputs: Any) -> Any:
+            intrinsic_specs: CatalogLike = None, **more_inputs: Any) -> Any:
         """Validate, then run on ``session``; returns :class:`RunResult` (``.state``, ``.trace``).
 
         Inputs may be given as a mapping or as keywords (``flow.run(s, question="...")``).
@@ -292,11 +310,7 @@ class Flow:
         """
         from alora_flows.flow.runner import Runner
 
-        # Validation costs milliseconds on large graphs: reuse it while the flow is unchanged.
-        key = (self._version, id(intrinsic_specs), self.spec.start, self.spec.max_steps)
-        if self._compiled is None or self._compiled[0] != key:
-            self._compiled = (key, self.validate(intrinsic_specs=intrinsic_specs))
-        compiled = self._compiled[1]
+        compiled = self.compiled(intrinsic_specs)
         runner = Runner(compiled, session, seed=seed, listeners=listeners)
         return runner.run({**dict(inputs or {}), **more_inputs})
 

@@ -17,11 +17,16 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from alora_flows.flow.nodes import NODE_KINDS
 from alora_flows.flow.trace import (RunFailed, RunFinished, RunListener, RunStarted, StepFinished,
                                     StepStarted, TokenStreamed, Trace, TraceStep)
 
-_KIND_STYLE = {"generate": "cyan", "intrinsic": "magenta", "tool": "yellow", "set": "blue",
-               "message": "green"}
+
+
+def kind_style(kind: str) -> str:
+    """The rich style a node kind declares (white for kinds this process does not know)."""
+    cls = NODE_KINDS.get(kind)
+    return cls.style if cls is not None else "white"
 
 
 def _compact(value: Any) -> str:
@@ -54,7 +59,7 @@ def steps_table(steps: list[TraceStep], title: str | None = None) -> Table:
         if step.branch:
             nxt += f"  [dim]({short(step.branch, 30)})[/dim]"
         table.add_row(str(step.index), step.node,
-                      f"[{_KIND_STYLE.get(step.kind, 'white')}]{step.kind}[/]"
+                      f"[{kind_style(step.kind)}]{step.kind}[/]"
                       + (f" [bold]{step.adapter}[/]" if step.adapter else ""),
                       str(step.prefill_tokens), str(step.reused_tokens),
                       str(step.generated_tokens), f"{step.seconds:.2f}s",

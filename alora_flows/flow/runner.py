@@ -6,30 +6,30 @@ listeners, repeat until END or ``max_steps``. Each step's token counts come from
 session recorded while the step ran (``session.history``), so intrinsic specs that make several
 calls are counted exactly.
 
-Resuming (added later) needs only :meth:`Runner.run_from` with a restored state and node, and a
-listener on :class:`StepFinished` to persist the state after every step.
+The runner does not know node kinds: each node executes itself through a :class:`_Step` (the
+:class:`~alora_flows.flow.nodes.StepContext` it is handed). Resuming needs only
+:meth:`Runner.run_from` with a restored state and node, and a listener on :class:`StepFinished`
+to persist the state after every step.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from alora_flows.errors import AloraFlowsError, FlowRuntimeError
-from alora_flows.flow.expressions import ExpressionError, evaluate
-from alora_flows.flow.spec import (END, START, GenerateNode, IntrinsicNode, MessageNode, SetNode,
-                                   ToolNode)
+from alora_flows.flow.catalog import Intrinsic
+from alora_flows.flow.nodes import Node
+from alora_flows.flow.spec import END, START
 from alora_flows.flow.state import state_values, type_name
-from alora_flows.flow.templates import (TemplateError, evaluate_native, is_template, render,
-                                        single_expression)
-from alora_flows.flow.tools import parameter_types, tool_label, wants_value
 from alora_flows.flow.trace import (Listener, RunFailed, RunFinished, RunStarted, StepFinished,
                                     StepStarted, TokenStreamed, Trace, TraceStep, jsonable)
-from alora_flows.flow.validation import CompiledFlow, lookup_spec
+from alora_flows.flow.validation import CompiledFlow
+from alora_flows.sandbox.expressions import ExpressionError, evaluate
+from alora_flows.sandbox.templates import TemplateError, is_template, render
 
 
 class RunResult(BaseModel):
@@ -49,16 +49,56 @@ class RunResult(BaseModel):
         return getattr(self.state, name)
 
 
-@lru_cache(maxsize=256)
-def _adapter(annotation: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(annotation, config=None)
+class _Step:
+    """The :class:`~alora_flows.flow.nodes.StepContext` of one node execution."""
 
+    def __init__(self, runner: "Runner", name: str, node: Node, state: BaseModel,
+                 index: int) -> None:
+        self.runner, self.name, self.node, self.state, self.index = runner, name, node, state, index
+        self.session = runner.session
+        self.seed = runner.seed
 
-def _with_node(exc: AloraFlowsError, node: str) -> AloraFlowsError:
-    """Prefix an error from the session/intrinsics with the node it happened in (same type)."""
-    if exc.args and isinstance(exc.args[0], str) and f"'{node}'" not in exc.args[0]:
-        exc.args = (f"node '{node}': {exc.args[0]}", *exc.args[1:])
-    return exc
+    def values(self) -> dict[str, Any]:
+        return state_values(self.state)
+
+    def render(self, source: str, what: str) -> str:
+        try:
+            return render(source, self.values())
+        except TemplateError as exc:
+            raise FlowRuntimeError(f"{what} template: {exc}") from None
+
+    def render_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.render(value, "value") if is_template(value) else value
+        if isinstance(value, Mapping):
+            return {k: self.render_value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.render_value(v) for v in value]
+        return value
+
+    def write(self, field: str | None, value: Any) -> None:
+        if not field:
+            return
+        try:
+            setattr(self.state, field, value)
+        except ValidationError as exc:
+            expected = type_name(self.runner.compiled.field_types.get(field))
+            detail = exc.errors()[0]["msg"]
+            raise FlowRuntimeError(
+                f"produced a {type(value).__name__} for '{field}', which is typed "
+                f"{expected}: {detail}") from None
+
+    def resource(self) -> Any:
+        return self.runner.compiled.resources.get(self.name)
+
+    def intrinsic(self, name: str) -> Intrinsic:
+        spec = self.runner.compiled.specs.get(name)
+        if spec is None:
+            raise FlowRuntimeError(f"no spec for intrinsic '{name}' was found at validation")
+        return spec
+
+    def stream(self, text: str) -> None:
+        self.runner._emit(TokenStreamed(index=self.index, node=self.name, text=text))
 
 
 class Runner:
@@ -128,19 +168,17 @@ class Runner:
 
     def _execute(self, name: str, state: BaseModel, index: int) -> TraceStep:
         node = self.compiled.spec.nodes[name]
-        adapter = node.intrinsic if isinstance(node, IntrinsicNode) else None
+        adapter = node.adapter()
         self._emit(StepStarted(index=index, node=name, kind=node.kind, adapter=adapter))
         history = getattr(self.session, "history", None)
         before = len(history) if history is not None else 0
         # Conversation length when a model step begins: the denominator of its reuse ratio.
-        context = len(self.session.ids) if not isinstance(node, (ToolNode, SetNode)) else 0
+        context = len(self.session.ids) if node.uses_session else 0
         started = time.perf_counter()
-        handler = {GenerateNode: self._generate, IntrinsicNode: self._intrinsic,
-                   ToolNode: self._tool, SetNode: self._set, MessageNode: self._message}
         try:
-            output = handler[type(node)](name, node, state, index)
+            output = node.execute(_Step(self, name, node, state, index))
         except AloraFlowsError as exc:
-            raise _with_node(exc, name)
+            raise exc.at(node=name)
         seconds = time.perf_counter() - started
         calls: Sequence[Any] = history[before:] if history is not None else []
         return TraceStep(
@@ -149,113 +187,6 @@ class Runner:
             reused_tokens=calls[0].reused_tokens if calls else 0,
             generated_tokens=sum(c.generated_tokens for c in calls), context_tokens=context,
             seconds=round(seconds, 6), output=jsonable(output))
-
-    def _render(self, source: str, state: BaseModel, node: str, what: str) -> str:
-        try:
-            return render(source, state_values(state))
-        except TemplateError as exc:
-            raise FlowRuntimeError(f"node '{node}': {what} template: {exc}") from None
-
-    def _write(self, state: BaseModel, field: str | None, value: Any, node: str) -> None:
-        if not field:
-            return
-        try:
-            setattr(state, field, value)
-        except ValidationError as exc:
-            expected = type_name(self.compiled.field_types.get(field))
-            detail = exc.errors()[0]["msg"]
-            raise FlowRuntimeError(
-                f"node '{node}' produced a {type(value).__name__} for '{field}', which is typed "
-                f"{expected}: {detail}") from None
-
-    def _generate(self, name: str, node: GenerateNode, state: BaseModel, index: int) -> str:
-        params = node.generate
-        messages = [{"role": role, "content": self._render(text, state, name, role)}
-                    for role, text in (("system", params.system), ("user", params.user))
-                    if text is not None]
-        if messages:
-            self.session.extend(messages)
-
-        def on_token(text: str) -> None:
-            self._emit(TokenStreamed(index=index, node=name, text=text))
-
-        seed = None if self.seed is None else self.seed + index
-        result = self.session.generate(params.max_new_tokens, temperature=params.temperature,
-                                       seed=seed, on_token=on_token)
-        self._write(state, node.output, result.text, name)
-        return result.text
-
-    def _intrinsic(self, name: str, node: IntrinsicNode, state: BaseModel, index: int) -> Any:
-        spec = self.compiled.specs.get(node.intrinsic)
-        if spec is None:
-            spec = lookup_spec(None, node.intrinsic)
-        if spec is None:
-            raise FlowRuntimeError(f"node '{name}': no spec for intrinsic '{node.intrinsic}' "
-                                   "(is the intrinsics package importable?)")
-        override = None
-        if node.input is not None:
-            override = self._render(node.input, state, name, "input")
-        output, _stats = spec.run(self.session, node.intrinsic, state_values(state),
-                                  input_override=override)
-        self._write(state, node.output, output, name)
-        return output
-
-    def _tool(self, name: str, node: ToolNode, state: BaseModel, index: int) -> Any:
-        fn = self.compiled.tools[name]
-        args = self._tool_args(fn, node, state, name)
-        try:
-            value = fn(**args)
-        except AloraFlowsError:
-            raise
-        except Exception as exc:
-            raise FlowRuntimeError(f"tool node '{name}' ({tool_label(node.tool)}) raised "
-                                   f"{type(exc).__name__}: {exc}") from exc
-        self._write(state, node.output, value, name)
-        return value
-
-    def _tool_args(self, fn: Any, node: ToolNode, state: BaseModel, name: str) -> dict[str, Any]:
-        """Render arguments; a parameter annotated with a non-text type gets the value itself
-        for an exact ``{{ expr }}`` and is validated/coerced to its annotation (``"3"`` -> 3)."""
-        types = parameter_types(fn)
-        args: dict[str, Any] = {}
-        for key, raw in node.args.items():
-            annotation = types.get(key)
-            if wants_value(annotation) and single_expression(raw) is not None:
-                try:
-                    value = evaluate_native(raw, state_values(state))
-                except TemplateError as exc:
-                    raise FlowRuntimeError(f"node '{name}': argument '{key}': {exc}") from None
-            else:
-                value = self._render_value(raw, state, name)
-            if wants_value(annotation):
-                try:
-                    value = _adapter(annotation).validate_python(value)
-                except ValidationError as exc:
-                    raise FlowRuntimeError(
-                        f"node '{name}': argument '{key}' must be {type_name(annotation)}: "
-                        f"{exc.errors()[0]['msg']}") from None
-            args[key] = value
-        return args
-
-    def _render_value(self, value: Any, state: BaseModel, node: str) -> Any:
-        if isinstance(value, str):
-            return self._render(value, state, node, "value") if is_template(value) else value
-        if isinstance(value, Mapping):
-            return {k: self._render_value(v, state, node) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self._render_value(v, state, node) for v in value]
-        return value
-
-    def _set(self, name: str, node: SetNode, state: BaseModel, index: int) -> dict[str, Any]:
-        values = {key: self._render_value(value, state, name) for key, value in node.set.items()}
-        for key, value in values.items():
-            self._write(state, key, value, name)
-        return {key: getattr(state, key) for key in values}
-
-    def _message(self, name: str, node: MessageNode, state: BaseModel, index: int) -> str:
-        content = self._render(node.message.content, state, name, "message")
-        self.session.extend([{"role": node.message.role, "content": content}])
-        return content
 
     # ------------------------------------------------------------------ routing
     def _route(self, name: str, state: BaseModel) -> tuple[str, str | None]:
@@ -270,13 +201,13 @@ class Runner:
                 else:
                     holds = bool(route.condition(state))
             except ExpressionError as exc:
-                raise FlowRuntimeError(
-                    f"node '{name}': condition {route.label!r} failed: {exc}") from None
+                raise FlowRuntimeError(f"condition {route.label!r} failed: {exc}",
+                                       node=name) from None
             except AloraFlowsError:
                 raise
             except Exception as exc:
-                raise FlowRuntimeError(f"node '{name}': condition {route.label!r} raised "
-                                       f"{type(exc).__name__}: {exc}") from exc
+                raise FlowRuntimeError(f"condition {route.label!r} raised "
+                                       f"{type(exc).__name__}: {exc}", node=name) from exc
             if holds:
                 return route.to, route.label
-        raise FlowRuntimeError(f"node '{name}': no branch condition held and there is no default")
+        raise FlowRuntimeError("no branch condition held and there is no default", node=name)

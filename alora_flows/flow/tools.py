@@ -10,24 +10,47 @@ from __future__ import annotations
 import functools
 
 import importlib
+import re
+import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from alora_flows.errors import FlowDefinitionError
-from alora_flows.flow.spec import TOOL_REF_RE
+
+TOOL_REF_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z]\w*$")
 
 
-def resolve_tool(ref: str) -> Callable[..., Any]:
-    """Import the callable named by ``ref`` (``"package.module:function"``)."""
+def _import_near(module_name: str, base_dir: Path | None) -> Any:
+    """Import ``module_name``; failing that, from ``base_dir`` (the flow file's folder), as
+    ``model:`` paths are resolved relative to the flow file. Only a module whose file is in that
+    folder is taken from there, and the folder is not left on ``sys.path``."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        if base_dir is None or exc.name != top or not (
+                (base_dir / f"{top}.py").is_file() or (base_dir / top / "__init__.py").is_file()):
+            raise
+    sys.path.insert(0, str(base_dir))
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(str(base_dir))
+
+
+def resolve_tool(ref: str, *, base_dir: Path | None = None) -> Callable[..., Any]:
+    """Import the callable named by ``ref`` (``"package.module:function"``), also from a module
+    next to the flow file (``base_dir``)."""
     if not TOOL_REF_RE.match(ref):
         raise FlowDefinitionError(f"tool must look like 'package.module:function', got {ref!r}")
     module_name, attr = ref.split(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_near(module_name, base_dir)
     except ImportError as exc:
         raise FlowDefinitionError(f"cannot import module {module_name!r} for tool {ref!r}: {exc} "
-                                  "(is it installed or on PYTHONPATH?)") from None
+                                  "(install it, or put it next to the flow file)") from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise FlowDefinitionError(f"module {module_name!r} has no attribute {attr!r} (tool {ref!r})")

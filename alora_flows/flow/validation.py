@@ -25,27 +25,17 @@ from typing import Any
 import networkx as nx
 from pydantic import BaseModel, ValidationError
 
-from alora_flows.errors import AloraFlowsError, FlowDefinitionError
-from alora_flows.flow.expressions import check_expression
+from alora_flows.errors import AloraFlowsError, FlowDefinitionError, FlowInputError
+from alora_flows.flow.catalog import CatalogLike, Intrinsic, IntrinsicCatalog, as_catalog
+from alora_flows.flow.nodes import Node
 from alora_flows.flow.spec import (END, START, ConditionalEdge, DefaultBranch, FlowSpec,
-                                   GenerateNode, IntrinsicNode, MessageNode, SetNode, ToolNode,
-                                   WhenBranch, check_field_name, check_node_name, node_outputs)
-from alora_flows.flow.state import (INPUT_TYPES, attribute_known, build_state_model,
-                                    literal_type, merge_types, type_name)
-from alora_flows.flow.templates import check_template, is_template
-from alora_flows.flow.tools import resolve_tool, return_type, tool_label
+                                   WhenBranch, check_field_name, check_node_name)
+from alora_flows.flow.state import (INPUT_TYPES, attribute_known, build_state_model, merge_types,
+                                    type_name)
+from alora_flows.flow.tools import resolve_tool
 from alora_flows.flow.yaml_io import SourceMap
-
-#: How a flow finds intrinsic specs: a mapping, a ``name -> spec`` function, or None for the
-#: ``intrinsics`` package registry.
-IntrinsicSpecs = Mapping[str, Any] | Callable[[str], Any] | None
-
-
-class FlowInputError(AloraFlowsError):
-    """The inputs given to a run do not match the flow's ``inputs:`` (missing, unknown, bad type)."""
-
-    exit_code = 2
-
+from alora_flows.sandbox.expressions import check_expression
+from alora_flows.sandbox.templates import check_template
 
 @dataclass(frozen=True)
 class Route:
@@ -66,8 +56,8 @@ class CompiledFlow:
     routes: dict[str, list[Route]]
     field_types: dict[str, Any]
     state_model: type[BaseModel]
-    tools: dict[str, Callable[..., Any]] = field(default_factory=dict)  # node -> callable
-    specs: dict[str, Any] = field(default_factory=dict)                 # intrinsic -> spec
+    resources: dict[str, Any] = field(default_factory=dict)  # node -> Node.prepare() result
+    specs: dict[str, Intrinsic] = field(default_factory=dict)  # intrinsic -> spec
 
     def new_state(self, inputs: Mapping[str, Any]) -> BaseModel:
         """The initial state: exactly the declared inputs, validated against their types."""
@@ -87,36 +77,6 @@ class CompiledFlow:
             raise FlowInputError(f"input '{err['loc'][0]}': {err['msg']}") from None
 
 
-def lookup_spec(specs: IntrinsicSpecs, name: str, source: str | None = None,
-                base_dir: Path | None = None) -> Any:
-    """The spec of intrinsic ``name``; None when no registry is available at all.
-
-    With the default registry (``specs`` None) and a ``source`` that is an adapter directory, the
-    spec that travels with the adapter (``intrinsic.yaml``) wins, as it will when the flow runs.
-    """
-    if specs is None:
-        try:
-            import intrinsics  # the registry package; optional for the engine itself
-        except ImportError:
-            return None
-        if source and source != "builtin" and hasattr(intrinsics, "spec_for_adapter"):
-            path = Path(source).expanduser()
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            if path.is_dir():
-                return intrinsics.spec_for_adapter(name, path)
-            raise FileNotFoundError(
-                f"the adapter directory {path} of intrinsic '{name}' does not exist: fix the path "
-                "under intrinsics:, or use 'builtin'")
-        get_spec = getattr(intrinsics, "get_spec", None)
-        return get_spec(name) if get_spec is not None else None
-    if isinstance(specs, Mapping):
-        if name not in specs:
-            raise KeyError(f"unknown intrinsic '{name}' (known: {', '.join(sorted(specs))})")
-        return specs[name]
-    return specs(name)
-
-
 def _suggest(name: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -127,6 +87,12 @@ class _Checker:
         self.spec, self.source = spec, source
         self.errors: list[FlowDefinitionError] = []
         self.base_dir = Path(source.file).parent if source.file else None
+        self.writers: dict[str, list[tuple[str, Any, tuple[Any, ...]]]] = {}
+        self.reads: list[tuple[str, tuple[Any, ...], frozenset[str]]] = []
+        self.resources: dict[str, Any] = {}
+        self.specs: dict[str, Intrinsic | None] = {}
+        self.spec_errors: dict[str, str] = {}
+        self.tools: dict[int, Callable[..., Any] | None] = {}
 
     def error(self, message: str, path: tuple[Any, ...] = (), node: str | None = None,
               cls: type[FlowDefinitionError] = FlowDefinitionError) -> None:
@@ -215,117 +181,38 @@ class _Checker:
             self.wrap(exc, path, node, "condition")
 
     # ------------------------------------------------------------------ nodes
-    def nodes(self, specs: IntrinsicSpecs, routes: dict[str, list[Route]]
-              ) -> tuple[dict[str, list[tuple[str, Any, tuple[Any, ...]]]],
-                         list[tuple[str, tuple[Any, ...], frozenset[str]]],
-                         dict[str, Callable[..., Any]], dict[str, Any]]:
-        spec = self.spec
-        writers: dict[str, list[tuple[str, Any, tuple[Any, ...]]]] = {}
-        reads: list[tuple[str, tuple[Any, ...], frozenset[str]]] = []
-        tools: dict[str, Callable[..., Any]] = {}
-        found_specs: dict[str, Any] = {}
-
-        for name, tp in spec.inputs.items():
+    def nodes(self, catalog: IntrinsicCatalog, routes: dict[str, list[Route]]) -> None:
+        """Let every node check itself; collect the fields written and the templates read."""
+        for name, tp in self.spec.inputs.items():
             if why := check_field_name(name):
                 self.error(why, ("inputs", name))
-            writers.setdefault(name, []).append(("inputs", INPUT_TYPES[tp], ("inputs", name)))
-
-        def template(source: Any, path: tuple[Any, ...], node: str, what: str) -> None:
-            try:
-                reads.append((node, path, check_template(source).names))
-            except FlowDefinitionError as exc:
-                self.wrap(exc, path, node, what)
-
-        def write(field_name: str, tp: Any, path: tuple[Any, ...], node: str) -> None:
-            if why := check_field_name(field_name):
-                self.error(why, path, node)
-                return
-            writers.setdefault(field_name, []).append((node, tp, path))
-
-        def literal(value: Any, path: tuple[Any, ...], node: str, what: str) -> None:
-            if isinstance(value, str):
-                template(value, path, node, what)
-            elif isinstance(value, Mapping):
-                for k, v in value.items():
-                    literal(v, path + (k,), node, what)
-            elif isinstance(value, (list, tuple)):
-                for i, v in enumerate(value):
-                    literal(v, path + (i,), node, what)
-
-        for name, node in spec.nodes.items():
+            self.writers.setdefault(name, []).append(("inputs", INPUT_TYPES[tp], ("inputs", name)))
+        for name, node in self.spec.nodes.items():
             base = ("nodes", name)
             if why := check_node_name(name):
                 self.error(why, base, name)
             if name not in routes:
                 self.error("has no outgoing edge; add one (to the next node or "
                            "to END)", base, name)
-            if isinstance(node, GenerateNode):
-                for part in ("system", "user"):
-                    text = getattr(node.generate, part)
-                    if text is not None:
-                        template(text, base + ("generate", part), name, f"{part} template")
-                if node.output:
-                    write(node.output, str, base + ("output",), name)
-            elif isinstance(node, IntrinsicNode):
-                self.intrinsic(name, node, specs, found_specs, write)
-                if node.input is not None:
-                    template(node.input, base + ("input",), name, "input template")
-            elif isinstance(node, ToolNode):
-                fn = self.tool(name, node)
-                if fn is not None:
-                    tools[name] = fn
-                literal(node.args, base + ("args",), name, "tool argument")
-                if node.output:
-                    write(node.output, return_type(fn) if fn is not None else Any,
-                          base + ("output",), name)
-            elif isinstance(node, SetNode):
-                for key, value in node.set.items():
-                    literal(value, base + ("set", key), name, "set value")
-                    write(key, literal_type(value, templated=isinstance(value, str)
-                                            and is_template(value)), base + ("set", key), name)
-            elif isinstance(node, MessageNode):
-                template(node.message.content, base + ("message", "content"), name,
-                         "message template")
-        return writers, reads, tools, found_specs
+            view = _NodeView(self, catalog, name, node)
+            self.resources[name] = node.prepare(view)
+            node.check(view)
 
-    def intrinsic(self, name: str, node: IntrinsicNode, specs: IntrinsicSpecs,
-                  found: dict[str, Any], write: Callable[..., None]) -> None:
-        path = ("nodes", name, "intrinsic")
-        declared = self.spec.intrinsics
-        if node.intrinsic not in declared:
-            self.error(f"intrinsic '{node.intrinsic}' is not declared under 'intrinsics:' "
-                       f"(add '{node.intrinsic}: builtin' or a path to its adapter)"
-                       f"{_suggest(node.intrinsic, declared)}", path, name)
-        spec_obj = found.get(node.intrinsic)
-        if node.intrinsic not in found:
+    def resolve_intrinsic(self, catalog: IntrinsicCatalog, name: str) -> Intrinsic | None:
+        """The spec of intrinsic ``name`` (looked up once per flow); None when unknown."""
+        if name not in self.specs:
+            source = self.spec.intrinsics.get(name)
             try:
-                spec_obj = lookup_spec(specs, node.intrinsic, declared.get(node.intrinsic),
-                                       self.base_dir)
-            except Exception as exc:  # noqa: BLE001 - the registry's own "unknown" error
-                message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-                if f"intrinsic '{node.intrinsic}'" not in message:
-                    message = f"unknown intrinsic '{node.intrinsic}': {message}"
-                self.error(message, path, name)
-                spec_obj = None
-            found[node.intrinsic] = spec_obj
-        if node.output:
-            output_type = getattr(spec_obj, "output_model", None) or Any
-            write(node.output, output_type, ("nodes", name, "output"), name)
-
-    def tool(self, name: str, node: ToolNode) -> Callable[..., Any] | None:
-        if callable(node.tool) and not isinstance(node.tool, str):
-            return node.tool
-        try:
-            return resolve_tool(node.tool)
-        except FlowDefinitionError as exc:
-            self.wrap(exc, ("nodes", name, "tool"), name, "tool")
-            return None
+                self.specs[name] = catalog.spec(name, source, self.base_dir)
+            except AloraFlowsError as exc:
+                self.specs[name] = None
+                self.spec_errors[name] = exc.detail
+        return self.specs[name]
 
     # ------------------------------------------------------------------ fields
-    def field_types(self, writers: dict[str, list[tuple[str, Any, tuple[Any, ...]]]]
-                    ) -> dict[str, Any]:
+    def field_types(self) -> dict[str, Any]:
         types: dict[str, Any] = {}
-        for field_name, entries in writers.items():
+        for field_name, entries in self.writers.items():
             node0, current, _ = entries[0]
             for node, tp, path in entries[1:]:
                 merged = merge_types(current, tp)
@@ -339,9 +226,8 @@ class _Checker:
             types[field_name] = current
         return types
 
-    def reads(self, reads: list[tuple[str, tuple[Any, ...], frozenset[str]]],
-              routes: dict[str, list[Route]], types: dict[str, Any]) -> None:
-        for node, path, names in reads:
+    def check_reads(self, routes: dict[str, list[Route]], types: dict[str, Any]) -> None:
+        for node, path, names in self.reads:
             unknown = sorted(names - set(types))
             if unknown:
                 self.error(f"template reads unknown state field(s) {', '.join(unknown)}"
@@ -403,24 +289,14 @@ def build_graph(spec: FlowSpec, routes: Mapping[str, list[Route]]) -> nx.DiGraph
     graph.add_node(START, kind="start")
     graph.add_node(END, kind="end")
     for name, node in spec.nodes.items():
-        graph.add_node(name, kind=node.kind, outputs=node_outputs(node),
-                       detail=_node_detail(node))
+        graph.add_node(name, kind=node.kind, outputs=node.outputs(), detail=node.detail(),
+                       shape=node.shape)
     for frm, out in routes.items():
         for order, route in enumerate(out):
             if route.to in graph and frm in graph and not graph.has_edge(frm, route.to):
                 graph.add_edge(frm, route.to, label=route.label, order=order,
                                condition=route.condition)
     return graph
-
-
-def _node_detail(node: Any) -> str:
-    if isinstance(node, IntrinsicNode):
-        return node.intrinsic
-    if isinstance(node, ToolNode):
-        return tool_label(node.tool)
-    if isinstance(node, MessageNode):
-        return node.message.role
-    return ""
 
 
 def compile_routes(spec: FlowSpec, source: SourceMap | None = None
@@ -431,14 +307,18 @@ def compile_routes(spec: FlowSpec, source: SourceMap | None = None
 
 
 def compile_flow(spec: FlowSpec, source: SourceMap | None = None, *,
-                 intrinsic_specs: IntrinsicSpecs = None
+                 intrinsic_specs: CatalogLike = None
                  ) -> tuple[list[FlowDefinitionError], CompiledFlow | None]:
-    """Check everything; return ``(problems, None)`` or ``([], CompiledFlow)``."""
+    """Check everything; return ``(problems, None)`` or ``([], CompiledFlow)``.
+
+    ``intrinsic_specs``: an :class:`~alora_flows.flow.catalog.IntrinsicCatalog`, a plain
+    ``name -> spec`` mapping, or None for the installed intrinsic libraries.
+    """
     checker = _Checker(spec, source or SourceMap())
     routes = checker.routes()
-    writers, reads, tools, specs = checker.nodes(intrinsic_specs, routes)
-    types = checker.field_types(writers)
-    checker.reads(reads, routes, types)
+    checker.nodes(as_catalog(intrinsic_specs), routes)
+    types = checker.field_types()
+    checker.check_reads(routes, types)
     graph = checker.graph(routes)
     if checker.errors:
         return checker.errors, None
@@ -446,5 +326,73 @@ def compile_flow(spec: FlowSpec, source: SourceMap | None = None, *,
         model = build_state_model(spec.name, types)
     except Exception as exc:  # noqa: BLE001 - a type pydantic cannot build a field from
         return [checker.source.error(f"cannot build the state model: {exc}")], None
+    specs = {name: s for name, s in checker.specs.items() if s is not None}
     return [], CompiledFlow(spec=spec, graph=graph, routes=routes, field_types=types,
-                            state_model=model, tools=tools, specs=specs)
+                            state_model=model, resources=checker.resources, specs=specs)
+
+
+class _NodeView:
+    """The :class:`~alora_flows.flow.nodes.NodeCheck` a node sees: the checker, scoped to it."""
+
+    def __init__(self, checker: _Checker, catalog: IntrinsicCatalog, name: str, node: Node
+                 ) -> None:
+        self.checker, self.catalog, self.name, self.node = checker, catalog, name, node
+        self.flow, self.base_dir = checker.spec, checker.base_dir
+        self.base: tuple[Any, ...] = ("nodes", name)
+
+    def error(self, message: str, path: tuple[Any, ...] = (),
+              cls: type[FlowDefinitionError] = FlowDefinitionError) -> None:
+        self.checker.error(message, self.base + path, self.name, cls)
+
+    def wrap(self, exc: FlowDefinitionError, path: tuple[Any, ...], what: str) -> None:
+        self.error(f"{what}: {exc.detail}", path, type(exc))
+
+    def template(self, source: Any, path: tuple[Any, ...], what: str) -> None:
+        try:
+            self.checker.reads.append((self.name, self.base + path, check_template(source).names))
+        except FlowDefinitionError as exc:
+            self.wrap(exc, path, what)
+
+    def literal(self, value: Any, path: tuple[Any, ...], what: str) -> None:
+        if isinstance(value, str):
+            self.template(value, path, what)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                self.literal(v, path + (k,), what)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                self.literal(v, path + (i,), what)
+
+    def write(self, field_name: str | None, tp: Any, path: tuple[Any, ...]) -> None:
+        if not field_name:
+            return
+        if why := check_field_name(field_name):
+            self.error(why, path)
+            return
+        self.checker.writers.setdefault(field_name, []).append((self.name, tp, self.base + path))
+
+    def intrinsic(self, name: str, path: tuple[Any, ...]) -> Intrinsic | None:
+        declared = self.flow.intrinsics
+        if name not in declared:
+            self.error(f"intrinsic '{name}' is not declared under 'intrinsics:' "
+                       f"(add '{name}: builtin' or a path to its adapter)"
+                       f"{_suggest(name, declared)}", path)
+        spec = self.checker.resolve_intrinsic(self.catalog, name)
+        if spec is None:
+            self.error(self.checker.spec_errors[name], path)
+        return spec
+
+    def tool(self, ref: Any, path: tuple[Any, ...]) -> Callable[..., Any] | None:
+        """The callable ``ref`` names (resolved and reported once per node)."""
+        key = id(self.node)
+        if key not in self.checker.tools:
+            fn: Callable[..., Any] | None = None
+            if callable(ref) and not isinstance(ref, str):
+                fn = ref
+            else:
+                try:
+                    fn = resolve_tool(ref, base_dir=self.base_dir)
+                except FlowDefinitionError as exc:
+                    self.wrap(exc, path, "tool")
+            self.checker.tools[key] = fn
+        return self.checker.tools[key]

@@ -24,7 +24,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from intrinsics.data.uncertainty import is_correct
+from intrinsics.training.data.uncertainty import is_correct
 
 HERE = Path(__file__).parent
 ABSTAIN_MARKERS = ("i don't know", "i do not know", "not mentioned", "does not mention",
@@ -52,8 +52,8 @@ def judge(answer: str, gold: str | None, abstained: bool) -> str:
 
 def plain_answer(backend, question: str) -> str:
     """The baseline every RAG tutorial builds: retrieve, then answer, no checks."""
-    from alora_flows.session import Session
-    from examples.rag.tools import retrieve
+    from alora_flows.core.session import Session
+    from alora_flows.demo.retrieval import retrieve
 
     session = Session(backend)
     docs = retrieve(question, 2)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from alora_flows.demo import DemoRunner
-    from alora_flows.session import Session
+    from alora_flows.core.session import Session
 
     runner = DemoRunner()
     questions = load_questions()[:args.limit]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from alora_flows.flow import END, Flow
-from examples.rag.tools import retrieve
+from alora_flows.demo.retrieval import retrieve
 
 #: Certainty below this is "low": retry once with more documents, then abstain. Chosen on the
 #: uncertainty validation split as the threshold that cuts the most wrong answers net of the
@@ -50,7 +50,7 @@ def build_flow(threshold: float = CERTAINTY_THRESHOLD) -> Flow:
 
 
 def main() -> None:
-    from alora_flows.cli import run_flow
+    from alora_flows.app import run_flow
     from pathlib import Path
 
     question = " ".join(sys.argv[1:]) or "What is the chief export of Skoharna?"

@@ -1,0 +1,85 @@
+"""Shared pieces of the commands: error handling, options, input parsing.
+
+Every command wraps its body in :func:`cli_errors`, which turns any
+:class:`~alora_flows.errors.AloraFlowsError` into one red line on stderr and the error's exit code
+(2 for a bad flow definition or bad inputs), and shows tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from alora_flows.errors import AloraFlowsError, FlowInputError
+
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+FlowArgument = Annotated[Path, typer.Argument(metavar="FLOW.yaml", help="A flow definition file.")]
+
+
+def err_console() -> Console:
+    """Console for progress, live views and errors (stderr keeps stdout for results)."""
+    return Console(stderr=True)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@contextmanager
+def cli_errors(debug: bool = False) -> Iterator[None]:
+    """Map errors to one line + exit code; tracebacks only with ``--debug``."""
+    console = err_console()
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except AloraFlowsError as exc:
+        if debug:
+            traceback.print_exc()
+        console.print(Text("error: ", style="bold red") + Text(one_line(str(exc)), style="red"),
+                      soft_wrap=True)
+        raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+    except KeyboardInterrupt:
+        console.print(Text("interrupted", style="red"))
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug: say so, keep the traceback for --debug
+        if debug:
+            traceback.print_exc()
+        console.print(Text("internal error: ", style="bold red")
+                      + Text(one_line(f"{type(exc).__name__}: {exc}"), style="red")
+                      + Text("" if debug else " (rerun with --debug for the traceback)"),
+                      soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
+    """``["question=Why?", "doc=@notes.txt"]`` -> ``{"question": "Why?", "doc": <file text>}``.
+
+    A value starting with ``@`` is read from that file; write ``@@`` for a literal leading ``@``.
+    """
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise FlowInputError(f"--input expects key=value, got {pair!r}")
+        if value.startswith("@@"):
+            value = value[1:]
+        elif value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            try:
+                value = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise FlowInputError(f"--input {key}: cannot read {path}: "
+                                     f"{exc.strerror or exc}") from None
+        if key in inputs:
+            raise FlowInputError(f"--input {key} is given twice")
+        inputs[key] = value
+    return inputs

@@ -1,0 +1,108 @@
+"""``validate``, ``draw``, ``run`` and ``resume``: the flow commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from alora_flows.cli.common import DebugOption, FlowArgument, cli_errors, err_console, parse_inputs
+
+
+def validate(flow_file: FlowArgument, debug: DebugOption = False) -> None:
+    """Check a flow file without loading any model."""
+    from alora_flows.flow import Flow
+
+    with cli_errors(debug):
+        flow = Flow.from_yaml(flow_file)
+        compiled = flow.validate()
+        inputs = ", ".join(compiled.spec.inputs) or "none"
+        typer.echo(f"ok: flow '{flow.name}' is valid ({len(flow.nodes)} nodes, "
+                   f"{len(flow.edges)} edges; inputs: {inputs})")
+
+
+def draw(flow_file: FlowArgument, debug: DebugOption = False) -> None:
+    """Print the flow as a mermaid flowchart."""
+    from alora_flows.flow import Flow
+
+    with cli_errors(debug):
+        typer.echo(Flow.from_yaml(flow_file).to_mermaid(), nl=False)
+
+
+def _print_values(values: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(values, indent=2, ensure_ascii=False) + "\n")
+
+
+def run(
+    flow_file: FlowArgument,
+    input: Annotated[Optional[list[str]], typer.Option(  # noqa: A002 - the option's name
+        "--input", "-i", metavar="KEY=VALUE",
+        help="A flow input; repeat for several. VALUE may be @file.txt.")] = None,
+    trace_json: Annotated[Optional[Path], typer.Option(
+        "--trace-json", help="Write the run's trace as JSON to this file.")] = None,
+    no_reuse: Annotated[bool, typer.Option(
+        "--no-reuse", help="Re-prefill the whole conversation for every call (for comparison).")
+    ] = False,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampled generation.")
+                    ] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="Save the run to this new directory after every step (flow, inputs, "
+        "state, trace, conversation); `alora-flows resume DIR` continues it after a crash.")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Run a flow: live view on stderr, final state as JSON on stdout."""
+    from alora_flows.app import run_flow, run_in_dir
+    from alora_flows.flow import Flow
+    from alora_flows.flow.live import LiveView
+    from alora_flows.flow.trace import jsonable
+    from alora_flows.runs.rundir import interrupt_hint
+
+    with cli_errors(debug), interrupt_hint(run_dir):
+        flow = Flow.from_yaml(flow_file)
+        inputs = parse_inputs(input or [])
+        flow.validate().new_state(inputs)  # bad flows and inputs fail before the model loads
+        live = LiveView(err_console())
+        if run_dir is not None:
+            result = run_in_dir(run_dir, flow_file, inputs, reuse=not no_reuse, seed=seed,
+                                trace_json=trace_json, live=live)
+        else:
+            result = run_flow(flow, inputs, base_dir=flow_file.parent, reuse=not no_reuse,
+                              seed=seed, trace_json=trace_json, live=live)
+        _print_values({k: jsonable(v) for k, v in result.values.items()})
+
+
+def resume(
+    run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR", help="A directory written by `run --run-dir`.")],
+    trace_json: Annotated[Optional[Path], typer.Option(
+        "--trace-json", help="Write the whole run's trace as JSON to this file.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Continue a run saved with --run-dir from its last finished step."""
+    from alora_flows.app import resume_in_dir
+    from alora_flows.flow.live import LiveView
+    from alora_flows.flow.spec import START
+    from alora_flows.flow.trace import jsonable
+    from alora_flows.runs.rundir import interrupt_hint, load_run
+
+    with cli_errors(debug), interrupt_hint(run_dir):
+        saved = load_run(run_dir)
+        console = err_console()
+        if saved.finished and saved.checkpoint is not None:  # nothing to run, no model to load
+            # one line whatever the path's length (rich would wrap it at 80 columns)
+            console.print(f"run {run_dir} has already finished; its final state:", soft_wrap=True)
+            saved.finish()
+            if trace_json is not None:
+                saved.checkpoint.trace.write(trace_json)
+            _print_values(saved.checkpoint.state)
+            return
+        done = saved.checkpoint.steps_done if saved.checkpoint else 0
+        node = saved.checkpoint.next_node if saved.checkpoint else START
+        console.print(f"resuming {run_dir} after {done} finished step(s), at '{node}'",
+                      soft_wrap=True)
+        result = resume_in_dir(run_dir, trace_json=trace_json, live=LiveView(console))
+        _print_values({k: jsonable(v) for k, v in result.values.items()})

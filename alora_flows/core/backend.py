@@ -1,0 +1,151 @@
+"""The local backend: one base causal LM plus any number of named aLoRA adapters (PEFT).
+
+Thread safety: one ``RLock`` per backend. Every forward pass, and every switch of the active
+adapter, happens under it, so several sessions (threads) can share one backend and each call sees
+a consistent adapter state. Calls are serialised, not batched: on a CPU a batch would not be
+faster, and it keeps per-session caches independent.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from alora_flows.core.adapters import AdapterInfo, check_fits, lora_config, read_adapter
+from alora_flows.errors import AdapterError, AdapterMismatchError
+
+
+def cache_kwarg(model) -> str:
+    """The forward keyword for the KV cache: transformers renamed ``past_key_values`` to
+    ``cache`` during 5.x (the old name goes away in 5.40); use what this version takes."""
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class Backend:
+    """A base model and its aLoRA adapters, with one forward primitive used by sessions."""
+
+    def __init__(self, model, tokenizer, *, model_id: str, model_key: str | None = None) -> None:
+        self.base_model = model.eval()
+        self.model = self.base_model  # becomes a PeftModel when the first adapter is added
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.model_key = model_key or model_id.rstrip("/").split("/")[-1].lower()
+        self.adapters: dict[str, AdapterInfo] = {}
+        self.lock = threading.RLock()
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        self._active: str | None = None
+        self._cache_kwarg = cache_kwarg(model)
+        for param in self.base_model.parameters():
+            param.requires_grad_(False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, model: str = "embedded", *, device: str | None = None,
+             dtype: torch.dtype | None = None, progress: bool = True) -> "Backend":
+        """Load ``model`` ("embedded", a local HF directory, or a hub id)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from alora_flows.core.models import resolve_model
+
+        resolved = resolve_model(model, progress=progress)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        lm = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype).to(device)
+        return cls(lm, tokenizer, model_id=resolved.model_id, model_key=resolved.key)
+
+    def add_adapter(self, name: str, path: str | Path) -> AdapterInfo:
+        """Load an aLoRA adapter under ``name``. Checked fully before the model is touched."""
+        if name in self.adapters:
+            raise AdapterError(f"an adapter named '{name}' is already loaded")
+        if not name.isidentifier() or name in "lora_":
+            # PEFT builds parameter names from it; a substring of its 'lora_' prefix corrupts loading.
+            raise AdapterError(f"adapter name '{name}' is not usable: use a Python identifier "
+                               "that is not part of 'lora_' (e.g. 'certainty')")
+        files = read_adapter(name, path, self.tokenizer, model_id=self.model_id)
+        check_fits(name, files.state_dict, self.base_model)
+        config = lora_config(files)
+        with self.lock:
+            self._inject(name, config, files.state_dict)
+            self.adapters[name] = files.info
+        return files.info
+
+    def _inject(self, name: str, config, state: dict[str, torch.Tensor]) -> None:
+        from peft import PeftModel, get_peft_model, set_peft_model_state_dict
+
+        state = {k: v.to(device=self.device, dtype=self.dtype) for k, v in state.items()}
+        with warnings.catch_warnings():
+            # PEFT warns about base-model names and re-wrapping; read_adapter checked both already.
+            warnings.simplefilter("ignore")
+            if isinstance(self.model, PeftModel):
+                self.model.add_adapter(name, config)
+            else:
+                self.model = get_peft_model(self.base_model, config, adapter_name=name)
+        result = set_peft_model_state_dict(self.model, state, adapter_name=name)
+        missing = [k for k in result.missing_keys if f".{name}." in k and "lora_" in k]
+        if result.unexpected_keys or missing:
+            self.model.delete_adapter(name)
+            raise AdapterMismatchError(
+                f"adapter '{name}' does not fit the base model: "
+                f"{len(missing)} LoRA weights missing, {len(result.unexpected_keys)} unexpected "
+                f"(e.g. {(missing + list(result.unexpected_keys))[:2]})")
+        self.model.eval()
+        self._active = None
+
+    # ------------------------------------------------------------------ compute
+    def forward(self, input_ids: list[int], cache, *, adapter: str | None = None,
+                adapted: int = 0) -> torch.Tensor:
+        """Run ``input_ids`` on top of ``cache`` (updated in place); return last-position logits.
+
+        ``adapter=None`` runs the base model (adapters disabled). With an adapter, its weights are
+        applied to the last ``adapted`` positions of ``input_ids`` only (the aLoRA offset, passed
+        explicitly so PEFT never searches for it and never silently falls back to the base model).
+        """
+        ids = torch.tensor([input_ids], dtype=torch.long, device=self.device)
+        with self.lock, torch.inference_mode():
+            if adapter is None:
+                ctx = self.model.disable_adapter() if self.adapters else nullcontext()
+                with ctx:
+                    out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1,
+                                     **{self._cache_kwarg: cache})
+            else:
+                if adapter not in self.adapters:
+                    raise AdapterError(f"no adapter named '{adapter}' is loaded "
+                                       f"(loaded: {sorted(self.adapters) or 'none'})")
+                if not 0 < adapted <= len(input_ids):
+                    raise AdapterError(f"adapter '{adapter}' must be active on 1..{len(input_ids)} "
+                                       f"positions of this call, got {adapted}")
+                if self._active != adapter:
+                    self.model.set_adapter(adapter)
+                    self._active = adapter
+                out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1,
+                                 alora_offsets=[adapted], **{self._cache_kwarg: cache})
+        return out.logits[0, -1]
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    @functools.cached_property
+    def stop_token_ids(self) -> frozenset[int]:
+        """End-of-turn tokens: the tokenizer's EOS plus the generation config's EOS ids."""
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.base_model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos])
+        for token in ("<|im_end|>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        ids.discard(None)
+        return frozenset(ids)

@@ -1,0 +1,316 @@
+"""The KV-cache session: one conversation's tokens, the cache that matches them, and call statistics.
+
+Invariant (reuse mode): after every public call, the cache holds exactly the KV of
+``self._cached_ids``, which is the rendering of ``self.messages``. Each call re-renders what it
+needs, keeps the longest common prefix with the cached tokens (cropping on divergence) and runs
+only the rest. Intrinsic calls add their input turn and invocation tokens on top, decode with the
+adapter, then restore the snapshot taken before: the conversation and its cache are exactly as
+they were, and the call cost only its own tokens.
+
+Why snapshots are free: transformers' ``DynamicLayer.update`` appends with ``torch.cat``, creating
+new tensors and never writing into old ones. A shallow copy of the cache layers therefore pins the
+old tensors unchanged; restoring it is a list assignment, and a fork shares every cached tensor
+with its parent (copy-on-write for free). Other layer kinds fall back to a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+
+import torch
+from pydantic import BaseModel, Field
+
+from alora_flows.core.backend import Backend
+from alora_flows.core.chat import ChatRenderer
+from alora_flows.errors import AdapterError, AloraFlowsError, ContextLengthError
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class CallStats(BaseModel):
+    """What one session call cost. ``prefill_tokens`` ran through the model for the prompt;
+    ``reused_tokens`` had their KV taken from the session cache; generated tokens are apart."""
+
+    kind: Literal["extend", "generate", "invoke"]
+    adapter: str | None = None
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+
+class GenerateResult(BaseModel):
+    text: str
+    token_ids: list[int]
+    stats: CallStats
+
+
+class InvokeResult(GenerateResult):
+    #: Probabilities at the first output position over ``allowed_token_ids`` (renormalised).
+    probs: dict[int, float] | None = None
+    #: Raw logits at the first output position, when asked for (``return_logits=True``).
+    logits: Any = Field(default=None, exclude=True, repr=False)
+
+
+def _as_message(message: Mapping[str, str] | BaseModel) -> dict[str, str]:
+    data = message.model_dump() if isinstance(message, BaseModel) else dict(message)
+    role, content = data.get("role"), data.get("content")
+    if role not in ROLES or not isinstance(content, str):
+        raise AloraFlowsError(f"a message needs role in {ROLES} and string content, got {data!r}")
+    return {"role": role, "content": content}
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # binary search on equal prefixes: lists compare fast in C
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class Session:
+    """A conversation with its KV cache, shared by every step of a flow run."""
+
+    def __init__(self, backend: Backend, *, reuse: bool = True,
+                 messages: Sequence[Mapping[str, str]] = ()) -> None:
+        self.backend = backend
+        self.reuse = reuse
+        self.messages: list[dict[str, str]] = []
+        self.history: list[CallStats] = []
+        self._renderer = ChatRenderer(backend.tokenizer)
+        self._cache = backend.new_cache()
+        self._cached_ids: list[int] = []
+        if messages:
+            self.extend(messages)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def ids(self) -> list[int]:
+        """The rendered conversation (without a generation prompt)."""
+        return self._renderer.ids(self.messages)
+
+    @property
+    def cached_tokens(self) -> int:
+        return len(self._cached_ids)
+
+    def kv_bytes(self) -> int:
+        """Bytes of KV tensors this session references (forks share them with their parent)."""
+        return sum(t.numel() * t.element_size() for layer in self._cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+                   if isinstance(t, torch.Tensor))
+
+    def totals(self) -> dict[str, float]:
+        keys = ("prefill_tokens", "reused_tokens", "generated_tokens", "seconds")
+        return {k: sum(getattr(s, k) for s in self.history) for k in keys}
+
+    # ------------------------------------------------------------------ public calls
+    def extend(self, messages: Sequence[Mapping[str, str]]) -> CallStats:
+        """Append turns; in reuse mode prefill only the tokens not already cached."""
+        start = time.perf_counter()
+        new = self.messages + [_as_message(m) for m in messages]
+        target = self._renderer.ids(new)
+        self._check_context(len(target), 0)
+        self.messages = new
+        reused = prefill = 0
+        if self.reuse:
+            reused, prefill = self._sync(target)
+        return self._record(CallStats(kind="extend", prefill_tokens=prefill, reused_tokens=reused,
+                                      seconds=time.perf_counter() - start))
+
+    def generate(self, max_new_tokens: int = 256, *, temperature: float = 0.0,
+                 seed: int | None = None,
+                 on_token: Callable[[str], None] | None = None) -> GenerateResult:
+        """Answer with the base model (adapters off) and append the answer as an assistant turn."""
+        start = time.perf_counter()
+        target = self._renderer.ids(self.messages, add_generation_prompt=True)
+        self._check_context(len(target), max_new_tokens)
+        cache = self._cache if self.reuse else self.backend.new_cache()
+        cached = self._cached_ids if self.reuse else []
+        reused, logits = self._feed(cache, cached, target, adapter=None, adapted=0)
+        prefill = len(target) - reused
+        tokens, fed, _ = self._decode(cache, logits, adapter=None, max_new_tokens=max_new_tokens,
+                                      allowed=None, temperature=temperature, seed=seed,
+                                      on_token=on_token, want_probs=False)
+        text = self._text(tokens)
+        self.messages.append({"role": "assistant", "content": text})
+        if self.reuse:
+            self._cached_ids = target + fed
+            # Close the turn now (end-of-turn token, template suffix) so the cache matches
+            # self.messages again and the next intrinsic reuses the whole conversation.
+            prefill += self._sync(self._renderer.ids(self.messages))[1]
+        return GenerateResult(text=text, token_ids=tokens, stats=self._record(CallStats(
+            kind="generate", prefill_tokens=prefill, reused_tokens=reused,
+            generated_tokens=len(tokens), seconds=time.perf_counter() - start)))
+
+    def invoke(self, adapter: str, *, messages: Sequence[Mapping[str, str]] = (),
+               adapted_input: Sequence[int] = (),
+               max_new_tokens: int = 32, allowed_token_ids: Sequence[int] | None = None,
+               return_probs: bool = False, return_logits: bool = False,
+               temperature: float = 0.0, seed: int | None = None) -> InvokeResult:
+        """Run an aLoRA adapter after the conversation (plus ``messages``), then roll back.
+
+        The adapter is active from its invocation tokens on; everything before them is base-model
+        KV, which in reuse mode comes from the session cache. ``adapted_input`` (token ids) follows
+        the invocation and is read by the adapter (``IntrinsicSpec.adapted_input_template``).
+        """
+        start = time.perf_counter()
+        info = self.backend.adapters.get(adapter)
+        if info is None:
+            raise AdapterError(f"no adapter named '{adapter}' is loaded "
+                               f"(loaded: {sorted(self.backend.adapters) or 'none'})")
+        extra = [_as_message(m) for m in messages]
+        prompt = self._renderer.ids(self.messages + extra)
+        adapted = info.invocation_tokens + [int(t) for t in adapted_input]
+        target = prompt + adapted
+        self._check_context(len(target), max_new_tokens)
+        prefill = 0
+        if self.reuse and extra:
+            prefill += self._sync(self._renderer.ids(self.messages))[1]
+        with self._rollback():
+            cache = self._cache if self.reuse else self.backend.new_cache()
+            cached = self._cached_ids[:len(prompt)] if self.reuse else []
+            reused, logits = self._feed(cache, cached, target, adapter=adapter,
+                                        adapted=len(adapted))
+            prefill += len(target) - reused
+            first_logits = logits.detach().clone() if return_logits else None
+            tokens, _, probs = self._decode(
+                cache, logits, adapter=adapter, max_new_tokens=max_new_tokens,
+                allowed=allowed_token_ids, temperature=temperature, seed=seed, on_token=None,
+                want_probs=return_probs)
+        return InvokeResult(text=self._text(tokens), token_ids=tokens, probs=probs,
+                            logits=first_logits, stats=self._record(CallStats(
+                                kind="invoke", adapter=adapter, prefill_tokens=prefill,
+                                reused_tokens=reused, generated_tokens=len(tokens),
+                                seconds=time.perf_counter() - start)))
+
+    def fork(self) -> "Session":
+        """An independent branch. Shares cached tensors with this session until either appends."""
+        twin = Session.__new__(Session)
+        twin.backend, twin.reuse = self.backend, self.reuse
+        twin.messages = [dict(m) for m in self.messages]
+        twin.history = list(self.history)
+        twin._renderer = self._renderer.copy()
+        twin._cache = copy.copy(self._cache)
+        twin._cache.layers = self._copy_layers()
+        twin._cached_ids = list(self._cached_ids)
+        return twin
+
+    # ------------------------------------------------------------------ internals
+    def _record(self, stats: CallStats) -> CallStats:
+        self.history.append(stats)
+        return stats
+
+    def _check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        limit = self.backend.max_context
+        if prompt_tokens + max_new_tokens > limit:
+            raise ContextLengthError(
+                f"the conversation is {prompt_tokens} tokens and {max_new_tokens} more may be "
+                f"generated, but the model's context is {limit} tokens: shorten the documents or "
+                "history (e.g. retrieve fewer documents), lower max_new_tokens, or start a new session")
+
+    def _copy_layers(self) -> list:
+        from transformers.cache_utils import DynamicLayer
+
+        layers = self._cache.layers
+        if all(type(layer) is DynamicLayer for layer in layers):
+            return [copy.copy(layer) for layer in layers]
+        return copy.deepcopy(layers)
+
+    @contextmanager
+    def _rollback(self) -> Iterator[None]:
+        layers, ids = self._copy_layers(), list(self._cached_ids)
+        try:
+            yield
+        finally:
+            self._cache.layers, self._cached_ids = layers, ids
+
+    def _crop(self, cache, keep: int) -> None:
+        remove = cache.get_seq_length() - keep
+        if remove > 0:
+            cache.crop(-remove)
+
+    def _sync(self, target: list[int]) -> tuple[int, int]:
+        """Make the persistent cache hold ``target`` (base model). Returns (reused, prefilled)."""
+        reused = _common_prefix(self._cached_ids, target)
+        self._crop(self._cache, reused)
+        self._cached_ids = self._cached_ids[:reused]
+        if reused < len(target):
+            self.backend.forward(target[reused:], self._cache)
+        self._cached_ids = list(target)
+        return reused, len(target) - reused
+
+    def _feed(self, cache, cached: list[int], target: list[int], *, adapter: str | None,
+              adapted: int) -> tuple[int, torch.Tensor]:
+        """Run the uncached tail of ``target`` on ``cache``; return (reused, last logits).
+
+        Positions under an adapter (the last ``adapted`` of ``target``) are never reused: their
+        KV must come from the adapter, not from base-model cache entries.
+        """
+        reused = min(_common_prefix(cached, target), len(target) - max(adapted, 1))
+        self._crop(cache, reused)
+        logits = self.backend.forward(target[reused:], cache, adapter=adapter, adapted=adapted)
+        return reused, logits
+
+    def _decode(self, cache, logits: torch.Tensor, *, adapter: str | None, max_new_tokens: int,
+                allowed: Sequence[int] | None, temperature: float, seed: int | None,
+                on_token: Callable[[str], None] | None,
+                want_probs: bool) -> tuple[list[int], list[int], dict[int, float] | None]:
+        """Greedy or seeded sampling. Returns (tokens, tokens fed to the cache, first-step probs)."""
+        stop = self.backend.stop_token_ids
+        allowed_idx = torch.tensor(sorted(set(allowed)), device=logits.device) if allowed else None
+        # After the first token, the end-of-turn tokens are allowed too (computed once, not per token).
+        later_idx = None if allowed_idx is None else torch.cat(
+            [allowed_idx, torch.tensor(sorted(stop), device=logits.device)])
+        generator = None
+        if temperature > 0:
+            generator = torch.Generator(device=logits.device)
+            generator.manual_seed(seed if seed is not None else 0)
+        tokens: list[int] = []
+        fed: list[int] = []
+        probs = None
+        emitted = ""
+        for step in range(max_new_tokens):
+            scores = logits.float()
+            if allowed_idx is not None:
+                keep = allowed_idx if step == 0 else later_idx
+                masked = torch.full_like(scores, float("-inf"))
+                masked[keep] = scores[keep]
+                scores = masked
+                if step == 0 and want_probs:
+                    p = torch.softmax(scores[allowed_idx], dim=-1)
+                    probs = {int(t): float(v) for t, v in zip(allowed_idx.tolist(), p.tolist())}
+            elif step == 0 and want_probs:
+                p = torch.softmax(scores, dim=-1)
+                top = torch.topk(p, k=min(10, p.numel()))
+                probs = {int(t): float(v) for t, v in zip(top.indices.tolist(), top.values.tolist())}
+            if temperature > 0:
+                dist = torch.softmax(scores / temperature, dim=-1)
+                token = int(torch.multinomial(dist, 1, generator=generator))
+            else:
+                token = int(torch.argmax(scores))
+            tokens.append(token)
+            if on_token is not None and token not in stop:
+                text = self._text(tokens)
+                if len(text) > len(emitted) and not text.endswith("\ufffd"):
+                    on_token(text[len(emitted):])
+                    emitted = text
+            if token in stop or step == max_new_tokens - 1:
+                break
+            logits = self.backend.forward([token], cache, adapter=adapter,
+                                          adapted=1 if adapter else 0)
+            fed.append(token)
+        return tokens, fed, probs
+
+    def _text(self, tokens: list[int]) -> str:
+        stop = self.backend.stop_token_ids
+        return self.backend.tokenizer.decode([t for t in tokens if t not in stop],
+                                             skip_special_tokens=False)
