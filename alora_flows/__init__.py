@@ -12,8 +12,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 # Lazy exports: `alora-flows validate` and `draw` must not pay for importing torch.
-_EXPORTS = {"Backend": "backend", "Session": "session", "CallStats": "session",
-            "GenerateResult": "session", "InvokeResult": "session", "AloraFlowsError": "errors"}
+_EXPORTS = {
+    "Backend": "core.backend",
+    "Session": "core.session",
+    "CallStats": "core.session",
+    "GenerateResult": "core.session",
+    "InvokeResult": "core.session",
+    "AloraFlowsError": "errors",
+}
 __all__ = list(_EXPORTS)
 
 

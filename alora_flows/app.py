@@ -30,8 +30,7 @@ def model_spec(model: str, base_dir: Path) -> str:
     return model
 
 
-def load_backend(model: str = EMBEDDED, *, device: str | None = None,
-                 progress: bool = True) -> Backend:
+def load_backend(model: str = EMBEDDED, *, device: str | None = None, progress: bool = True) -> Backend:
     """:meth:`Backend.load` plus the process's CPU tuning when the model runs on the CPU."""
     backend = Backend.load(model, device=device, progress=progress)
     if backend.device.type == "cpu":
@@ -39,22 +38,25 @@ def load_backend(model: str = EMBEDDED, *, device: str | None = None,
     return backend
 
 
-def load_intrinsics(flow: Flow, backend: Backend, base_dir: Path,
-                    catalog: CatalogLike = None) -> dict[str, Intrinsic]:
+def load_intrinsics(
+    flow: Flow, backend: Backend, base_dir: Path, catalog: CatalogLike = None
+) -> dict[str, Intrinsic]:
     """Add the adapter of every intrinsic in the flow's ``intrinsics:`` to ``backend``; return
     their specs (the spec that travels with an adapter wins over the library's)."""
     library = as_catalog(catalog)
     specs: dict[str, Intrinsic] = {}
     for name, source in flow.spec.intrinsics.items():
-        resolved = library.resolve(name, source, backend.model_id, base_dir=base_dir,
-                                   tokenizer=backend.tokenizer)
+        resolved = library.resolve(
+            name, source, backend.model_id, base_dir=base_dir, tokenizer=backend.tokenizer
+        )
         backend.add_adapter(name, resolved.path)
         specs[name] = resolved.spec
     return specs
 
 
-def load_flow_backend(flow: Flow, base_dir: Path, *, device: str | None = None,
-                      catalog: CatalogLike = None) -> tuple[Backend, dict[str, Intrinsic]]:
+def load_flow_backend(
+    flow: Flow, base_dir: Path, *, device: str | None = None, catalog: CatalogLike = None
+) -> tuple[Backend, dict[str, Intrinsic]]:
     """The flow's model and adapters, with their specs: what ``run``, ``resume`` and ``demo`` load."""
     backend = load_backend(model_spec(flow.spec.model, base_dir), device=device)
     return backend, load_intrinsics(flow, backend, base_dir, catalog)
@@ -73,20 +75,41 @@ def live_context(live: Any) -> AbstractContextManager[Any]:
     return live if live is not None else nullcontext()
 
 
-def run_flow(flow: Flow, inputs: Mapping[str, Any], *, base_dir: Path, reuse: bool = True,
-             seed: int | None = None, trace_json: Path | None = None, live: Any = None,
-             device: str | None = None, listeners: Sequence[Any] = ()) -> RunResult:
+def run_flow(
+    flow: Flow,
+    inputs: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    reuse: bool = True,
+    seed: int | None = None,
+    trace_json: Path | None = None,
+    live: Any = None,
+    device: str | None = None,
+    listeners: Sequence[Any] = (),
+) -> RunResult:
     """Load the flow's model and adapters, then run it on a new session."""
     backend, specs = load_flow_backend(flow, base_dir, device=device)
     with live_context(live):
-        return flow.run(Session(backend, reuse=reuse), inputs, seed=seed,  # type: ignore[no-any-return]
-                        listeners=[*run_listeners(live, trace_json), *listeners],
-                        intrinsic_specs=specs)
+        return flow.run(
+            Session(backend, reuse=reuse),
+            inputs,
+            seed=seed,  # type: ignore[no-any-return]
+            listeners=[*run_listeners(live, trace_json), *listeners],
+            intrinsic_specs=specs,
+        )
 
 
-def run_in_dir(run_dir: Path, flow_file: Path, inputs: Mapping[str, Any], *, reuse: bool = True,
-               seed: int | None = None, trace_json: Path | None = None, live: Any = None,
-               device: str | None = None) -> RunResult:
+def run_in_dir(
+    run_dir: Path,
+    flow_file: Path,
+    inputs: Mapping[str, Any],
+    *,
+    reuse: bool = True,
+    seed: int | None = None,
+    trace_json: Path | None = None,
+    live: Any = None,
+    device: str | None = None,
+) -> RunResult:
     """``alora-flows run FLOW.yaml --run-dir DIR``: create DIR, load the model, run, checkpoint.
 
     The flow that runs is parsed from the very text copied into DIR, so the copy is exactly what
@@ -96,8 +119,16 @@ def run_in_dir(run_dir: Path, flow_file: Path, inputs: Mapping[str, Any], *, reu
     text = Path(flow_file).read_text(encoding="utf-8")
     flow = Flow.from_yaml_text(text, file=str(flow_file))
     flow.validate().new_state(inputs)
-    run = RunDir.create(run_dir, flow_text=text, flow_file=flow_file, flow_name=flow.name,
-                        model=flow.spec.model, inputs=inputs, reuse=reuse, seed=seed)
+    run = RunDir.create(
+        run_dir,
+        flow_text=text,
+        flow_file=flow_file,
+        flow_name=flow.name,
+        model=flow.spec.model,
+        inputs=inputs,
+        reuse=reuse,
+        seed=seed,
+    )
     base_dir = Path(run.read_manifest().base_dir)
     try:
         backend, specs = load_flow_backend(flow, base_dir, device=device)
@@ -106,17 +137,30 @@ def run_in_dir(run_dir: Path, flow_file: Path, inputs: Mapping[str, Any], *, reu
         raise
     session = Session(backend, reuse=reuse)
     with live_context(live):
-        return run_with_dir(run, flow, session, inputs, seed=seed,  # type: ignore[no-any-return]
-                            listeners=run_listeners(live, trace_json), intrinsic_specs=specs)
+        return run_with_dir(
+            run,
+            flow,
+            session,
+            inputs,
+            seed=seed,  # type: ignore[no-any-return]
+            listeners=run_listeners(live, trace_json),
+            intrinsic_specs=specs,
+        )
 
 
-def resume_in_dir(run_dir: Path, *, trace_json: Path | None = None, live: Any = None,
-                  device: str | None = None) -> RunResult:
+def resume_in_dir(
+    run_dir: Path, *, trace_json: Path | None = None, live: Any = None, device: str | None = None
+) -> RunResult:
     """``alora-flows resume DIR``: load the run's model and adapters, then continue it."""
     saved = load_run(run_dir)
     backend, specs = load_flow_backend(saved.flow, Path(saved.manifest.base_dir), device=device)
     if live is not None and saved.checkpoint is not None:
         live.steps = list(saved.checkpoint.trace.steps)  # show the steps done before
     with live_context(live):
-        return resume_run(run_dir, backend, intrinsic_specs=specs,  # type: ignore[no-any-return]
-                          saved=saved, listeners=run_listeners(live, trace_json))
+        return resume_run(
+            run_dir,
+            backend,
+            intrinsic_specs=specs,  # type: ignore[no-any-return]
+            saved=saved,
+            listeners=run_listeners(live, trace_json),
+        )

@@ -20,14 +20,14 @@ class AloraFlowsError(Exception):
 
     exit_code: int = 1
 
-    def __init__(self, message: str = "", *, node: str | None = None, file: str | None = None,
-                 line: int | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, node: str | None = None, file: str | None = None, line: int | None = None
+    ) -> None:
         super().__init__(message)
         self.detail = message
         self.node, self.file, self.line = node, file, line
 
-    def at(self: _E, *, node: str | None = None, file: str | None = None,
-           line: int | None = None) -> _E:
+    def at(self: _E, *, node: str | None = None, file: str | None = None, line: int | None = None) -> _E:
         """Fill in where the error happened (fields already known are kept); returns ``self``."""
         self.node = self.node or node
         self.file = self.file or file
@@ -52,8 +52,9 @@ class AloraFlowsError(Exception):
         return (_rebuild, (type(self), self.detail, self.node, self.file, self.line))
 
 
-def _rebuild(cls: type[AloraFlowsError], detail: str, node: str | None, file: str | None,
-             line: int | None) -> AloraFlowsError:
+def _rebuild(
+    cls: type[AloraFlowsError], detail: str, node: str | None, file: str | None, line: int | None
+) -> AloraFlowsError:
     error = cls.__new__(cls)
     AloraFlowsError.__init__(error, detail, node=node, file=file, line=line)
     return error

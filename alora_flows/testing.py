@@ -40,8 +40,10 @@ def _tokenizer_json() -> str:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=600,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     return tok.to_str()
@@ -54,24 +56,34 @@ def tiny_tokenizer():
 
     tok = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
-        bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS,
     )
     tok.chat_template = CHATML_TEMPLATE
     return tok
 
 
-def tiny_model(tokenizer=None, *, seed: int = 0, layers: int = 2, hidden: int = 64,
-               max_positions: int = 4096):
+def tiny_model(
+    tokenizer=None, *, seed: int = 0, layers: int = 2, hidden: int = 64, max_positions: int = 4096
+):
     """A randomly initialised ``LlamaForCausalLM`` in float32 (eval mode)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tokenizer or tiny_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=max_positions, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
@@ -83,9 +95,18 @@ def tiny_model(tokenizer=None, *, seed: int = 0, layers: int = 2, hidden: int = 
     return model
 
 
-def save_random_alora(model, tokenizer, invocation: str, path: str | Path, *, seed: int = 1,
-                      r: int = 8, target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj"),
-                      lora: bool = False, base_model_name: str | None = None) -> Path:
+def save_random_alora(
+    model,
+    tokenizer,
+    invocation: str,
+    path: str | Path,
+    *,
+    seed: int = 1,
+    r: int = 8,
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj"),
+    lora: bool = False,
+    base_model_name: str | None = None,
+) -> Path:
     """Save a randomly initialised aLoRA (or, with ``lora=True``, a plain LoRA) adapter for ``model``.
 
     ``init_lora_weights=False`` makes B non-zero so the adapter really changes the output.
@@ -97,8 +118,12 @@ def save_random_alora(model, tokenizer, invocation: str, path: str | Path, *, se
 
     invocation_tokens = tokenizer(invocation, add_special_tokens=False)["input_ids"]
     config = LoraConfig(
-        r=r, lora_alpha=2 * r, target_modules=list(target_modules), init_lora_weights=False,
-        alora_invocation_tokens=None if lora else invocation_tokens, task_type="CAUSAL_LM",
+        r=r,
+        lora_alpha=2 * r,
+        target_modules=list(target_modules),
+        init_lora_weights=False,
+        alora_invocation_tokens=None if lora else invocation_tokens,
+        task_type="CAUSAL_LM",
     )
     torch.manual_seed(seed)
     with warnings.catch_warnings():
@@ -110,8 +135,9 @@ def save_random_alora(model, tokenizer, invocation: str, path: str | Path, *, se
     return path
 
 
-def tiny_backend(tmp_dir: str | Path, adapters: dict[str, str] | None = None, *, seed: int = 0,
-                 **model_kwargs):
+def tiny_backend(
+    tmp_dir: str | Path, adapters: dict[str, str] | None = None, *, seed: int = 0, **model_kwargs
+):
     """A :class:`~alora_flows.core.backend.Backend` on the tiny model with random aLoRA adapters.
 
     ``adapters`` maps adapter name -> invocation string; each gets its own random weights.
@@ -120,9 +146,12 @@ def tiny_backend(tmp_dir: str | Path, adapters: dict[str, str] | None = None, *,
 
     tokenizer = tiny_tokenizer()
     model = tiny_model(tokenizer, seed=seed, **model_kwargs)
-    paths = {name: save_random_alora(model, tokenizer, invocation, Path(tmp_dir) / name,
-                                     seed=seed + 1 + i, base_model_name="tiny")
-             for i, (name, invocation) in enumerate((adapters or {}).items())}
+    paths = {
+        name: save_random_alora(
+            model, tokenizer, invocation, Path(tmp_dir) / name, seed=seed + 1 + i, base_model_name="tiny"
+        )
+        for i, (name, invocation) in enumerate((adapters or {}).items())
+    }
     backend = Backend(model, tokenizer, model_id="tiny")  # after saving: loading injects layers
     for name, path in paths.items():
         backend.add_adapter(name, path)

@@ -35,8 +35,14 @@ def embedded_backend(adapter_dir: str | Path, name: str = "certainty"):
     from alora_flows.testing import save_random_alora
 
     backend = Backend.load("embedded", progress=False)
-    path = save_random_alora(backend.base_model, backend.tokenizer, INVOCATION,
-                             Path(adapter_dir) / name, r=32, base_model_name=backend.model_id)
+    path = save_random_alora(
+        backend.base_model,
+        backend.tokenizer,
+        INVOCATION,
+        Path(adapter_dir) / name,
+        r=32,
+        base_model_name=backend.model_id,
+    )
     backend.add_adapter(name, path)
     return backend
 
@@ -51,8 +57,10 @@ def conversation(tokenizer, total_tokens: int, extra_tokens: int = 0) -> list[di
     target = total_tokens - extra_tokens
 
     def render(body: str) -> list[dict]:
-        return [{"role": "user", "content": body + "\nHow long is the Quellmark river?"},
-                {"role": "assistant", "content": "It runs 412 km."}]
+        return [
+            {"role": "user", "content": body + "\nHow long is the Quellmark river?"},
+            {"role": "assistant", "content": "It runs 412 km."},
+        ]
 
     def size(body: str) -> int:
         return len(renderer.ids(render(body)))
@@ -90,11 +98,17 @@ def environment() -> dict:
         load = os.getloadavg()
     except OSError:  # pragma: no cover - not on Windows
         load = None
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__,
-            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "processor": platform.processor() or None,
-            "load_average_at_start": load}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "load_average_at_start": load,
+    }
 
 
 def write_results(out: Path, name: str, result: dict, markdown: list[str]) -> None:

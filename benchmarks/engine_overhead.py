@@ -37,7 +37,7 @@ from typing import TypedDict
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, CpuMonitor, environment, write_results  # noqa: E402
+from common import RESULTS, CpuMonitor, environment, write_results
 
 LEVELS = 50  # branching flow: 2 nodes a level -> 100 nodes
 
@@ -69,8 +69,9 @@ def ours_branching(style: str):
     flow = Flow("branching", max_steps=LEVELS + 10)
     flow.set("init", n=0)
     flow.edge(START, "init")
-    flow.branch("init", [("n % 3 == 0" if style == "yaml" else (lambda s: s.n % 3 == 0), "a_0")],
-                default="b_0")
+    flow.branch(
+        "init", [("n % 3 == 0" if style == "yaml" else (lambda s: s.n % 3 == 0), "a_0")], default="b_0"
+    )
     for k in range(LEVELS):
         for side in "ab":
             name = f"{side}_{k}"
@@ -136,8 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loop-steps", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=7, help="timed runs of each flow per engine")
-    parser.add_argument("--branch-runs", type=int, default=20,
-                        help="runs of the branching flow in one timed rep")
+    parser.add_argument(
+        "--branch-runs", type=int, default=20, help="runs of the branching flow in one timed rep"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="engine_overhead")
     args = parser.parse_args()
@@ -176,8 +178,10 @@ def main() -> None:
         graphs["branching"], compile_s["branching/langgraph"] = timed(lg_branching)
 
     lg_inputs = {"loop": {"n": 0, "limit": args.loop_steps - 1}, "branching": {"n": 0}}
-    lg_config = {"loop": {"recursion_limit": args.loop_steps + 10},
-                 "branching": {"recursion_limit": LEVELS + 10}}
+    lg_config = {
+        "loop": {"recursion_limit": args.loop_steps + 10},
+        "branching": {"recursion_limit": LEVELS + 10},
+    }
 
     from alora_flows.flow import Runner
 
@@ -209,10 +213,12 @@ def main() -> None:
         steps[kind] = steps_y
     assert steps["loop"] == args.loop_steps, steps
 
-    contenders = {"ours-yaml": lambda k: run_ours(k, "yaml"),
-                  "ours-python": lambda k: run_ours(k, "python"),
-                  "ours-yaml-flow.run": run_ours_flow_run,
-                  "langgraph": run_lg}
+    contenders = {
+        "ours-yaml": lambda k: run_ours(k, "yaml"),
+        "ours-python": lambda k: run_ours(k, "python"),
+        "ours-yaml-flow.run": run_ours_flow_run,
+        "langgraph": run_lg,
+    }
     rows = []
     for kind in ("loop", "branching"):
         runs = 1 if kind == "loop" else args.branch_runs
@@ -220,7 +226,7 @@ def main() -> None:
         monitor = CpuMonitor()
         for rep in range(args.reps):
             names = list(contenders)
-            names = names[rep % len(names):] + names[:rep % len(names)]
+            names = names[rep % len(names) :] + names[: rep % len(names)]
             for name in names:
                 fn = contenders[name]
                 t0 = time.perf_counter()
@@ -228,47 +234,70 @@ def main() -> None:
                     fn(kind)
                 times[name].append((time.perf_counter() - t0) / (runs * steps[kind]))
         med = {name: statistics.median(t) for name, t in times.items()}
-        row = {"flow": kind, "nodes": 2 if kind == "loop" else 2 * LEVELS + 1,
-               "steps_per_run": steps[kind], "runs_per_rep": runs,
-               "us_per_step": {k: 1e6 * v for k, v in med.items()},
-               "us_per_step_min": {k: 1e6 * min(t) for k, t in times.items()},
-               "ours_yaml_over_langgraph": med["ours-yaml"] / med["langgraph"],
-               "ours_python_over_langgraph": med["ours-python"] / med["langgraph"],
-               "ours_flow_run_over_langgraph": med["ours-yaml-flow.run"] / med["langgraph"],
-               "other_processes_cores_busy": monitor.other_cores(),
-               "times_s_per_step": times}
+        row = {
+            "flow": kind,
+            "nodes": 2 if kind == "loop" else 2 * LEVELS + 1,
+            "steps_per_run": steps[kind],
+            "runs_per_rep": runs,
+            "us_per_step": {k: 1e6 * v for k, v in med.items()},
+            "us_per_step_min": {k: 1e6 * min(t) for k, t in times.items()},
+            "ours_yaml_over_langgraph": med["ours-yaml"] / med["langgraph"],
+            "ours_python_over_langgraph": med["ours-python"] / med["langgraph"],
+            "ours_flow_run_over_langgraph": med["ours-yaml-flow.run"] / med["langgraph"],
+            "other_processes_cores_busy": monitor.other_cores(),
+            "times_s_per_step": times,
+        }
         rows.append(row)
         print({k: v for k, v in row.items() if k != "times_s_per_step"}, flush=True)
 
-    goal = all(r["ours_yaml_over_langgraph"] <= 1 / 3 and r["ours_python_over_langgraph"] <= 1 / 3
-               for r in rows)
-    result = {"benchmark": "engine_overhead", "langgraph": md_meta.version("langgraph"),
-              "environment": environment(), "reps": args.reps,
-              "compile_seconds": compile_s, "rows": rows,
-              "goal_ours_le_one_third_of_langgraph": goal,
-              "total_seconds": time.perf_counter() - started}
-    md = [f"Engine overhead per step (trivial Python steps, no model), medians of {args.reps} reps, "
-          f"LangGraph {result['langgraph']}, Python {result['environment']['python']}.", "",
-          "| flow | ours, YAML style (us/step) | ours, Python style (us/step) | "
-          "ours, YAML style via `flow.run` (us/step) | LangGraph (us/step) | ours YAML / LG | "
-          "ours Python / LG | `flow.run` / LG | other cores busy |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    goal = all(
+        r["ours_yaml_over_langgraph"] <= 1 / 3 and r["ours_python_over_langgraph"] <= 1 / 3 for r in rows
+    )
+    result = {
+        "benchmark": "engine_overhead",
+        "langgraph": md_meta.version("langgraph"),
+        "environment": environment(),
+        "reps": args.reps,
+        "compile_seconds": compile_s,
+        "rows": rows,
+        "goal_ours_le_one_third_of_langgraph": goal,
+        "total_seconds": time.perf_counter() - started,
+    }
+    md = [
+        f"Engine overhead per step (trivial Python steps, no model), medians of {args.reps} reps, "
+        f"LangGraph {result['langgraph']}, Python {result['environment']['python']}.",
+        "",
+        "| flow | ours, YAML style (us/step) | ours, Python style (us/step) | "
+        "ours, YAML style via `flow.run` (us/step) | LangGraph (us/step) | ours YAML / LG | "
+        "ours Python / LG | `flow.run` / LG | other cores busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         u = r["us_per_step"]
-        label = (f"loop (1 node in a loop, {r['steps_per_run']} steps)" if r["flow"] == "loop"
-                 else f"branching ({2 * LEVELS} nodes, {r['steps_per_run']} steps a run)")
-        md.append(f"| {label} | {u['ours-yaml']:.1f} | {u['ours-python']:.1f} | "
-                  f"{u['ours-yaml-flow.run']:.1f} | {u['langgraph']:.1f} | "
-                  f"{r['ours_yaml_over_langgraph']:.2f} | {r['ours_python_over_langgraph']:.2f} | "
-                  f"{r['ours_flow_run_over_langgraph']:.2f} | {r['other_processes_cores_busy']} |")
-    md += ["", "YAML style: `set` nodes with Jinja templates, `when` expressions. Python style: `tool` "
-           "nodes calling a function, Python callables as conditions. Both run as "
-           "`Runner(compiled, session).run(inputs)` on a flow validated once (LangGraph's graph is "
-           "compiled once too); the `flow.run` column is the one-call API (it caches the validation while "
-           "the flow is unchanged).", "",
-           "One-time build + validate/compile (ms): " + ", ".join(
-               f"{k} {1e3 * v:.1f}" for k, v in compile_s.items()),
-           "", f"Goal (ours <= 1/3 of LangGraph per step, both styles, both flows): {goal}"]
+        label = (
+            f"loop (1 node in a loop, {r['steps_per_run']} steps)"
+            if r["flow"] == "loop"
+            else f"branching ({2 * LEVELS} nodes, {r['steps_per_run']} steps a run)"
+        )
+        md.append(
+            f"| {label} | {u['ours-yaml']:.1f} | {u['ours-python']:.1f} | "
+            f"{u['ours-yaml-flow.run']:.1f} | {u['langgraph']:.1f} | "
+            f"{r['ours_yaml_over_langgraph']:.2f} | {r['ours_python_over_langgraph']:.2f} | "
+            f"{r['ours_flow_run_over_langgraph']:.2f} | {r['other_processes_cores_busy']} |"
+        )
+    md += [
+        "",
+        "YAML style: `set` nodes with Jinja templates, `when` expressions. Python style: `tool` "
+        "nodes calling a function, Python callables as conditions. Both run as "
+        "`Runner(compiled, session).run(inputs)` on a flow validated once (LangGraph's graph is "
+        "compiled once too); the `flow.run` column is the one-call API (it caches the validation while "
+        "the flow is unchanged).",
+        "",
+        "One-time build + validate/compile (ms): "
+        + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in compile_s.items()),
+        "",
+        f"Goal (ours <= 1/3 of LangGraph per step, both styles, both flows): {goal}",
+    ]
     write_results(args.out, args.name, result, md)
     print(f"total {time.perf_counter() - started:.0f} s")
 

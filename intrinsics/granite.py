@@ -20,18 +20,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from alora_flows.errors import AdapterError
-
+from alora_flows.errors import AdapterError, IntrinsicSpecError
 from intrinsics.builtin import make_spec
-from alora_flows.errors import IntrinsicSpecError
 from intrinsics.spec import IntrinsicSpec
 
 IO_FILE = "io.yaml"
 #: Name fragments -> kind, checked against the intrinsic name and the directory path.
 NAME_HINTS = (
-    ("uncertainty", "uncertainty"), ("certainty", "uncertainty"),
-    ("hallucination", "hallucination"), ("rewrite", "rewrite"), ("answerability", "answerability"),
-    ("context_relevance", "context_relevance"), ("relevance", "context_relevance"),
+    ("uncertainty", "uncertainty"),
+    ("certainty", "uncertainty"),
+    ("hallucination", "hallucination"),
+    ("rewrite", "rewrite"),
+    ("answerability", "answerability"),
+    ("context_relevance", "context_relevance"),
+    ("relevance", "context_relevance"),
 )
 CONTEXT_RELEVANCE_LABELS = ("relevant", "partially relevant", "irrelevant")
 
@@ -128,11 +130,15 @@ def invocation_of(path: Path, config: dict[str, Any], tokenizer=None) -> str:
         return str(config["invocation_string"])
     tokens = config.get("alora_invocation_tokens")
     if not tokens:
-        raise AdapterError(f"{path}: adapter_config.json has neither alora_invocation_tokens nor "
-                           "invocation_string: this is a plain LoRA, not an activated LoRA")
+        raise AdapterError(
+            f"{path}: adapter_config.json has neither alora_invocation_tokens nor "
+            "invocation_string: this is a plain LoRA, not an activated LoRA"
+        )
     if tokenizer is None:
-        raise IntrinsicSpecError(f"{path}: only invocation token ids are stored; pass the base model's "
-                                 "tokenizer to recover the invocation string")
+        raise IntrinsicSpecError(
+            f"{path}: only invocation token ids are stored; pass the base model's "
+            "tokenizer to recover the invocation string"
+        )
     return tokenizer.decode(tokens)
 
 
@@ -159,7 +165,8 @@ def load_granite_spec(path: str | Path, *, name: str | None = None, tokenizer=No
         if not io:
             raise IntrinsicSpecError(
                 f"{path}: cannot tell which intrinsic this is (no io.yaml, name {name!r}); name it after "
-                "a known intrinsic (certainty, hallucination, rewrite, answerability) or add an intrinsic.yaml")
+                "a known intrinsic (certainty, hallucination, rewrite, answerability) or add an intrinsic.yaml"
+            )
         kind = "text"
     instruction = io.get("instruction")
     if isinstance(instruction, str) and instruction.strip():
@@ -168,15 +175,20 @@ def load_granite_spec(path: str | Path, *, name: str | None = None, tokenizer=No
         options["input_template"] = None
     options["adapted_input_template"] = None  # Granite adapters decode right after their invocation
     params = io.get("parameters") or {}
-    if isinstance(params, dict) and isinstance(params.get("max_completion_tokens"), int) and kind not in (
-            "uncertainty", "answerability"):
+    if (
+        isinstance(params, dict)
+        and isinstance(params.get("max_completion_tokens"), int)
+        and kind not in ("uncertainty", "answerability")
+    ):
         options["max_new_tokens"] = max(1, int(params["max_completion_tokens"]))
     spec_name = _safe_name(name or model_field or kind)
     options.setdefault("description", f"Granite intrinsic from {path}")
     return make_spec(kind, spec_name, invocation, **options)
 
 
-def convert_granite_adapter(path: str | Path, tokenizer, out_dir: str | Path, *, name: str | None = None) -> Path:
+def convert_granite_adapter(
+    path: str | Path, tokenizer, out_dir: str | Path, *, name: str | None = None
+) -> Path:
     """Copy a Granite adapter into a native-PEFT aLoRA directory (``alora_invocation_tokens`` set,
     keys unknown to this PEFT dropped) with an ``intrinsic.yaml``, so any PEFT tool can load it."""
     from dataclasses import fields
@@ -197,6 +209,9 @@ def convert_granite_adapter(path: str | Path, tokenizer, out_dir: str | Path, *,
         if file.is_file() and file.name.startswith("adapter_model"):
             shutil.copy2(file, out / file.name)
     (out / "adapter_config.json").write_text(json.dumps(converted, indent=2))
-    write_spec_file(spec, out, adapter={"type": "alora", "source": str(path),
-                                        "base_model": config.get("base_model_name_or_path")})
+    write_spec_file(
+        spec,
+        out,
+        adapter={"type": "alora", "source": str(path), "base_model": config.get("base_model_name_or_path")},
+    )
     return out

@@ -15,11 +15,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from alora_flows.errors import IntrinsicOutputError
-
-from intrinsics.outputs import (AnswerabilityOutput, ChoiceOutput, HallucinationOutput, JsonOutput, RewriteOutput,
-                      SentenceLabel, TextOutput, UncertaintyOutput)
-from intrinsics.spec import RawOutput
 from alora_flows.sandbox.text import split_sentences
+from intrinsics.outputs import (
+    AnswerabilityOutput,
+    ChoiceOutput,
+    HallucinationOutput,
+    JsonOutput,
+    RewriteOutput,
+    SentenceLabel,
+    TextOutput,
+    UncertaintyOutput,
+)
+from intrinsics.spec import RawOutput
 
 DIGITS = tuple(str(d) for d in range(10))
 FAITH_LABELS = ("faithful", "partial", "unfaithful")
@@ -85,7 +92,9 @@ def format_uncertainty(out: UncertaintyOutput) -> str:
 
 # ---------------------------------------------------------------------------------- hallucination
 _OBJECT = re.compile(r"\{[^{}]*\}?")
-_FIELD_R = re.compile(r'"r"\s*:\s*"?(\d+)(?=\s*[,}"])')  # a delimiter must follow: '"r": 1' may be a cut-off 10
+_FIELD_R = re.compile(
+    r'"r"\s*:\s*"?(\d+)(?=\s*[,}"])'
+)  # a delimiter must follow: '"r": 1' may be a cut-off 10
 _FIELD_F = re.compile(r'"f"\s*:\s*(?:"(faithful|partial|unfaithful)"|(true|false))', re.I)
 _FIELD_E = re.compile(r'"e"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
@@ -117,9 +126,15 @@ def _labels_by_regex(text: str) -> list[SentenceLabel]:
         r, f = _FIELD_R.search(obj), _FIELD_F.search(obj)
         if not (r and f):
             continue
-        faith = f.group(1).lower() if f.group(1) else ("faithful" if f.group(2).lower() == "true" else "unfaithful")
+        faith = (
+            f.group(1).lower()
+            if f.group(1)
+            else ("faithful" if f.group(2).lower() == "true" else "unfaithful")
+        )
         e = _FIELD_E.search(obj)
-        labels.append(SentenceLabel(r=int(r.group(1)), e=(_json_string(e.group(1)) or "") if e else "", f=faith))
+        labels.append(
+            SentenceLabel(r=int(r.group(1)), e=(_json_string(e.group(1)) or "") if e else "", f=faith)
+        )
     return labels
 
 
@@ -156,7 +171,7 @@ def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
     """
     if not source or not label.e.startswith(EVIDENCE_PREFIX):
         return label
-    values = [v.strip() for v in label.e[len(EVIDENCE_PREFIX):].split(";") if v.strip()]
+    values = [v.strip() for v in label.e[len(EVIDENCE_PREFIX) :].split(";") if v.strip()]
     quoted = [v for v in values if v.casefold() != NOT_STATED]
     missing = [v for v in quoted if not _states(source, v)]
     if not quoted or label.text is None:
@@ -164,7 +179,9 @@ def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
     sentence = label.text.casefold()
     supported = [v in quoted and v not in missing and _states(sentence, v) for v in values]
     f = "faithful" if all(supported) else "partial" if any(supported) else "unfaithful"
-    return label.model_copy(update={"unverified": missing, "f": f, "adapter_f": label.f if f != label.f else None})
+    return label.model_copy(
+        update={"unverified": missing, "f": f, "adapter_f": label.f if f != label.f else None}
+    )
 
 
 def parse_hallucination(raw: RawOutput) -> HallucinationOutput:
@@ -176,7 +193,8 @@ def parse_hallucination(raw: RawOutput) -> HallucinationOutput:
         labels = _labels_by_regex(raw.text)
     if not labels and value != []:  # an empty list is a valid answer for an empty response
         raise IntrinsicOutputError(
-            f"hallucination: expected a JSON list like [{{\"r\": 0, \"f\": \"faithful\"}}], got {_snippet(raw.text)}")
+            f'hallucination: expected a JSON list like [{{"r": 0, "f": "faithful"}}], got {_snippet(raw.text)}'
+        )
     sentences = split_sentences(raw.context.get("last_assistant", "")) if raw.context else []
     source = _evidence_source(raw.context)
     by_r: dict[int, SentenceLabel] = {}
@@ -223,7 +241,8 @@ def parse_rewrite(raw: RawOutput) -> RewriteOutput:
     original = _original_question(raw.context)
     if original is None:
         raise IntrinsicOutputError(
-            f"rewrite: no rewritten_question in {_snippet(raw.text)} and no original question to fall back on")
+            f"rewrite: no rewritten_question in {_snippet(raw.text)} and no original question to fall back on"
+        )
     return RewriteOutput(rewritten_question=original, fallback=True)
 
 
@@ -247,7 +266,9 @@ def parse_answerability(raw: RawOutput) -> AnswerabilityOutput:
     if label is None and raw.label_probs:
         label = max(raw.label_probs, key=raw.label_probs.get)
     if label not in ANSWERABILITY_LABELS:
-        raise IntrinsicOutputError(f"answerability: expected answerable/unanswerable, got {_snippet(raw.text)}")
+        raise IntrinsicOutputError(
+            f"answerability: expected answerable/unanswerable, got {_snippet(raw.text)}"
+        )
     prob = None
     if raw.label_probs:
         total = sum(raw.label_probs.values())

@@ -10,69 +10,26 @@ travels with the adapter (``intrinsic.yaml``, or a Granite ``io.yaml``/``invocat
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from alora_flows.errors import (AdapterError, AdapterMismatchError, IntrinsicConflictError,
-                                UnknownIntrinsicError)
-
-from intrinsics.builtin import builtin_specs
+from alora_flows.errors import (
+    AdapterError,
+    AdapterMismatchError,
+)
+from intrinsics.known import (
+    canonical_name,
+    get_spec,
+)
 from intrinsics.spec import IntrinsicSpec
 from intrinsics.specfile import SPEC_FILE, read_spec_file
 
 ADAPTER_ROOT = Path(__file__).resolve().parent / "adapters"
+
+
 #: Other names people use for the built-ins (Granite's names among them).
-ALIASES = {"certainty": "uncertainty", "query_rewrite": "rewrite", "hallucination_detection": "hallucination"}
-
-_LOCK = threading.Lock()
-_REGISTRY: dict[str, IntrinsicSpec] = {}
-
-
-def canonical_name(name: str) -> str:
-    return ALIASES.get(name, name)
-
-
-def register_spec(spec: IntrinsicSpec, *, replace: bool = False) -> IntrinsicSpec:
-    """Register ``spec`` under ``spec.name``. Re-registering an identical spec is a no-op;
-    a *different* spec under a taken name needs ``replace=True`` (so a typo cannot silently
-    shadow a built-in)."""
-    if not isinstance(spec, IntrinsicSpec):
-        raise TypeError(f"register_spec expects an IntrinsicSpec, got {type(spec).__name__}")
-    with _LOCK:
-        current = _REGISTRY.get(spec.name)
-        if current is not None and current != spec and not replace:
-            raise IntrinsicConflictError(
-                f"an intrinsic named '{spec.name}' is already registered; pass replace=True to override it")
-        _REGISTRY[spec.name] = spec
-    return spec
-
-
-def unregister_spec(name: str) -> None:
-    with _LOCK:
-        _REGISTRY.pop(name, None)
-
-
-def has_spec(name: str) -> bool:
-    return name in _REGISTRY or canonical_name(name) in _REGISTRY
-
-
-def get_spec(name: str) -> IntrinsicSpec:
-    """The spec registered as ``name`` (aliases such as ``certainty`` accepted)."""
-    spec = _REGISTRY.get(name) or _REGISTRY.get(canonical_name(name))
-    if spec is None:
-        raise UnknownIntrinsicError(
-            f"unknown intrinsic '{name}' (registered: {', '.join(list_specs())}). Register it with "
-            "intrinsics.register_spec(IntrinsicSpec(...)) or put an intrinsic.yaml next to its adapter")
-    return spec
-
-
-def list_specs() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 # ---------------------------------------------------------------------------------- adapters
 def model_key(model_id: str) -> str:
     """Short key of a base model, used as the folder of its shipped adapters.
@@ -99,7 +56,9 @@ def available_builtin() -> dict[str, list[str]]:
     return found
 
 
-def resolve_adapter(name: str, source: str | Path, model_id: str, *, base_dir: str | Path | None = None) -> Path:
+def resolve_adapter(
+    name: str, source: str | Path, model_id: str, *, base_dir: str | Path | None = None
+) -> Path:
     """Directory of the adapter for intrinsic ``name``: ``source`` is ``"builtin"`` or a path.
 
     Relative paths are taken from ``base_dir`` (the flow file's folder) when given.
@@ -114,15 +73,20 @@ def resolve_adapter(name: str, source: str | Path, model_id: str, *, base_dir: s
         raise AdapterError(
             f"no built-in '{canon}' adapter for model '{key}' (shipped: {listing}). Train one with "
             f"`alora-flows train --intrinsic {canon} --data DATA.jsonl --model <your model> --out DIR` "
-            f"and set `intrinsics: {{{name}: DIR}}` in the flow")
+            f"and set `intrinsics: {{{name}: DIR}}` in the flow"
+        )
     path = Path(source).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     if not path.is_dir():
-        raise AdapterError(f"intrinsic '{name}': adapter directory {path} does not exist "
-                           "(use 'builtin' or a directory written by `alora-flows train`)")
+        raise AdapterError(
+            f"intrinsic '{name}': adapter directory {path} does not exist "
+            "(use 'builtin' or a directory written by `alora-flows train`)"
+        )
     if not (path / "adapter_config.json").is_file():
-        raise AdapterError(f"intrinsic '{name}': {path} has no adapter_config.json; it is not a PEFT adapter directory")
+        raise AdapterError(
+            f"intrinsic '{name}': {path} has no adapter_config.json; it is not a PEFT adapter directory"
+        )
     return path
 
 
@@ -156,8 +120,9 @@ def spec_for_adapter(name: str, path: Path, *, tokenizer=None) -> IntrinsicSpec:
     return get_spec(name)
 
 
-def load_intrinsic(name: str, source: str | Path, model_id: str, *, base_dir: str | Path | None = None,
-                   tokenizer=None) -> ResolvedIntrinsic:
+def load_intrinsic(
+    name: str, source: str | Path, model_id: str, *, base_dir: str | Path | None = None, tokenizer=None
+) -> ResolvedIntrinsic:
     """Resolve weights and spec for the flow entry ``name: source``.
 
     With a ``tokenizer``, the spec's invocation is checked against the adapter's recorded
@@ -176,9 +141,15 @@ def load_intrinsic(name: str, source: str | Path, model_id: str, *, base_dir: st
             raise AdapterMismatchError(
                 f"intrinsic '{name}': the adapter in {path} is invoked by tokens {list(tokens)} "
                 f"({tokenizer.decode(tokens)!r}) but its spec's invocation {spec.invocation!r} tokenizes to "
-                f"{expected}: fix the invocation in {SPEC_FILE} or use the spec the adapter was trained with")
-    return ResolvedIntrinsic(name=name, spec=spec, path=path, adapter_type=adapter_type,
-                             invocation_tokens=list(tokens) if tokens else None)
+                f"{expected}: fix the invocation in {SPEC_FILE} or use the spec the adapter was trained with"
+            )
+    return ResolvedIntrinsic(
+        name=name,
+        spec=spec,
+        path=path,
+        adapter_type=adapter_type,
+        invocation_tokens=list(tokens) if tokens else None,
+    )
 
 
 class RegistryCatalog:
@@ -192,18 +163,18 @@ class RegistryCatalog:
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
             if not path.is_dir():
-                raise AdapterError(f"the adapter directory {path} of intrinsic '{name}' does not exist: "
-                                   "fix the path under intrinsics:, or use 'builtin'")
+                raise AdapterError(
+                    f"the adapter directory {path} of intrinsic '{name}' does not exist: "
+                    "fix the path under intrinsics:, or use 'builtin'"
+                )
             return spec_for_adapter(name, path)
         return get_spec(name)
 
-    def resolve(self, name: str, source: str, model_id: str, *, base_dir: Path | None,
-                tokenizer: Any) -> ResolvedIntrinsic:
+    def resolve(
+        self, name: str, source: str, model_id: str, *, base_dir: Path | None, tokenizer: Any
+    ) -> ResolvedIntrinsic:
         return load_intrinsic(name, source, model_id, base_dir=base_dir, tokenizer=tokenizer)
 
 
 #: The entry point ``alora_flows.intrinsics: builtin`` (pyproject.toml).
 catalog = RegistryCatalog()
-
-for _spec in builtin_specs():
-    register_spec(_spec)

@@ -72,14 +72,18 @@ def _state_dict(state: Any) -> dict[str, Any]:
         data = {k: getattr(state, k) for k in type(state).model_fields}
         data.update(getattr(state, "__pydantic_extra__", None) or {})
         return data
-    raise IntrinsicSpecError(f"intrinsic state must be a mapping or a pydantic model, got {type(state).__name__}")
+    raise IntrinsicSpecError(
+        f"intrinsic state must be a mapping or a pydantic model, got {type(state).__name__}"
+    )
 
 
 def conversation_context(messages: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     """Helpers every input template can use: the conversation and its last user/assistant turns."""
     msgs = [dict(m) for m in messages]
-    last = {role: next((m["content"] for m in reversed(msgs) if m.get("role") == role), "")
-            for role in ("user", "assistant")}
+    last = {
+        role: next((m["content"] for m in reversed(msgs) if m.get("role") == role), "")
+        for role in ("user", "assistant")
+    }
     return {"messages": msgs, "last_user": last["user"], "last_assistant": last["assistant"]}
 
 
@@ -142,27 +146,37 @@ class IntrinsicSpec(BaseModel):
         """The adapter's invocation tokens: the invocation tokenized without added special tokens."""
         ids = tokenizer(self.invocation, add_special_tokens=False)["input_ids"]
         if not ids:
-            raise IntrinsicSpecError(f"intrinsic '{self.name}': invocation {self.invocation!r} tokenizes to nothing")
+            raise IntrinsicSpecError(
+                f"intrinsic '{self.name}': invocation {self.invocation!r} tokenizes to nothing"
+            )
         return list(ids)
 
     def decoding_plan(self, tokenizer) -> DecodingPlan:
         """Turn ``allowed_outputs`` into token constraints for ``tokenizer`` (see :class:`DecodingPlan`)."""
         if not self.allowed_outputs:
             return DecodingPlan(max_new_tokens=self.max_new_tokens)
-        encoded = {label: tokenizer(label, add_special_tokens=False)["input_ids"] for label in self.allowed_outputs}
+        encoded = {
+            label: tokenizer(label, add_special_tokens=False)["input_ids"] for label in self.allowed_outputs
+        }
         empty = [label for label, ids in encoded.items() if not ids]
         if empty:
             raise IntrinsicSpecError(f"intrinsic '{self.name}': outputs {empty} tokenize to nothing")
         firsts = [ids[0] for ids in encoded.values()]
         if len(set(firsts)) == len(firsts):
-            return DecodingPlan(max_new_tokens=1, allowed_token_ids=firsts, return_probs=True,
-                                first_token_labels={ids[0]: label for label, ids in encoded.items()})
+            return DecodingPlan(
+                max_new_tokens=1,
+                allowed_token_ids=firsts,
+                return_probs=True,
+                first_token_labels={ids[0]: label for label, ids in encoded.items()},
+            )
         union = sorted({t for ids in encoded.values() for t in ids})
         longest = max(len(ids) for ids in encoded.values())
         return DecodingPlan(max_new_tokens=max(longest + 1, 2), allowed_token_ids=union)
 
     # ------------------------------------------------------------------ input turn
-    def template_context(self, state: Any = None, conversation: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
+    def template_context(
+        self, state: Any = None, conversation: Sequence[Mapping[str, str]] = ()
+    ) -> dict[str, Any]:
         """Context for the input template: conversation helpers, overridden by flow-state fields."""
         return {**conversation_context(conversation), **_state_dict(state)}
 
@@ -180,8 +194,9 @@ class IntrinsicSpec(BaseModel):
             return ""
         from alora_flows.sandbox.templates import render_template
 
-        return render_template(self.adapted_input_template, context,
-                               what=f"intrinsic '{self.name}' adapted_input_template")
+        return render_template(
+            self.adapted_input_template, context, what=f"intrinsic '{self.name}' adapted_input_template"
+        )
 
     def adapted_input_ids(self, tokenizer, context: Mapping[str, Any]) -> list[int]:
         """Token ids of :meth:`render_adapted_input`; ``[]`` without a template.
@@ -197,8 +212,9 @@ class IntrinsicSpec(BaseModel):
 
         return list(tokenizer(ChatRenderer(tokenizer).escape(text), add_special_tokens=False)["input_ids"])
 
-    def example_context(self, messages: Sequence[Mapping[str, str]],
-                        state: Any = None) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    def example_context(
+        self, messages: Sequence[Mapping[str, str]], state: Any = None
+    ) -> tuple[list[dict[str, str]], dict[str, Any]]:
         """Split training/evaluation ``messages`` (conversation + this intrinsic's input turn, as
         :meth:`training_messages` writes them) into the conversation and the template context
         that :meth:`run` would have built for it, ``input`` included."""
@@ -209,8 +225,12 @@ class IntrinsicSpec(BaseModel):
         context["input"] = msgs[-1]["content"] if has_input else None
         return conversation, context
 
-    def input_messages(self, state: Any = None, conversation: Sequence[Mapping[str, str]] = (),
-                       input_override: str | Sequence[Mapping[str, str]] | None = None) -> list[dict[str, str]]:
+    def input_messages(
+        self,
+        state: Any = None,
+        conversation: Sequence[Mapping[str, str]] = (),
+        input_override: str | Sequence[Mapping[str, str]] | None = None,
+    ) -> list[dict[str, str]]:
         """The turns appended before the invocation (and rolled back with it).
 
         ``input_override`` replaces the rendered template: a string becomes the content of the
@@ -223,7 +243,9 @@ class IntrinsicSpec(BaseModel):
         content = self.render_input(self.template_context(state, conversation))
         return [] if content is None else [{"role": self.input_role, "content": content}]
 
-    def training_messages(self, conversation: Sequence[Mapping[str, str]], state: Any = None) -> list[dict[str, str]]:
+    def training_messages(
+        self, conversation: Sequence[Mapping[str, str]], state: Any = None
+    ) -> list[dict[str, str]]:
         """``messages`` for a training JSONL line: the conversation plus this intrinsic's input turn."""
         conv = [{"role": m["role"], "content": m["content"]} for m in conversation]
         return conv + self.input_messages(state, conv)
@@ -245,26 +267,41 @@ class IntrinsicSpec(BaseModel):
             raise
         except Exception as exc:  # user parsers: never let a bad output crash the flow
             raise IntrinsicOutputError(
-                f"intrinsic '{self.name}' could not parse output {raw.text[:120]!r}: {exc}") from exc
+                f"intrinsic '{self.name}' could not parse output {raw.text[:120]!r}: {exc}"
+            ) from exc
         if not isinstance(out, self.output_model):
             raise IntrinsicOutputError(
                 f"intrinsic '{self.name}': parser returned {type(out).__name__}, "
-                f"expected {self.output_model.__name__}")
+                f"expected {self.output_model.__name__}"
+            )
         return out
 
-    def raw_from_tokens(self, text: str, token_ids: Sequence[int], probs: Mapping[int, float] | None,
-                        plan: DecodingPlan, context: dict[str, Any] | None = None) -> RawOutput:
+    def raw_from_tokens(
+        self,
+        text: str,
+        token_ids: Sequence[int],
+        probs: Mapping[int, float] | None,
+        plan: DecodingPlan,
+        context: dict[str, Any] | None = None,
+    ) -> RawOutput:
         """Build the :class:`RawOutput` for decoded tokens (maps first-token probs to labels)."""
         label_probs = None
         if plan.first_token_labels:
             if probs:
-                label_probs = {label: float(probs.get(tid, 0.0)) for tid, label in plan.first_token_labels.items()}
+                label_probs = {
+                    label: float(probs.get(tid, 0.0)) for tid, label in plan.first_token_labels.items()
+                }
             if token_ids and token_ids[0] in plan.first_token_labels:
                 text = plan.first_token_labels[token_ids[0]]
         return RawOutput(text=text, token_ids=list(token_ids), label_probs=label_probs, context=context or {})
 
-    def run(self, session, adapter_name: str, state: Any = None,
-            input_override: str | Sequence[Mapping[str, str]] | None = None) -> tuple[BaseModel, Any]:
+    def run(
+        self,
+        session,
+        adapter_name: str,
+        state: Any = None,
+        input_override: str | Sequence[Mapping[str, str]] | None = None,
+    ) -> tuple[BaseModel, Any]:
         """Invoke the adapter on the session's conversation and parse. Returns ``(output, CallStats)``.
 
         The session's conversation and cache are unchanged afterwards (``Session.invoke`` rolls
@@ -275,13 +312,19 @@ class IntrinsicSpec(BaseModel):
         extra = self.input_messages(state, session.messages, input_override)
         context["input"] = extra[-1]["content"] if extra else None
         plan = self.decoding_plan(tokenizer)
-        result = session.invoke(adapter_name, messages=extra, adapted_input=self.adapted_input_ids(tokenizer, context),
-                                max_new_tokens=plan.max_new_tokens, allowed_token_ids=plan.allowed_token_ids,
-                                return_probs=plan.return_probs)
+        result = session.invoke(
+            adapter_name,
+            messages=extra,
+            adapted_input=self.adapted_input_ids(tokenizer, context),
+            max_new_tokens=plan.max_new_tokens,
+            allowed_token_ids=plan.allowed_token_ids,
+            return_probs=plan.return_probs,
+        )
         raw = self.raw_from_tokens(result.text, result.token_ids, result.probs, plan, context)
         return self.parse(raw), result.stats
 
-    def replace(self, **changes: Any) -> "IntrinsicSpec":
+    def replace(self, **changes: Any) -> IntrinsicSpec:
         """A validated copy with some fields changed (e.g. another invocation for another model)."""
-        return type(self).model_validate({**{k: getattr(self, k) for k in type(self).model_fields}, **changes})
-
+        return type(self).model_validate(
+            {**{k: getattr(self, k) for k in type(self).model_fields}, **changes}
+        )

@@ -23,8 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from intrinsics.builtin import KINDS, make_spec
 from alora_flows.errors import IntrinsicSpecError
+from intrinsics.builtin import KINDS, make_spec
+from intrinsics.known import get_spec, has_spec
 from intrinsics.spec import IntrinsicSpec, Role
 
 SPEC_FILE = "intrinsic.yaml"
@@ -56,7 +57,9 @@ class IntrinsicFile(BaseModel):
 def _import(ref: str, what: str, file: Path | None) -> Any:
     module, _, attr = ref.partition(":")
     if not module or not attr:
-        raise IntrinsicSpecError(f"{file or 'spec'}: {what} must look like 'package.module:name', got {ref!r}")
+        raise IntrinsicSpecError(
+            f"{file or 'spec'}: {what} must look like 'package.module:name', got {ref!r}"
+        )
     try:
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
@@ -76,10 +79,18 @@ def _ref(obj: Any) -> str | None:
 
 def spec_from_data(data: IntrinsicFile, *, file: Path | None = None) -> IntrinsicSpec:
     """Build an :class:`IntrinsicSpec` from a validated file."""
-    options = {k: v for k, v in {
-        "description": data.description, "input_template": data.input_template, "input_role": data.input_role,
-        "adapted_input_template": data.adapted_input_template,
-        "max_new_tokens": data.max_new_tokens, "base_prompt": data.base_prompt}.items() if v is not None}
+    options = {
+        k: v
+        for k, v in {
+            "description": data.description,
+            "input_template": data.input_template,
+            "input_role": data.input_role,
+            "adapted_input_template": data.adapted_input_template,
+            "max_new_tokens": data.max_new_tokens,
+            "base_prompt": data.base_prompt,
+        }.items()
+        if v is not None
+    }
     for key in NULLABLE_TEMPLATES:
         if key in data.model_fields_set and getattr(data, key) is None:
             options[key] = None  # explicit null: none, even for kinds with a default
@@ -93,42 +104,57 @@ def spec_from_data(data: IntrinsicFile, *, file: Path | None = None) -> Intrinsi
         except IntrinsicSpecError as exc:
             raise IntrinsicSpecError(f"{file}: {exc}" if file else str(exc)) from exc
     if data.kind != "custom":
-        raise IntrinsicSpecError(f"{file or 'spec'}: unknown kind '{data.kind}' "
-                                 f"(known: {', '.join(sorted(KINDS))}, custom)")
+        raise IntrinsicSpecError(
+            f"{file or 'spec'}: unknown kind '{data.kind}' (known: {', '.join(sorted(KINDS))}, custom)"
+        )
     if not data.parser or not data.output_model:
-        from intrinsics.registry import get_spec, has_spec
-
         if has_spec(data.name):  # registered from Python: the file only changes invocation/options
             return get_spec(data.name).replace(invocation=data.invocation, **options)
         raise IntrinsicSpecError(
             f"{file or 'spec'}: kind 'custom' needs 'parser' and 'output_model' ('module:name'), or a spec "
-            f"named '{data.name}' registered from Python with intrinsics.register_spec")
+            f"named '{data.name}' registered from Python with intrinsics.register_spec"
+        )
     extra: dict[str, Any] = {}
     if data.labels:
         extra["allowed_outputs"] = tuple(data.labels)
     if data.formatter:
         extra["formatter"] = _import(data.formatter, "formatter", file)
     try:
-        return IntrinsicSpec(name=data.name, invocation=data.invocation, kind="custom",
-                             parser=_import(data.parser, "parser", file),
-                             output_model=_import(data.output_model, "output_model", file), **options, **extra)
+        return IntrinsicSpec(
+            name=data.name,
+            invocation=data.invocation,
+            kind="custom",
+            parser=_import(data.parser, "parser", file),
+            output_model=_import(data.output_model, "output_model", file),
+            **options,
+            **extra,
+        )
     except ValidationError as exc:
         raise IntrinsicSpecError(f"{file or 'spec'}: {exc}") from exc
 
 
 def spec_to_data(spec: IntrinsicSpec, adapter: dict[str, Any] | None = None) -> IntrinsicFile:
     """The file form of ``spec`` (custom parsers are stored as import references)."""
-    data: dict[str, Any] = {"name": spec.name, "kind": spec.kind if spec.kind in KINDS else "custom",
-                            "invocation": spec.invocation, "description": spec.description or None,
-                            "input_template": spec.input_template, "input_role": spec.input_role,
-                            "adapted_input_template": spec.adapted_input_template,
-                            "max_new_tokens": spec.max_new_tokens,
-                            "labels": list(spec.allowed_outputs) if spec.kind in ("choice", "custom")
-                            and spec.allowed_outputs else None,
-                            "adapter": adapter}
+    data: dict[str, Any] = {
+        "name": spec.name,
+        "kind": spec.kind if spec.kind in KINDS else "custom",
+        "invocation": spec.invocation,
+        "description": spec.description or None,
+        "input_template": spec.input_template,
+        "input_role": spec.input_role,
+        "adapted_input_template": spec.adapted_input_template,
+        "max_new_tokens": spec.max_new_tokens,
+        "labels": list(spec.allowed_outputs)
+        if spec.kind in ("choice", "custom") and spec.allowed_outputs
+        else None,
+        "adapter": adapter,
+    }
     if data["kind"] == "custom":
-        data.update(parser=_ref(spec.parser), output_model=_ref(spec.output_model),
-                    formatter=_ref(spec.formatter) if spec.formatter else None)
+        data.update(
+            parser=_ref(spec.parser),
+            output_model=_ref(spec.output_model),
+            formatter=_ref(spec.formatter) if spec.formatter else None,
+        )
     return IntrinsicFile(**data)
 
 
@@ -161,7 +187,9 @@ def read_spec_file(path: str | Path) -> IntrinsicSpec:
     return spec_from_data(data, file=path)
 
 
-def write_spec_file(spec: IntrinsicSpec, directory: str | Path, *, adapter: dict[str, Any] | None = None) -> Path:
+def write_spec_file(
+    spec: IntrinsicSpec, directory: str | Path, *, adapter: dict[str, Any] | None = None
+) -> Path:
     """Write ``directory/intrinsic.yaml`` for ``spec``; returns the file path."""
     path = Path(directory) / SPEC_FILE
     data = spec_to_data(spec, adapter).model_dump(exclude_none=True)

@@ -20,8 +20,9 @@ def run_script(name: str, tmp_path: Path, *args: str) -> dict:
 
 
 def test_engine_overhead_smoke(tmp_path):
-    data = run_script("engine_overhead.py", tmp_path, "--reps", "1", "--loop-steps", "50",
-                      "--branch-runs", "1")
+    data = run_script(
+        "engine_overhead.py", tmp_path, "--reps", "1", "--loop-steps", "50", "--branch-runs", "1"
+    )
     assert [r["flow"] for r in data["rows"]] == ["loop", "branching"]
     loop = data["rows"][0]
     assert loop["steps_per_run"] == 50
@@ -30,8 +31,9 @@ def test_engine_overhead_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_intrinsic_vs_context_smoke(tmp_path):
-    data = run_script("intrinsic_vs_context.py", tmp_path, "--lengths", "200", "--reps", "1",
-                      "--no-reuse-reps", "1")
+    data = run_script(
+        "intrinsic_vs_context.py", tmp_path, "--lengths", "200", "--reps", "1", "--no-reuse-reps", "1"
+    )
     (row,) = data["rows"]
     assert 198 <= row["tokens"] <= 200
     assert row["same_token"]["reuse"] == row["same_token"]["peft_pattern"] == row["same_token"]["no_reuse"]
@@ -40,8 +42,7 @@ def test_intrinsic_vs_context_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_memory_smoke(tmp_path):
-    data = run_script("memory.py", tmp_path, "--calls", "5", "--lengths", "128", "256",
-                      "--forks", "3")
+    data = run_script("memory.py", tmp_path, "--calls", "5", "--lengths", "128", "256", "--forks", "3")
     assert data["fork"]["all_tensors_shared"] and data["fork"]["unshared_bytes_per_fork"] == 0
     assert data["fork"]["parent_tensors_unchanged_after_child_append"]
     assert [r["target"] for r in data["kv"]["rows"]] == [128, 256]
@@ -51,16 +52,31 @@ def test_memory_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_train_prefix_cache_smoke(tmp_path):
-    data = run_script("train_prefix_cache.py", tmp_path, "--batches", "1", "--batch-size", "2",
-                      "--only", "rewrite", "uncertainty_prompts")
+    data = run_script(
+        "train_prefix_cache.py",
+        tmp_path,
+        "--batches",
+        "1",
+        "--batch-size",
+        "2",
+        "--only",
+        "rewrite",
+        "uncertainty_prompts",
+    )
     assert [r["intrinsic"] for r in data["rows"]] == ["rewrite", "uncertainty"]
     assert all(r["max_loss_diff"] < 1e-4 and 0 < r["adapted_fraction"] < 1 for r in data["rows"])
 
 
 @pytest.mark.slow
 def test_adapted_input_cost_smoke(tmp_path):
-    data = run_script("adapted_input_cost.py", tmp_path, "--lengths", "200", "--reps", "1",
-                      "--no-reuse-reps", "1")
+    data = run_script(
+        "adapted_input_cost.py", tmp_path, "--lengths", "200", "--reps", "1", "--no-reuse-reps", "1"
+    )
     (row,) = data["rows"]
     assert row["conversation_tokens"] <= 200 and set(row["median_s"]) == {
-        "reuse_0", "reuse_16", "reuse_48", "reuse_128", "no_reuse"}
+        "reuse_0",
+        "reuse_16",
+        "reuse_48",
+        "reuse_128",
+        "no_reuse",
+    }

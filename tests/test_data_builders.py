@@ -11,18 +11,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
-from intrinsics import get_spec  # noqa: E402
-from intrinsics.training.data import answerability, build, hallucination, rewrite, uncertainty  # noqa: E402
-from intrinsics.training.data.kb import fill, generate_kb  # noqa: E402
-from intrinsics.training.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS, doc_templates  # noqa: E402
-from intrinsics.training.data.text import (SYSTEM_DOCS, estimate_tokens, normalize_question,  # noqa: E402
-                                  split_sentences)
-from intrinsics.parsers import parse_hallucination  # noqa: E402
-from intrinsics.spec import RawOutput  # noqa: E402
+from intrinsics import get_spec
+from intrinsics.parsers import parse_hallucination
+from intrinsics.spec import RawOutput
+from intrinsics.training.data import answerability, build, hallucination, rewrite, uncertainty
+from intrinsics.training.data.kb import fill, generate_kb
+from intrinsics.training.data.schema import NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS, doc_templates
+from intrinsics.training.data.text import SYSTEM_DOCS, estimate_tokens, normalize_question, split_sentences
 
 N = 160
-BUILDERS = {"rewrite": rewrite.build, "hallucination": hallucination.build,
-            "answerability": answerability.build}
+BUILDERS = {
+    "rewrite": rewrite.build,
+    "hallucination": hallucination.build,
+    "answerability": answerability.build,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,9 @@ def kb():
 
 @pytest.fixture(scope="module")
 def data(kb):
-    return {(name, split): fn(kb, split, N, 0) for name, fn in BUILDERS.items()
-            for split in ("train", "eval")}
+    return {
+        (name, split): fn(kb, split, N, 0) for name, fn in BUILDERS.items() for split in ("train", "eval")
+    }
 
 
 def _docs_and_question(row):
@@ -126,7 +129,7 @@ def test_hallucination_evidence_quotes_the_documents(kb, data):
         sentences = split_sentences(_answer(row))
         for item in json.loads(row["output"]):
             assert item["e"].startswith(hallucination.EVIDENCE_PREFIX), item
-            values = item["e"][len(hallucination.EVIDENCE_PREFIX):].split("; ")
+            values = item["e"][len(hallucination.EVIDENCE_PREFIX) :].split("; ")
             for value in values:
                 assert value == hallucination.NOT_STATED or value in "\n".join(docs), (value, docs)
             stated = [v for v in values if v != hallucination.NOT_STATED]
@@ -138,12 +141,15 @@ def test_hallucination_evidence_quotes_the_documents(kb, data):
     for row in rows + data[("hallucination", "train")]:
         context = {"messages": row["messages"][:-1], "last_assistant": _answer(row)}
         parsed = parse_hallucination(RawOutput(text=row["output"], context=context))
-        assert [(s.f, s.unverified) for s in parsed.sentences] == [(s["f"], []) for s in json.loads(row["output"])]
+        assert [(s.f, s.unverified) for s in parsed.sentences] == [
+            (s["f"], []) for s in json.loads(row["output"])
+        ]
     assert hallucination.build(kb, "eval", 100, 0, paraphrases=False) == rows  # eval never widens
     plain = hallucination.build(kb, "eval", 20, 0, explain=False)
     assert not any("e" in s for r in plain for s in json.loads(r["output"]))
-    assert [[s["f"] for s in json.loads(r["output"])] for r in plain] == \
-        [[s["f"] for s in json.loads(r["output"])] for r in rows[:20]]
+    assert [[s["f"] for s in json.loads(r["output"])] for r in plain] == [
+        [s["f"] for s in json.loads(r["output"])] for r in rows[:20]
+    ]
 
 
 def test_answerability_is_balanced_and_grounded(data):
@@ -171,6 +177,7 @@ def test_uncertainty_prompts_have_gold_in_docs_unless_missing(kb):
 def test_hallucination_training_uses_the_paraphrased_wordings(kb, data):
     """The train split's documents draw on all eight wordings per attribute (the shipped data),
     and ``paraphrases=False`` gives back documents in the three original wordings."""
+
     def doc_sentences(rows):
         return {s for row in rows for doc in _docs_and_question(row)[0] for s in split_sentences(doc)}
 
@@ -181,6 +188,7 @@ def test_hallucination_training_uses_the_paraphrased_wordings(kb, data):
 
 
 # ------------------------------------------------------------------ train / eval separation
+
 
 def _renderings(kb, pool: str, tsplit: str, *, paraphrases: bool = True):
     """Every question / follow-up / document sentence the templates of ``tsplit`` (with the

@@ -12,13 +12,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
-from intrinsics.training.data.kb import (POOLS, fill, generate_kb, make_value, perturb_value,  # noqa: E402
-                                render_doc)
-from intrinsics.training.data.names import BLOCKLIST, NameGenerator  # noqa: E402
-from intrinsics.training.data.paraphrases import PARAPHRASES  # noqa: E402
-from intrinsics.training.data.schema import (ABSTAIN_SENTENCES, NOUN_FOLLOWUPS, SWITCH_FOLLOWUPS,  # noqa: E402
-                                    TYPES, doc_templates)
-from intrinsics.training.data.text import normalize_question, split_sentences  # noqa: E402
+from intrinsics.training.data.kb import POOLS, fill, generate_kb, make_value, perturb_value, render_doc
+from intrinsics.training.data.names import BLOCKLIST, NameGenerator
+from intrinsics.training.data.paraphrases import PARAPHRASES
+from intrinsics.training.data.schema import (
+    ABSTAIN_SENTENCES,
+    NOUN_FOLLOWUPS,
+    SWITCH_FOLLOWUPS,
+    TYPES,
+    doc_templates,
+)
+from intrinsics.training.data.text import normalize_question, split_sentences
 
 FIELDS = {"S", "O", "P", "pp", "name", "v", "noun"}
 
@@ -49,8 +53,21 @@ def test_pools_are_disjoint_and_balanced(kb):
 
 
 def test_names_are_invented_and_never_share_a_word(kb):
-    suffixes = {"Mount", "Trading", "Foundry", "Mill", "Company", "Forge", "Workshop",
-                "Fair", "Feast", "Gathering", "Parade", "Carnival", "Festival"}
+    suffixes = {
+        "Mount",
+        "Trading",
+        "Foundry",
+        "Mill",
+        "Company",
+        "Forge",
+        "Workshop",
+        "Fair",
+        "Feast",
+        "Gathering",
+        "Parade",
+        "Carnival",
+        "Festival",
+    }
     words = [w for e in kb.entities for w in e.name.split() if w not in suffixes]
     assert len(words) == len(set(words)), "a name word is reused across entities"
     assert not {w.lower() for w in words} & BLOCKLIST
@@ -87,14 +104,22 @@ def test_paraphrases_are_train_only_and_keep_the_eval_wordings_unseen():
     """The extra wordings widen training without leaking the held-out ones: none equals an
     existing template, none uses a word that only the attribute's eval templates use ("its"
     included, which {pp} renders), and ``eval`` never gets them."""
-    existing = {t.lower() for spec in TYPES.values() for a in spec.attrs
-                for split in ("train", "eval") for t in a.doc[split] + a.question[split]}
+    existing = {
+        t.lower()
+        for spec in TYPES.values()
+        for a in spec.attrs
+        for split in ("train", "eval")
+        for t in a.doc[split] + a.question[split]
+    }
     assert set(PARAPHRASES) == {(spec.name, a.key) for spec in TYPES.values() for a in spec.attrs}
     for spec in TYPES.values():
         for a in spec.attrs:
             extra = PARAPHRASES[(spec.name, a.key)]
-            eval_only = (set().union(*map(_words, a.doc["eval"]))
-                         - set().union(*map(_words, a.doc["train"])) - _words(a.noun))
+            eval_only = (
+                set().union(*map(_words, a.doc["eval"]))
+                - set().union(*map(_words, a.doc["train"]))
+                - _words(a.noun)
+            )
             for t in extra:
                 assert t.lower() not in existing, t
                 rendered = t.replace("{pp}", "its her his")

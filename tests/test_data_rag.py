@@ -11,10 +11,10 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing the package
 
-from intrinsics.training.data.kb import generate_kb  # noqa: E402
-from intrinsics.training.data.rag_export import LICENSE, build_rag, questions_yaml  # noqa: E402
-from intrinsics.training.data.text import split_sentences  # noqa: E402
-from intrinsics.training.data.uncertainty import is_correct  # noqa: E402
+from intrinsics.training.data.kb import generate_kb
+from intrinsics.training.data.rag_export import LICENSE, build_rag, questions_yaml
+from intrinsics.training.data.text import split_sentences
+from intrinsics.training.data.uncertainty import is_correct
 
 RAG = ROOT / "examples" / "rag"
 CORPUS = ROOT / "alora_flows" / "demo" / "corpus"

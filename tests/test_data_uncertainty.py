@@ -10,46 +10,51 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
-from intrinsics.training.data.uncertainty import (digit_for, is_correct, label_uncertainty,  # noqa: E402
-                                         main)
+from intrinsics.training.data.uncertainty import digit_for, is_correct, label_uncertainty, main
 
 
-@pytest.mark.parametrize("answer,gold,expected", [
-    ("It was founded in 1843.", "1843", True),
-    ("1843", "1843", True),
-    ("It was founded in 18430.", "1843", False),
-    ("It was founded in 1844.", "1843", False),
-    ("About 52400 people live there.", "52,400", True),
-    ("About 52,400 people live there.", "52400", True),
-    ("About 52 400 people live there.", "52,400", False),
-    ("The mayor is Tavi Orlen.", "Tavi Orlen", True),
-    ("The mayor is Orlen.", "Tavi Orlen", False),
-    ("The mayor is Orlen Tavi.", "Tavi Orlen", False),
-    ("It celebrates the salt harvest.", "salt harvest", True),
-    ("IT CELEBRATES THE SALT HARVEST!", "the salt harvest", True),
-    ("Its hardness is 7.", "7", True),
-    ("It was found in 1787.", "7", False),
-    ("Lake Ombrel.", "Lake Ombrel", True),
-    ("I don't know.", "1843", False),
-    ("", "1843", False),
-    ("anything", "", False),
-])
+@pytest.mark.parametrize(
+    "answer,gold,expected",
+    [
+        ("It was founded in 1843.", "1843", True),
+        ("1843", "1843", True),
+        ("It was founded in 18430.", "1843", False),
+        ("It was founded in 1844.", "1843", False),
+        ("About 52400 people live there.", "52,400", True),
+        ("About 52,400 people live there.", "52400", True),
+        ("About 52 400 people live there.", "52,400", False),
+        ("The mayor is Tavi Orlen.", "Tavi Orlen", True),
+        ("The mayor is Orlen.", "Tavi Orlen", False),
+        ("The mayor is Orlen Tavi.", "Tavi Orlen", False),
+        ("It celebrates the salt harvest.", "salt harvest", True),
+        ("IT CELEBRATES THE SALT HARVEST!", "the salt harvest", True),
+        ("Its hardness is 7.", "7", True),
+        ("It was found in 1787.", "7", False),
+        ("Lake Ombrel.", "Lake Ombrel", True),
+        ("I don't know.", "1843", False),
+        ("", "1843", False),
+        ("anything", "", False),
+    ],
+)
 def test_is_correct(answer, gold, expected):
     assert is_correct(answer, gold) is expected
 
 
 def test_digit_encodes_fraction_correct():
     assert digit_for(1, 1) == "9" and digit_for(0, 1) == "0"
-    assert digit_for(1, 2) == "5"          # 4.5 rounds half up
-    assert digit_for(3, 4) == "7"          # 6.75
+    assert digit_for(1, 2) == "5"  # 4.5 rounds half up
+    assert digit_for(3, 4) == "7"  # 6.75
     assert digit_for(1, 10) == "1"
     with pytest.raises(ValueError):
         digit_for(0, 0)
 
 
 RECORDS = [
-    {"id": "a", "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"}],
-     "gold": "1843"},
+    {
+        "id": "a",
+        "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"}],
+        "gold": "1843",
+    },
     {"id": "b", "messages": [{"role": "user", "content": "Q2"}], "gold": "Tavi Orlen"},
 ]
 
@@ -88,8 +93,12 @@ def test_label_cli(tmp_path):
     answers = tmp_path / "a.jsonl"
     out = tmp_path / "o.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    answers.write_text(json.dumps({"id": "a", "answers": ["1843", "no"]}) + "\n"
-                       + json.dumps({"id": "b", "answer": "Tavi Orlen"}) + "\n")
+    answers.write_text(
+        json.dumps({"id": "a", "answers": ["1843", "no"]})
+        + "\n"
+        + json.dumps({"id": "b", "answer": "Tavi Orlen"})
+        + "\n"
+    )
     assert main(["--prompts", str(prompts), "--answers", str(answers), "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["output"] for r in rows] == ["5", "9"]

@@ -13,8 +13,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     backend = Backend.load("embedded", device="cpu", progress=False)
-    path = save_random_alora(backend.base_model, backend.tokenizer, "<|im_start|>certainty\n",
-                             tmp_path_factory.mktemp("a") / "probe", base_model_name=EMBEDDED_MODEL_ID)
+    path = save_random_alora(
+        backend.base_model,
+        backend.tokenizer,
+        "<|im_start|>certainty\n",
+        tmp_path_factory.mktemp("a") / "probe",
+        base_model_name=EMBEDDED_MODEL_ID,
+    )
     backend.add_adapter("probe", path)
     return backend
 
@@ -26,11 +31,17 @@ def test_answers_a_question(embedded):
 
 
 def test_adapter_call_on_long_conversation_reuses_the_cache(embedded):
-    doc = ("The Quellmark river runs 412 kilometres from the Orsk hills to the Tarven sea, "
-           "passing the towns of Velmora, Brisk and Ondal. ")
+    doc = (
+        "The Quellmark river runs 412 kilometres from the Orsk hills to the Tarven sea, "
+        "passing the towns of Velmora, Brisk and Ondal. "
+    )
     session = Session(embedded)
-    session.extend([{"role": "system", "content": "Answer only from the documents."},
-                    {"role": "user", "content": doc * 60 + "\nHow long is the Quellmark river?"}])
+    session.extend(
+        [
+            {"role": "system", "content": "Answer only from the documents."},
+            {"role": "user", "content": doc * 60 + "\nHow long is the Quellmark river?"},
+        ]
+    )
     conversation_length = len(session.ids)
     assert conversation_length >= 1500
     answer = session.generate(16)

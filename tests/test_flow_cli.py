@@ -48,14 +48,19 @@ def test_validate_error_is_one_line_with_file_line_node(tmp_path, no_model):
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
     line = one_error_line(result)
-    assert line.startswith(f"error: {path}:21: node 'retrieve': edge to unknown node 'answr' "
-                           "(did you mean 'answer'?) (and 1 more problem)")
+    assert line.startswith(
+        f"error: {path}:21: node 'retrieve': edge to unknown node 'answr' "
+        "(did you mean 'answer'?) (and 1 more problem)"
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("name: x\nnodes: [\n", "invalid YAML"),
-    ("name: x\nnodes:\n  a: {sett: {x: 1}}\n", "exactly one of the keys"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\nnodes: [\n", "invalid YAML"),
+        ("name: x\nnodes:\n  a: {sett: {x: 1}}\n", "exactly one of the keys"),
+    ],
+)
 def test_validate_shape_errors(tmp_path, text, message, no_model):
     result = runner.invoke(app, ["validate", str(write(tmp_path, text))])
     assert result.exit_code == 2
@@ -106,8 +111,9 @@ edges:
 """
 
 
-@pytest.mark.parametrize("when", ["().__class__.__bases__[0].__subclasses__()",
-                                  "__import__('os').system('echo pwned')", "9**9**9"])
+@pytest.mark.parametrize(
+    "when", ["().__class__.__bases__[0].__subclasses__()", "__import__('os').system('echo pwned')", "9**9**9"]
+)
 def test_run_refuses_injection_before_loading_or_running(tmp_path, when, no_model):
     support.SENTINEL_CALLS.clear()
     path = write(tmp_path, SENTINEL_YAML.replace("WHEN", when.replace('"', '\\"')))
@@ -117,12 +123,15 @@ def test_run_refuses_injection_before_loading_or_running(tmp_path, when, no_mode
     assert support.SENTINEL_CALLS == []
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--input", "nope"], "expects key=value"),
-    ([], "needs input(s) q"),
-    (["--input", "q=1", "--input", "z=2"], "has no input(s) z"),
-    (["--input", "q=@/no/such/file.txt"], "cannot read"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "nope"], "expects key=value"),
+        ([], "needs input(s) q"),
+        (["--input", "q=1", "--input", "z=2"], "has no input(s) z"),
+        (["--input", "q=@/no/such/file.txt"], "cannot read"),
+    ],
+)
 def test_run_bad_inputs_fail_before_the_model_loads(tmp_path, args, message, no_model):
     path = write(tmp_path, SENTINEL_YAML.replace("WHEN", "True"))
     result = runner.invoke(app, ["run", str(path), *args])
@@ -134,7 +143,10 @@ def test_parse_inputs_reads_files(tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("line one\nline two\n")
     assert parse_inputs([f"doc=@{doc}", "q=a=b", "at=@@home"]) == {
-        "doc": "line one\nline two\n", "q": "a=b", "at": "@home"}
+        "doc": "line one\nline two\n",
+        "q": "a=b",
+        "at": "@home",
+    }
     with pytest.raises(FlowInputError, match="twice"):
         parse_inputs(["q=1", "q=2"])
 

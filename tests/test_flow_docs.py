@@ -17,7 +17,7 @@ def blocks(language: str) -> list[str]:
 def test_python_example_runs(capsys):
     (code,) = blocks("python")
     namespace: dict = {"__name__": "docs_example"}
-    exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 - our own documentation
+    exec(compile(code, str(DOC), "exec"), namespace)
     result = namespace["result"]
     assert [s.node for s in result.trace.steps][:3] == ["retrieve", "answer", "certainty"]
     certainty = result.trace.steps[2]

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from alora_flows.cli import app
-from alora_flows.flow import Flow
 from alora_flows.core.session import Session
+from alora_flows.flow import Flow
 from intrinsics import UncertaintyOutput, text_spec, uncertainty_spec, write_spec_file
 
 FLOW_YAML = """\
@@ -47,16 +47,20 @@ def same(a, b) -> bool:
 
 def specs():
     # the conftest backend's adapters: alpha <- "<|im_start|>certainty\n", beta <- "...rewrite\n"
-    return {"alpha": uncertainty_spec("alpha", "<|im_start|>certainty\n"),
-            "beta": text_spec("beta", "<|im_start|>rewrite\n", max_new_tokens=4)}
+    return {
+        "alpha": uncertainty_spec("alpha", "<|im_start|>certainty\n"),
+        "beta": text_spec("beta", "<|im_start|>rewrite\n", max_new_tokens=4),
+    }
 
 
 def run(backend, reuse: bool):
-    flow = Flow.from_yaml_text(FLOW_YAML.replace("MODEL", "tiny").replace("ALPHA", "builtin")
-                               .replace("BETA", "builtin"))
+    flow = Flow.from_yaml_text(
+        FLOW_YAML.replace("MODEL", "tiny").replace("ALPHA", "builtin").replace("BETA", "builtin")
+    )
     session = Session(backend, reuse=reuse)
-    return flow.run(session, {"question": "When was Velmora founded?"}, seed=0,
-                    intrinsic_specs=specs()), session
+    return flow.run(
+        session, {"question": "When was Velmora founded?"}, seed=0, intrinsic_specs=specs()
+    ), session
 
 
 def test_adapter_steps_reuse_the_conversation_and_modes_agree(backend):
@@ -99,11 +103,13 @@ def on_disk(tmp_path_factory):
     model.save_pretrained(root / "tiny")
     tok.save_pretrained(root / "tiny")
     for i, (name, spec) in enumerate(specs().items()):
-        save_random_alora(model, tok, spec.invocation, root / "adapters" / name, seed=3 + i,
-                          base_model_name="tiny")
+        save_random_alora(
+            model, tok, spec.invocation, root / "adapters" / name, seed=3 + i, base_model_name="tiny"
+        )
         write_spec_file(spec, root / "adapters" / name)
-    flow = FLOW_YAML.replace("MODEL", "tiny").replace("ALPHA", "adapters/alpha") \
-        .replace("BETA", "adapters/beta")
+    flow = (
+        FLOW_YAML.replace("MODEL", "tiny").replace("ALPHA", "adapters/alpha").replace("BETA", "adapters/beta")
+    )
     (root / "flow.yaml").write_text(flow)
     return root
 
@@ -115,8 +121,20 @@ def test_cli_run_writes_trace_and_state(on_disk):
     outputs = {}
     for mode in ([], ["--no-reuse"]):
         trace_path = on_disk / f"trace{len(mode)}.json"
-        result = runner.invoke(app, ["run", flow, "--input", "question=When was it founded?",
-                                     "--trace-json", str(trace_path), "--seed", "1", *mode])
+        result = runner.invoke(
+            app,
+            [
+                "run",
+                flow,
+                "--input",
+                "question=When was it founded?",
+                "--trace-json",
+                str(trace_path),
+                "--seed",
+                "1",
+                *mode,
+            ],
+        )
         assert result.exit_code == 0, result.output
         state = json.loads(result.stdout)
         trace = json.loads(trace_path.read_text())

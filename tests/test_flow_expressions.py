@@ -66,19 +66,22 @@ def test_runtime_limits_and_internal_attributes():
     with pytest.raises(ExpressionError):
         evaluate("g.gi_code", {"g": gen()})  # not an underscore name, but a Python internal
     with pytest.raises(ExpressionError):
-        evaluate("n ** n", {"n": 10 ** 6})
+        evaluate("n ** n", {"n": 10**6})
     with pytest.raises(ExpressionError):
-        evaluate("s * n", {"s": "ab", "n": 10 ** 9})
+        evaluate("s * n", {"s": "ab", "n": 10**9})
     with pytest.raises(ExpressionError, match="has no value yet"):
         evaluate("missing > 1", {})
 
 
 @settings(max_examples=60, deadline=None)
-@given(a=st.integers(-1000, 1000), b=st.integers(-1000, 1000),
-       op=st.sampled_from(["+", "-", "*", "<", "<=", "==", "!=", ">", ">=", "and", "or"]))
+@given(
+    a=st.integers(-1000, 1000),
+    b=st.integers(-1000, 1000),
+    op=st.sampled_from(["+", "-", "*", "<", "<=", "==", "!=", ">", ">=", "and", "or"]),
+)
 def test_arithmetic_and_comparisons_match_python(a, b, op):
     expr = f"a {op} b"
-    assert evaluate(expr, {"a": a, "b": b}) == eval(expr, {}, {"a": a, "b": b})  # noqa: S307
+    assert evaluate(expr, {"a": a, "b": b}) == eval(expr, {}, {"a": a, "b": b})
 
 
 TEMPLATE_ATTACKS = [
@@ -111,7 +114,7 @@ def test_template_arithmetic_is_bounded():
     with pytest.raises(TemplateError):
         render("{{ 'a' * 10**9 }}", {})
     with pytest.raises(TemplateError):
-        render("{{ n ** n }}", {"n": 10 ** 6})
+        render("{{ n ** n }}", {"n": 10**6})
 
 
 class Rewrite(BaseModel):
@@ -122,9 +125,10 @@ class Rewrite(BaseModel):
 
 
 def test_templates_render_state_objects_and_join():
-    out = render("Q: {{ query }} | {{ documents | join('\n') }} | {{ c.score }}",
-                 {"query": Rewrite(rewritten_question="Who?"), "documents": ["a", "b"],
-                  "c": Certainty(score=0.5)})
+    out = render(
+        "Q: {{ query }} | {{ documents | join('\n') }} | {{ c.score }}",
+        {"query": Rewrite(rewritten_question="Who?"), "documents": ["a", "b"], "c": Certainty(score=0.5)},
+    )
     assert out == "Q: Who? | a\nb | 0.5"
     assert join_filter("one document", "\n") == "one document"
     assert check_template("{{ a }}{% for d in docs %}{{ d }}{% endfor %}").names == {"a", "docs"}

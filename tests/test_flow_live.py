@@ -24,8 +24,7 @@ def run_with_view(session: FakeSession, baseline=None, fail: bool = False):
         flow.spec.max_steps = 2
     view = LiveView(console, baseline=baseline)
     with view:
-        result = flow.run(session, {"question": "Who?"}, intrinsic_specs=specs(0.2),
-                          listeners=[view])
+        result = flow.run(session, {"question": "Who?"}, intrinsic_specs=specs(0.2), listeners=[view])
     return result, console.file.getvalue(), view
 
 
@@ -65,8 +64,12 @@ def test_streamed_tokens_are_shown_while_generating():
         if view.current is not None and view.current.node == "answer" and view.streamed:
             seen.append(render(view._render()))
 
-    flow.run(FakeSession(answers=["streaming words here"]), {"question": "Who?"},
-             intrinsic_specs=specs(0.9), listeners=[spy])
+    flow.run(
+        FakeSession(answers=["streaming words here"]),
+        {"question": "Who?"},
+        intrinsic_specs=specs(0.9),
+        listeners=[spy],
+    )
     assert seen and "running answer (generate)" in seen[-1] and "streaming words here" in seen[-1]
 
 

@@ -5,13 +5,32 @@ import json
 import pytest
 
 from alora_flows.errors import FlowRuntimeError, UnsafeExpressionError
-from alora_flows.flow import (END, START, Flow, FlowInputError, RunFailed, RunFinished,
-                              RunListener, StepFinished, TokenStreamed, TraceJsonWriter)
+from alora_flows.flow import (
+    END,
+    START,
+    Flow,
+    FlowInputError,
+    RunFailed,
+    RunFinished,
+    RunListener,
+    StepFinished,
+    TokenStreamed,
+    TraceJsonWriter,
+)
 from tests import test_flow_support as support
 from tests.test_flow_support import RAG_YAML, FakeSession, Score, specs
 
-TRACE_STEP_KEYS = {"node", "kind", "adapter", "prefill_tokens", "reused_tokens",
-                   "generated_tokens", "seconds", "output", "next"}
+TRACE_STEP_KEYS = {
+    "node",
+    "kind",
+    "adapter",
+    "prefill_tokens",
+    "reused_tokens",
+    "generated_tokens",
+    "seconds",
+    "output",
+    "next",
+}
 TOTAL_KEYS = {"prefill_tokens", "reused_tokens", "generated_tokens", "seconds"}
 
 
@@ -19,10 +38,13 @@ def rag() -> Flow:
     return Flow.from_yaml_text(RAG_YAML, file="rag.yaml")
 
 
-@pytest.mark.parametrize("score, path, answer", [
-    (0.9, ["rewrite", "retrieve", "answer", "certainty"], "a fine answer"),
-    (0.2, ["rewrite", "retrieve", "answer", "certainty", "abstain"], "I don't know."),
-])
+@pytest.mark.parametrize(
+    "score, path, answer",
+    [
+        (0.9, ["rewrite", "retrieve", "answer", "certainty"], "a fine answer"),
+        (0.2, ["rewrite", "retrieve", "answer", "certainty", "abstain"], "I don't know."),
+    ],
+)
 def test_conditional_routing(score, path, answer):
     session = FakeSession()
     fake = specs(score)
@@ -56,8 +78,13 @@ def test_trace_counts_come_from_the_session_calls():
 
 def test_trace_json_has_the_contract_fields(tmp_path):
     path = tmp_path / "out" / "trace.json"
-    rag().run(FakeSession(), {"question": "Who?"}, intrinsic_specs=specs(0.2), seed=7,
-              listeners=[TraceJsonWriter(path)])
+    rag().run(
+        FakeSession(),
+        {"question": "Who?"},
+        intrinsic_specs=specs(0.2),
+        seed=7,
+        listeners=[TraceJsonWriter(path)],
+    )
     data = json.loads(path.read_text())
     assert list(data)[:6] == ["flow", "model", "reuse", "steps", "totals", "final_state"]
     assert data["flow"] == "rag-with-checks" and data["reuse"] is True and data["seed"] == 7
@@ -94,8 +121,8 @@ def test_loop_stopped_by_max_steps(tmp_path):
     events = []
     with pytest.raises(FlowRuntimeError, match=r"max_steps=6 .*last node 'inc'") as info:
         counter_flow("n > 0", max_steps=6).run(
-            FakeSession(), {"limit": 1},
-            listeners=[events.append, TraceJsonWriter(tmp_path / "t.json")])
+            FakeSession(), {"limit": 1}, listeners=[events.append, TraceJsonWriter(tmp_path / "t.json")]
+        )
     written = json.loads((tmp_path / "t.json").read_text())
     assert "max_steps" in written["error"] and len(written["steps"]) == 6
     failed = events[-1]
@@ -132,18 +159,22 @@ def test_generate_streams_tokens_and_gets_seed_and_messages():
     flow.edge("ctx", "a1").edge("a1", "a2").edge("a2", END)
     session = FakeSession(answers=["alpha beta", "gamma"])
     tokens = []
-    result = flow.run(session, {"question": "Hi"}, seed=10,
-                      listeners=[lambda e: isinstance(e, TokenStreamed) and tokens.append(e)])
+    result = flow.run(
+        session,
+        {"question": "Hi"},
+        seed=10,
+        listeners=[lambda e: isinstance(e, TokenStreamed) and tokens.append(e)],
+    )
     assert (result.state.first, result.state.second) == ("alpha beta", "gamma")
     assert [t.text for t in tokens] == ["alpha ", "beta ", "gamma "]
     assert {t.node for t in tokens} == {"a1", "a2"}
     assert session.seeds == [11, 12]  # run seed + step index
-    assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "user",
-                                                     "assistant"]
+    assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "user", "assistant"]
     assert session.messages[3]["content"] == "Again: alpha beta"
     steps = result.trace.steps
-    assert steps[1].reused_tokens == session.history[0].reused_tokens + \
-        session.history[0].prefill_tokens  # cached when the step began
+    assert (
+        steps[1].reused_tokens == session.history[0].reused_tokens + session.history[0].prefill_tokens
+    )  # cached when the step began
 
 
 def test_intrinsic_gets_state_and_rendered_input_override():
@@ -162,24 +193,31 @@ def test_step_finished_is_a_persistence_hook():
 
     class Persist(RunListener):
         def on_step_finished(self, event: StepFinished) -> None:
-            snapshots.append((event.step.node, event.step.next,
-                              event.state.model_dump(mode="json", exclude_unset=True)))
+            snapshots.append(
+                (event.step.node, event.step.next, event.state.model_dump(mode="json", exclude_unset=True))
+            )
 
         def on_run_finished(self, event: RunFinished) -> None:
             snapshots.append(("done", None, None))
 
     counter_flow("n < 2", max_steps=10).run(FakeSession(), {"limit": 0}, listeners=[Persist()])
-    assert snapshots == [("init", "inc", {"limit": 0, "n": 0}), ("inc", "inc", {"limit": 0, "n": 1}),
-                         ("inc", END, {"limit": 0, "n": 2}), ("done", None, None)]
+    assert snapshots == [
+        ("init", "inc", {"limit": 0, "n": 0}),
+        ("inc", "inc", {"limit": 0, "n": 1}),
+        ("inc", END, {"limit": 0, "n": 2}),
+        ("done", None, None),
+    ]
 
 
 def test_tool_arguments_follow_annotations():
     flow = Flow("t", inputs={"q": str, "k": int})
-    flow.tool("retrieve", support.retrieve, args={"query": "about {{ q }}", "k": "{{ k }}"},
-              output="docs")
+    flow.tool("retrieve", support.retrieve, args={"query": "about {{ q }}", "k": "{{ k }}"}, output="docs")
     flow.edge("retrieve", END)
     assert flow.run(FakeSession(), q="x", k=3).state.docs == [
-        "doc 0 about about x", "doc 1 about about x", "doc 2 about about x"]
+        "doc 0 about about x",
+        "doc 1 about about x",
+        "doc 2 about about x",
+    ]
 
 
 def _failing_flow(tool, args):
@@ -191,12 +229,15 @@ def _failing_flow(tool, args):
     return flow
 
 
-@pytest.mark.parametrize("tool, args, message", [
-    (support.explode, {}, r"node 'tool': tool .*explode raised ValueError: tool exploded"),
-    (support.wrong_type, {}, "produced a str for 'out', which is typed int"),
-    (support.retrieve, {"query": "{{ missing_later }}"}, "'missing_later' is undefined"),
-    (support.retrieve, {"query": "q", "k": "many"}, "argument 'k' must be int"),
-])
+@pytest.mark.parametrize(
+    "tool, args, message",
+    [
+        (support.explode, {}, r"node 'tool': tool .*explode raised ValueError: tool exploded"),
+        (support.wrong_type, {}, "produced a str for 'out', which is typed int"),
+        (support.retrieve, {"query": "{{ missing_later }}"}, "'missing_later' is undefined"),
+        (support.retrieve, {"query": "q", "k": "many"}, "argument 'k' must be int"),
+    ],
+)
 def test_runtime_errors(tool, args, message):
     with pytest.raises(FlowRuntimeError, match=message):
         _failing_flow(tool, args).run(FakeSession(), q="go")
@@ -233,11 +274,22 @@ def sentinel_flow(condition: str = "True", template: str = "{{ q }}") -> Flow:
     return flow
 
 
-WHEN_ATTACKS = ["().__class__.__bases__[0].__subclasses__()", "__import__('os')",
-                "q.__class__.__mro__", "q.gi_frame", "9**9**9", "'a'*10**9",
-                "q.upper()", "[x for x in q]"]
-TEMPLATE_ATTACKS = ["{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
-                    "{{ q|attr('__class__') }}", "{{ q.__class__.__base__.__subclasses__() }}"]
+WHEN_ATTACKS = [
+    "().__class__.__bases__[0].__subclasses__()",
+    "__import__('os')",
+    "q.__class__.__mro__",
+    "q.gi_frame",
+    "9**9**9",
+    "'a'*10**9",
+    "q.upper()",
+    "[x for x in q]",
+]
+TEMPLATE_ATTACKS = [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ q|attr('__class__') }}",
+    "{{ q.__class__.__base__.__subclasses__() }}",
+]
 
 
 @pytest.mark.parametrize("condition", WHEN_ATTACKS)

@@ -57,22 +57,34 @@ class FakeSession:
     def extend(self, messages: list[dict[str, str]]) -> CallStats:
         before = self.tokens()
         self.messages += [dict(m) for m in messages]
-        stats = CallStats(kind="extend", reused_tokens=before if self.reuse else 0,
-                          prefill_tokens=self.tokens() - before if self.reuse else 0)
+        stats = CallStats(
+            kind="extend",
+            reused_tokens=before if self.reuse else 0,
+            prefill_tokens=self.tokens() - before if self.reuse else 0,
+        )
         self.history.append(stats)
         return stats
 
-    def generate(self, max_new_tokens: int = 256, *, temperature: float = 0.0,
-                 seed: int | None = None, on_token: Any = None) -> GenerateResult:
+    def generate(
+        self,
+        max_new_tokens: int = 256,
+        *,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        on_token: Any = None,
+    ) -> GenerateResult:
         self.seeds.append(seed)
         text = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         for word in text.split():
             if on_token is not None:
                 on_token(word + " ")
         n = self.tokens()
-        stats = CallStats(kind="generate", reused_tokens=n if self.reuse else 0,
-                          prefill_tokens=1 if self.reuse else n + 1,
-                          generated_tokens=len(text.split()))
+        stats = CallStats(
+            kind="generate",
+            reused_tokens=n if self.reuse else 0,
+            prefill_tokens=1 if self.reuse else n + 1,
+            generated_tokens=len(text.split()),
+        )
         self.history.append(stats)
         self.messages.append({"role": "assistant", "content": text})
         return GenerateResult(text=text, token_ids=[], stats=stats)
@@ -99,22 +111,28 @@ class FakeSpec:
         self.outputs = list(outputs)
         self.calls: list[dict[str, Any]] = []
 
-    def run(self, session: FakeSession, adapter_name: str, state: Any = None,
-            input_override: Any = None) -> tuple[BaseModel, CallStats]:
-        self.calls.append({"adapter": adapter_name, "state": dict(state or {}),
-                           "input": input_override})
+    def run(
+        self, session: FakeSession, adapter_name: str, state: Any = None, input_override: Any = None
+    ) -> tuple[BaseModel, CallStats]:
+        self.calls.append({"adapter": adapter_name, "state": dict(state or {}), "input": input_override})
         n = session.tokens()
-        stats = CallStats(kind="invoke", adapter=adapter_name,
-                          reused_tokens=n if session.reuse else 0,
-                          prefill_tokens=3 if session.reuse else n + 3, generated_tokens=1)
+        stats = CallStats(
+            kind="invoke",
+            adapter=adapter_name,
+            reused_tokens=n if session.reuse else 0,
+            prefill_tokens=3 if session.reuse else n + 3,
+            generated_tokens=1,
+        )
         session.history.append(stats)
         out = self.outputs.pop(0) if len(self.outputs) > 1 else self.outputs[0]
         return out, stats
 
 
 def specs(*scores: float, rewrite: str = "standalone question") -> dict[str, FakeSpec]:
-    return {"uncertainty": FakeSpec("uncertainty", [Score(score=s) for s in scores or (0.9,)]),
-            "rewrite": FakeSpec("rewrite", [Rewrite(rewritten_question=rewrite)])}
+    return {
+        "uncertainty": FakeSpec("uncertainty", [Score(score=s) for s in scores or (0.9,)]),
+        "rewrite": FakeSpec("rewrite", [Rewrite(rewritten_question=rewrite)]),
+    }
 
 
 RAG_YAML = """\

@@ -31,52 +31,137 @@ def test_rag_example_is_valid_and_typed():
 
 CASES = [
     # (description, replace old -> new in RAG_YAML, expected message part, node, line marker)
-    ("unknown node in edge", ("  - [retrieve, answer]", "  - [retrieve, answr]"),
-     "unknown node 'answr' (did you mean 'answer'?)", "retrieve", "[retrieve, answr]"),
-    ("unknown start", ("start: rewrite", "start: rewrit"), "start node 'rewrit'", None,
-     "start: rewrit"),
-    ("unreachable node", [("  abstain:   {set", "  orphan: {set: {x: 1}}\n  abstain:   {set"),
-                          ("  - [abstain, END]", "  - [abstain, END]\n  - [orphan, END]")],
-     "unreachable", "orphan", "orphan:"),
-    ("no outgoing edge", ("  - [abstain, END]\n", ""), "no outgoing edge", "abstain",
-     "abstain:   {set"),
-    ("condition on unknown field", ('"certainty.score < 0.4"', '"certanty.score < 0.4"'),
-     "unknown state field(s) certanty (did you mean 'certainty'?)", "certainty",
-     "certanty.score"),
-    ("condition on unknown attribute", ('"certainty.score < 0.4"', '"certainty.scor < 0.4"'),
-     "has no attribute 'scor'", "certainty", "certainty.scor"),
-    ("template reads unknown field", ("Question: {{ question }}", "Question: {{ questoin }}"),
-     "template reads unknown state field(s) questoin", "answer", "questoin"),
-    ("two writers, two types", ('abstain:   {set: {answer: "I don\'t know."}}',
-                                "abstain:   {set: {answer: 0}}"),
-     "field 'answer' is written as int here but as str by node 'answer'", "abstain",
-     "{answer: 0}"),
-    ("intrinsic not declared", ("  rewrite: builtin\n", ""),
-     "intrinsic 'rewrite' is not declared under 'intrinsics:'", "rewrite",
-     "rewrite:   {intrinsic"),
-    ("tool not importable", ("tests.test_flow_support:retrieve", "tests.nope:retrieve"),
-     "cannot import module 'tests.nope'", "retrieve", "tests.nope"),
-    ("tool attribute missing", ("tests.test_flow_support:retrieve",
-                                "tests.test_flow_support:retrieve_all"),
-     "has no attribute 'retrieve_all'", "retrieve", "retrieve_all"),
-    ("two plain edges from one node", ("  - [abstain, END]", "  - [abstain, END]\n  - [rewrite, answer]"),
-     "more than one outgoing edge", "rewrite", "[rewrite, answer]"),
-    ("missing default", ("      - default: END\n", ""), "exactly one 'default'", "certainty",
-     "from: certainty"),
-    ("loop with no way out", ("  - [abstain, END]", "  - [abstain, abstain]"),
-     "no path to END", "abstain", "abstain:   {set"),
-    ("edge to START", ("  - [abstain, END]", "  - [abstain, START]"), "cannot lead to START",
-     "abstain", "[abstain, START]"),
-    ("reserved node name", ("  abstain:   {set", "  END: {set: {x: 1}}\n  abstain:   {set"),
-     "reserved", "END", "END: {set"),
-    ("bad field name", ("output: query}", "output: model_dump}"), "clashes with a pydantic",
-     "rewrite", "model_dump"),
-    ("unsafe condition", ('"certainty.score < 0.4"', '"certainty.__class__"'),
-     "'__class__'", "certainty", "certainty.__class__"),
-    ("unsafe template", ("Question: {{ question }}", "{{ question.__class__.__mro__ }}"),
-     "names starting with '_'", "answer", "question.__class__"),
-    ("template syntax", ("Question: {{ question }}", "Question: {{ question }"),
-     "template syntax error", "answer", "Question: {{ question }"),
+    (
+        "unknown node in edge",
+        ("  - [retrieve, answer]", "  - [retrieve, answr]"),
+        "unknown node 'answr' (did you mean 'answer'?)",
+        "retrieve",
+        "[retrieve, answr]",
+    ),
+    ("unknown start", ("start: rewrite", "start: rewrit"), "start node 'rewrit'", None, "start: rewrit"),
+    (
+        "unreachable node",
+        [
+            ("  abstain:   {set", "  orphan: {set: {x: 1}}\n  abstain:   {set"),
+            ("  - [abstain, END]", "  - [abstain, END]\n  - [orphan, END]"),
+        ],
+        "unreachable",
+        "orphan",
+        "orphan:",
+    ),
+    ("no outgoing edge", ("  - [abstain, END]\n", ""), "no outgoing edge", "abstain", "abstain:   {set"),
+    (
+        "condition on unknown field",
+        ('"certainty.score < 0.4"', '"certanty.score < 0.4"'),
+        "unknown state field(s) certanty (did you mean 'certainty'?)",
+        "certainty",
+        "certanty.score",
+    ),
+    (
+        "condition on unknown attribute",
+        ('"certainty.score < 0.4"', '"certainty.scor < 0.4"'),
+        "has no attribute 'scor'",
+        "certainty",
+        "certainty.scor",
+    ),
+    (
+        "template reads unknown field",
+        ("Question: {{ question }}", "Question: {{ questoin }}"),
+        "template reads unknown state field(s) questoin",
+        "answer",
+        "questoin",
+    ),
+    (
+        "two writers, two types",
+        ('abstain:   {set: {answer: "I don\'t know."}}', "abstain:   {set: {answer: 0}}"),
+        "field 'answer' is written as int here but as str by node 'answer'",
+        "abstain",
+        "{answer: 0}",
+    ),
+    (
+        "intrinsic not declared",
+        ("  rewrite: builtin\n", ""),
+        "intrinsic 'rewrite' is not declared under 'intrinsics:'",
+        "rewrite",
+        "rewrite:   {intrinsic",
+    ),
+    (
+        "tool not importable",
+        ("tests.test_flow_support:retrieve", "tests.nope:retrieve"),
+        "cannot import module 'tests.nope'",
+        "retrieve",
+        "tests.nope",
+    ),
+    (
+        "tool attribute missing",
+        ("tests.test_flow_support:retrieve", "tests.test_flow_support:retrieve_all"),
+        "has no attribute 'retrieve_all'",
+        "retrieve",
+        "retrieve_all",
+    ),
+    (
+        "two plain edges from one node",
+        ("  - [abstain, END]", "  - [abstain, END]\n  - [rewrite, answer]"),
+        "more than one outgoing edge",
+        "rewrite",
+        "[rewrite, answer]",
+    ),
+    (
+        "missing default",
+        ("      - default: END\n", ""),
+        "exactly one 'default'",
+        "certainty",
+        "from: certainty",
+    ),
+    (
+        "loop with no way out",
+        ("  - [abstain, END]", "  - [abstain, abstain]"),
+        "no path to END",
+        "abstain",
+        "abstain:   {set",
+    ),
+    (
+        "edge to START",
+        ("  - [abstain, END]", "  - [abstain, START]"),
+        "cannot lead to START",
+        "abstain",
+        "[abstain, START]",
+    ),
+    (
+        "reserved node name",
+        ("  abstain:   {set", "  END: {set: {x: 1}}\n  abstain:   {set"),
+        "reserved",
+        "END",
+        "END: {set",
+    ),
+    (
+        "bad field name",
+        ("output: query}", "output: model_dump}"),
+        "clashes with a pydantic",
+        "rewrite",
+        "model_dump",
+    ),
+    (
+        "unsafe condition",
+        ('"certainty.score < 0.4"', '"certainty.__class__"'),
+        "'__class__'",
+        "certainty",
+        "certainty.__class__",
+    ),
+    (
+        "unsafe template",
+        ("Question: {{ question }}", "{{ question.__class__.__mro__ }}"),
+        "names starting with '_'",
+        "answer",
+        "question.__class__",
+    ),
+    (
+        "template syntax",
+        ("Question: {{ question }}", "Question: {{ question }"),
+        "template syntax error",
+        "answer",
+        "Question: {{ question }",
+    ),
 ]
 
 
@@ -95,20 +180,22 @@ def test_validation_errors_name_file_line_node(case):
 
 
 def test_unsafe_errors_have_their_own_type():
-    error = first_problem(RAG_YAML.replace('"certainty.score < 0.4"', '"__import__(\'os\')"'))
+    error = first_problem(RAG_YAML.replace('"certainty.score < 0.4"', "\"__import__('os')\""))
     assert isinstance(error, UnsafeExpressionError)
 
 
 def test_unknown_intrinsic_spec():
-    text = RAG_YAML.replace("  rewrite: builtin", "  rewrite: builtin\n  mystery: builtin") \
-        .replace("{intrinsic: rewrite,", "{intrinsic: mystery,")
+    text = RAG_YAML.replace("  rewrite: builtin", "  rewrite: builtin\n  mystery: builtin").replace(
+        "{intrinsic: rewrite,", "{intrinsic: mystery,"
+    )
     error = first_problem(text)
     assert "unknown intrinsic 'mystery'" in str(error) and error.node == "rewrite"
 
 
 def test_problems_lists_everything_and_validate_counts_the_rest():
     text = RAG_YAML.replace("[retrieve, answer]", "[retrieve, answr]").replace(
-        '"certainty.score < 0.4"', '"certanty.score < 0.4"')
+        '"certainty.score < 0.4"', '"certanty.score < 0.4"'
+    )
     flow = load(text)
     problems = flow.problems(intrinsic_specs=specs())
     assert len(problems) >= 3  # unknown node, unreachable 'answer', unknown field

@@ -17,17 +17,19 @@ from alora_flows.core.session import Session
 from alora_flows.testing import save_random_alora, tiny_model, tiny_tokenizer
 from intrinsics import UncertaintyOutput, get_spec, read_spec_file, write_spec_file
 from intrinsics.builtin import UNCERTAINTY_ADAPTED_INPUT
+from intrinsics.granite import load_granite_spec
 from intrinsics.training.data_format import Encoder, end_token_id, read_jsonl, write_jsonl
 from intrinsics.training.evaluate import HFPredictor, SessionPredictor
-from intrinsics.granite import load_granite_spec
 from intrinsics.training.train import TrainConfig, collate, train_intrinsic
 
 TEMPLATE = UNCERTAINTY_ADAPTED_INPUT  # the built-in uncertainty intrinsic re-reads the answer it rates
 SPEC = get_spec("uncertainty")
 PLAIN = SPEC.replace(adapted_input_template=None)  # as adapters trained before it, and Granite's
-CONVERSATION = [{"role": "system", "content": "Answer only from the documents."},
-                {"role": "user", "content": "Velmora was founded in 1832. When was Velmora founded?"},
-                {"role": "assistant", "content": "Velmora was founded in 1832."}]
+CONVERSATION = [
+    {"role": "system", "content": "Answer only from the documents."},
+    {"role": "user", "content": "Velmora was founded in 1832. When was Velmora founded?"},
+    {"role": "assistant", "content": "Velmora was founded in 1832."},
+]
 
 
 def adapted_ids(tok, conversation=CONVERSATION) -> list[int]:
@@ -73,7 +75,8 @@ def test_invoke_with_adapted_input_equals_pefts_full_forward_and_rolls_back(back
     plain = session.invoke("alpha", max_new_tokens=1, return_logits=True)
     assert (plain.logits - result.logits).abs().max().item() > 1e-3  # the adapted input is really read
     no_reuse = Session(backend, reuse=False, messages=CONVERSATION).invoke(
-        "alpha", adapted_input=after, max_new_tokens=1, return_logits=True)
+        "alpha", adapted_input=after, max_new_tokens=1, return_logits=True
+    )
     assert (no_reuse.logits - result.logits).abs().max().item() < 1e-4
 
 
@@ -100,13 +103,30 @@ def test_encoder_layout_and_offsets_cover_the_adapted_input():
 def test_training_keeps_the_adapted_input_in_the_saved_spec(tmp_path):
     tok = tiny_tokenizer()
     model = tiny_model(tok)
-    rows = [{"intrinsic": "uncertainty", "messages": CONVERSATION[:2] + [
-        {"role": "assistant", "content": "Velmora was founded in 18%d." % (32 if i % 2 else 40)}],
-        "output": "9" if i % 2 else "0"} for i in range(12)]
+    rows = [
+        {
+            "intrinsic": "uncertainty",
+            "messages": CONVERSATION[:2]
+            + [{"role": "assistant", "content": "Velmora was founded in 18%d." % (32 if i % 2 else 40)}],
+            "output": "9" if i % 2 else "0",
+        }
+        for i in range(12)
+    ]
     data = write_jsonl(tmp_path / "train.jsonl", rows)
     spec_dir = write_spec_file(SPEC, tmp_path / "spec").parent
-    cfg = TrainConfig(data=data, out=tmp_path / "adapter", spec_file=spec_dir, r=4, alpha=8, lr=5e-3,
-                      batch_size=4, max_steps=2, progress=False, device="cpu", val_fraction=0.0)
+    cfg = TrainConfig(
+        data=data,
+        out=tmp_path / "adapter",
+        spec_file=spec_dir,
+        r=4,
+        alpha=8,
+        lr=5e-3,
+        batch_size=4,
+        max_steps=2,
+        progress=False,
+        device="cpu",
+        val_fraction=0.0,
+    )
     train_intrinsic(cfg, model=model, tokenizer=tok, model_id="tiny")
     saved = read_spec_file(tmp_path / "adapter")
     assert saved.adapted_input_template == TEMPLATE and saved == SPEC
@@ -117,9 +137,17 @@ def test_engine_and_plain_peft_predictors_read_the_same_adapted_input(tmp_path, 
     base = copy.deepcopy(fresh_backend.base_model)
     path = save_random_alora(base, tok, SPEC.invocation, tmp_path / "a", base_model_name="tiny")
     fresh_backend.add_adapter("unc", path)
-    data = write_jsonl(tmp_path / "eval.jsonl", [
-        {"intrinsic": "uncertainty", "messages": CONVERSATION[:2] + [{"role": "assistant", "content": answer}],
-         "output": "9"} for answer in ("Velmora was founded in 1832.", "In 1840, I think.", "It was Tarsk.")])
+    data = write_jsonl(
+        tmp_path / "eval.jsonl",
+        [
+            {
+                "intrinsic": "uncertainty",
+                "messages": CONVERSATION[:2] + [{"role": "assistant", "content": answer}],
+                "output": "9",
+            }
+            for answer in ("Velmora was founded in 1832.", "In 1840, I think.", "It was Tarsk.")
+        ],
+    )
     session_p, hf_p = SessionPredictor(fresh_backend, "unc"), HFPredictor(base, tok, adapter=path)
     plain = PLAIN
     for example in read_jsonl(data):
@@ -136,14 +164,16 @@ def test_spec_file_nulls_and_granite_adapters_read_nothing_after_the_invocation(
     (tmp_path / "hand").mkdir()
     (tmp_path / "hand" / "intrinsic.yaml").write_text(
         'name: sure\nkind: uncertainty\ninvocation: "<|im_start|>sure\\n"\n'
-        'adapted_input_template: "Answer: {{ last_assistant }}"\n')
+        'adapted_input_template: "Answer: {{ last_assistant }}"\n'
+    )
     assert read_spec_file(tmp_path / "hand").adapted_input_template == "Answer: {{ last_assistant }}"
     (tmp_path / "hand" / "intrinsic.yaml").write_text('name: sure\nkind: uncertainty\ninvocation: "<|x|>"\n')
     assert read_spec_file(tmp_path / "hand").adapted_input_template == TEMPLATE  # no key: the kind's default
     granite = tmp_path / "certainty" / "alora"
     granite.mkdir(parents=True)
     (granite / "adapter_config.json").write_text(
-        '{"peft_type": "LORA", "invocation_string": "<|start_of_role|>certainty<|end_of_role|>"}')
+        '{"peft_type": "LORA", "invocation_string": "<|start_of_role|>certainty<|end_of_role|>"}'
+    )
     assert load_granite_spec(granite).adapted_input_template is None
 
 

@@ -20,21 +20,36 @@ def row(intrinsic: str, system: str, value: float) -> EvalRow:
 
 
 def test_merge_rows_replaces_only_the_new_rows_and_keeps_table_order():
-    previous = [row("uncertainty", "alora", 0.1), row("uncertainty", "base", 0.2), row("rewrite", "alora", 0.3),
-                row("rewrite", "trivial", 0.4)]
+    previous = [
+        row("uncertainty", "alora", 0.1),
+        row("uncertainty", "base", 0.2),
+        row("rewrite", "alora", 0.3),
+        row("rewrite", "trivial", 0.4),
+    ]
     merged = merge_rows(previous, [row("rewrite", "alora", 0.9), row("uncertainty", "lora", 0.5)])
     assert [(r.intrinsic, r.system, r.metrics["m"]) for r in merged] == [
-        ("uncertainty", "alora", 0.1), ("uncertainty", "lora", 0.5), ("uncertainty", "base", 0.2),
-        ("rewrite", "alora", 0.9), ("rewrite", "trivial", 0.4)]
+        ("uncertainty", "alora", 0.1),
+        ("uncertainty", "lora", 0.5),
+        ("uncertainty", "base", 0.2),
+        ("rewrite", "alora", 0.9),
+        ("rewrite", "trivial", 0.4),
+    ]
 
 
 def test_merge_rows_drops_paired_intervals_against_a_re_run_system():
-    lora = EvalRow(intrinsic="uncertainty", system="lora", n=10, metrics={"auroc": 0.8},
-                   ci={"auroc": (0.7, 0.9), "auroc - alora": (0.0, 0.1)})
-    base = EvalRow(intrinsic="rewrite", system="base", n=10, metrics={}, ci={"exact_match - alora": (0.1, 0.2)})
+    lora = EvalRow(
+        intrinsic="uncertainty",
+        system="lora",
+        n=10,
+        metrics={"auroc": 0.8},
+        ci={"auroc": (0.7, 0.9), "auroc - alora": (0.0, 0.1)},
+    )
+    base = EvalRow(
+        intrinsic="rewrite", system="base", n=10, metrics={}, ci={"exact_match - alora": (0.1, 0.2)}
+    )
     merged = merge_rows([row("uncertainty", "alora", 0.1), lora, base], [row("uncertainty", "alora", 0.2)])
     assert merged[1].ci == {"auroc": (0.7, 0.9)}  # its alora was re-run: the old difference is stale
-    assert merged[2].ci == base.ci                # another intrinsic's alora was not
+    assert merged[2].ci == base.ci  # another intrinsic's alora was not
     assert lora.ci["auroc - alora"] == (0.0, 0.1)  # the input rows are not modified
 
 

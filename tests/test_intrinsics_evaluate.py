@@ -12,13 +12,32 @@ from alora_flows.testing import save_random_alora
 from intrinsics import get_spec
 from intrinsics.training.data.text import read_jsonl as read_jsonl_rows
 from intrinsics.training.data_format import read_jsonl, write_jsonl
-from intrinsics.training.evaluate import (HFPredictor, SessionPredictor, TrivialPredictor, evaluate_file, evaluate_spec,
-                                 read_rows, rows_table, write_rows)
-from intrinsics.training.metrics import (accuracy, auroc, best_threshold, binary_prf, bootstrap_ci, bootstrap_values,
-                                exact_match, expected_calibration_error, normalize_text, percentile_interval,
-                                sentence_prf, threshold_sweep, token_f1)
+from intrinsics.training.evaluate import (
+    HFPredictor,
+    SessionPredictor,
+    TrivialPredictor,
+    evaluate_file,
+    evaluate_spec,
+    read_rows,
+    rows_table,
+    write_rows,
+)
+from intrinsics.training.metrics import (
+    accuracy,
+    auroc,
+    best_threshold,
+    binary_prf,
+    bootstrap_ci,
+    bootstrap_values,
+    exact_match,
+    expected_calibration_error,
+    normalize_text,
+    percentile_interval,
+    sentence_prf,
+    threshold_sweep,
+    token_f1,
+)
 from intrinsics.training.thresholds import PredictionsFileError, read_scored_answers
-
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -32,7 +51,9 @@ def test_auroc_hand_computed():
 
 def test_ece_hand_computed():
     # bins of width 0.5: {0.2, 0.4} acc 1/2 conf 0.3 -> |0.2|; {0.8, 1.0} acc 1 conf 0.9 -> |0.1|
-    assert expected_calibration_error([0.2, 0.4, 0.8, 1.0], [1, 0, 1, 1], n_bins=2) == pytest.approx(0.5 * 0.2 + 0.5 * 0.1)
+    assert expected_calibration_error([0.2, 0.4, 0.8, 1.0], [1, 0, 1, 1], n_bins=2) == pytest.approx(
+        0.5 * 0.2 + 0.5 * 0.1
+    )
     assert expected_calibration_error([0.0, 1.0], [0, 1]) == pytest.approx(0.0)
     with pytest.raises(ValueError):
         expected_calibration_error([1.5], [1])
@@ -55,7 +76,12 @@ def test_threshold_sweep_hand_computed():
     points = threshold_sweep([0.9, 0.6, 0.3, 0.5, 0.2], [1, 1, 1, 0, 0], step=0.05)
     assert [p.threshold for p in points][:3] == [0.05, 0.1, 0.15] and points[-1].threshold == 0.95
     by_t = {p.threshold: p for p in points}
-    assert (by_t[0.25].kept_correct, by_t[0.25].cut_wrong, by_t[0.25].cut_correct, by_t[0.25].kept_wrong) == (3, 1, 0, 1)
+    assert (by_t[0.25].kept_correct, by_t[0.25].cut_wrong, by_t[0.25].cut_correct, by_t[0.25].kept_wrong) == (
+        3,
+        1,
+        0,
+        1,
+    )
     assert by_t[0.55].net == 1 and by_t[0.4].net == 0 and by_t[0.95].net == -1
     assert best_threshold(points).threshold == 0.25  # ties go to the threshold losing fewest correct
     assert best_threshold(threshold_sweep([0.9, 0.1], [1, 0], step=0.5)).threshold == 0.5
@@ -76,8 +102,9 @@ def test_bootstrap_interval():
     # value lists with the same seed and n are aligned draw by draw: a paired difference from them
     # equals the interval of the difference statistic
     a, b = bootstrap_values(share, len(hits)), bootstrap_values(lambda idx: share(idx) ** 2, len(hits))
-    assert percentile_interval([x - y for x, y in zip(a, b)]) == \
-        bootstrap_ci(lambda idx: share(idx) - share(idx) ** 2, len(hits))
+    assert percentile_interval([x - y for x, y in zip(a, b)]) == bootstrap_ci(
+        lambda idx: share(idx) - share(idx) ** 2, len(hits)
+    )
     with pytest.raises(ValueError):
         bootstrap_ci(share, len(hits), level=1.0)
     assert bootstrap_ci(lambda idx: 0.7, 5) == (0.7, 0.7)
@@ -96,11 +123,18 @@ def test_read_scored_answers_rejects_other_files(tmp_path):
     with pytest.raises(PredictionsFileError, match="no predictions file"):
         read_scored_answers(tmp_path / "missing.jsonl")
     scored = tmp_path / "uncertainty.alora.jsonl"
-    scored.write_text("\n".join(json.dumps(r) for r in (
-        {"gold": {"score": 0.95}, "prediction": {"score": 0.7}},
-        {"gold": {"score": 0.05}, "prediction": None},  # malformed: skipped, counted
-        {"gold": {"score": 0.05}, "prediction": {"score": 0.2}},
-        {"gold": {"score": 0.35}, "prediction": {"score": 0.4}, "meta": {"correct": True}})) + "\n")
+    scored.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in (
+                {"gold": {"score": 0.95}, "prediction": {"score": 0.7}},
+                {"gold": {"score": 0.05}, "prediction": None},  # malformed: skipped, counted
+                {"gold": {"score": 0.05}, "prediction": {"score": 0.2}},
+                {"gold": {"score": 0.35}, "prediction": {"score": 0.4}, "meta": {"correct": True}},
+            )
+        )
+        + "\n"
+    )
     assert read_scored_answers(scored) == ([0.7, 0.2, 0.4], [True, False, True], 1)
 
 
@@ -119,13 +153,28 @@ def test_text_metrics():
 def uncertainty_rows():
     convo = [{"role": "user", "content": "What is the capital of France?"}]
     rows = []
-    for i, (answer, digit, correct) in enumerate([("Paris.", "9", True), ("Velmora.", "0", False),
-                                                  ("Paris!", "9", True), ("Quell.", "0", False)]):
-        rows.append({"intrinsic": "uncertainty", "messages": convo + [{"role": "assistant", "content": answer}],
-                     "output": digit, "correct": correct})
-    rows.append({"intrinsic": "rewrite", "messages": convo + [{"role": "assistant", "content": "Paris."},
-                                                              {"role": "user", "content": "and its population?"}],
-                 "output": json.dumps({"rewritten_question": "What is the population of Paris?"})})
+    for i, (answer, digit, correct) in enumerate(
+        [("Paris.", "9", True), ("Velmora.", "0", False), ("Paris!", "9", True), ("Quell.", "0", False)]
+    ):
+        rows.append(
+            {
+                "intrinsic": "uncertainty",
+                "messages": convo + [{"role": "assistant", "content": answer}],
+                "output": digit,
+                "correct": correct,
+            }
+        )
+    rows.append(
+        {
+            "intrinsic": "rewrite",
+            "messages": convo
+            + [
+                {"role": "assistant", "content": "Paris."},
+                {"role": "user", "content": "and its population?"},
+            ],
+            "output": json.dumps({"rewritten_question": "What is the population of Paris?"}),
+        }
+    )
     return rows
 
 
@@ -143,8 +192,11 @@ def test_trivial_baseline_scores(tmp_path):
     assert row.metrics["exact_match"] == 0.0 and 0 < row.metrics["token_f1"] < 1  # copying the question
     records = read_jsonl_rows(tmp_path / "p" / "rewrite.trivial.jsonl")
     assert [r["last_message"] for r in records] == [e.messages[-1].content for e in rw]
-    assert all(r["prediction"]["rewritten_question"] == r["last_message"] != r["gold"]["rewritten_question"]
-               and not r["malformed"] for r in records)
+    assert all(
+        r["prediction"]["rewritten_question"] == r["last_message"] != r["gold"]["rewritten_question"]
+        and not r["malformed"]
+        for r in records
+    )
 
 
 def test_runner_with_all_systems_on_the_tiny_model(tmp_path, fresh_backend):
@@ -152,11 +204,20 @@ def test_runner_with_all_systems_on_the_tiny_model(tmp_path, fresh_backend):
     data = write_jsonl(tmp_path / "eval.jsonl", uncertainty_rows())
     tok = fresh_backend.tokenizer
     base_copy = __import__("copy").deepcopy(fresh_backend.base_model)
-    alora = save_random_alora(base_copy, tok, get_spec("uncertainty").invocation, tmp_path / "a", base_model_name="tiny")
-    lora = save_random_alora(base_copy, tok, get_spec("uncertainty").invocation, tmp_path / "l", lora=True,
-                             base_model_name="tiny")
-    rows = evaluate_file(data, backend=fresh_backend, alora={"uncertainty": alora}, lora={"uncertainty": lora},
-                         intrinsics=["uncertainty"], base_model=base_copy)
+    alora = save_random_alora(
+        base_copy, tok, get_spec("uncertainty").invocation, tmp_path / "a", base_model_name="tiny"
+    )
+    lora = save_random_alora(
+        base_copy, tok, get_spec("uncertainty").invocation, tmp_path / "l", lora=True, base_model_name="tiny"
+    )
+    rows = evaluate_file(
+        data,
+        backend=fresh_backend,
+        alora={"uncertainty": alora},
+        lora={"uncertainty": lora},
+        intrinsics=["uncertainty"],
+        base_model=base_copy,
+    )
     assert [r.system for r in rows] == ["alora", "lora", "base", "trivial"]
     assert all(r.n == 4 and set(r.metrics) == {"auroc", "ece", "mae", "digit_acc"} for r in rows)
     # the engine path and plain PEFT must agree on the aLoRA's predictions
@@ -175,8 +236,9 @@ def test_runner_with_all_systems_on_the_tiny_model(tmp_path, fresh_backend):
         assert lo <= r.metrics["auroc"] <= hi or math.isnan(r.metrics["auroc"])
     out = write_rows(rows, tmp_path / "rows.json")
     assert json.loads(out.read_text())[0]["intrinsic"] == "uncertainty"
-    assert [r.ci for r in read_rows(out)] == [{k: tuple(round(v, 4) for v in ci) for k, ci in r.ci.items()}
-                                              for r in rows]
+    assert [r.ci for r in read_rows(out)] == [
+        {k: tuple(round(v, 4) for v in ci) for k, ci in r.ci.items()} for r in rows
+    ]
     console = Console(record=True, width=220)
     console.print(rows_table(rows))
     assert "auroc - alora 95%" in console.export_text()
@@ -193,13 +255,33 @@ def test_eval_cli(tmp_path, backend):
     base = tiny_model(tok)
     base.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
-    adapter = save_random_alora(base, tok, get_spec("uncertainty").invocation, tmp_path / "unc",
-                                base_model_name=str((tmp_path / "base").resolve()))
+    adapter = save_random_alora(
+        base,
+        tok,
+        get_spec("uncertainty").invocation,
+        tmp_path / "unc",
+        base_model_name=str((tmp_path / "base").resolve()),
+    )
     data = write_jsonl(tmp_path / "eval.jsonl", uncertainty_rows())
     app = cli_app
-    result = CliRunner().invoke(app, ["eval-intrinsics", "--data", str(data), "--model", str(tmp_path / "base"),
-                                      "--alora", f"uncertainty={adapter}", "--json", str(tmp_path / "r.json"),
-                                      "--device", "cpu", "--predictions", str(tmp_path / "pred")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval-intrinsics",
+            "--data",
+            str(data),
+            "--model",
+            str(tmp_path / "base"),
+            "--alora",
+            f"uncertainty={adapter}",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--device",
+            "cpu",
+            "--predictions",
+            str(tmp_path / "pred"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     # the predictions it wrote choose a flow threshold in one more command
     swept = CliRunner().invoke(app, ["threshold", str(tmp_path / "pred" / "uncertainty.alora.jsonl")])
@@ -208,12 +290,20 @@ def test_eval_cli(tmp_path, backend):
     assert f"of {n_correct} correct answers" in swept.output, swept.output
     wrong = CliRunner().invoke(app, ["threshold", str(tmp_path / "pred" / "rewrite.base.jsonl")])
     assert wrong.exit_code == 1 and "not an uncertainty prediction" in wrong.output
-    bad_step = CliRunner().invoke(app, ["threshold", str(tmp_path / "pred" / "uncertainty.alora.jsonl"), "--step", "2"])
+    bad_step = CliRunner().invoke(
+        app, ["threshold", str(tmp_path / "pred" / "uncertainty.alora.jsonl"), "--step", "2"]
+    )
     assert bad_step.exit_code == 2 and "--step" in bad_step.output
     rows = json.loads((tmp_path / "r.json").read_text())
-    assert [(r["intrinsic"], r["system"]) for r in rows] == [("uncertainty", "alora"), ("uncertainty", "base"),
-                                                             ("uncertainty", "trivial"), ("rewrite", "base"),
-                                                             ("rewrite", "trivial")]
-    bad = CliRunner().invoke(app, ["eval-intrinsics", "--data", str(data), "--model", str(tmp_path / "base"),
-                                   "--alora", "uncertainty"])
+    assert [(r["intrinsic"], r["system"]) for r in rows] == [
+        ("uncertainty", "alora"),
+        ("uncertainty", "base"),
+        ("uncertainty", "trivial"),
+        ("rewrite", "base"),
+        ("rewrite", "trivial"),
+    ]
+    bad = CliRunner().invoke(
+        app,
+        ["eval-intrinsics", "--data", str(data), "--model", str(tmp_path / "base"), "--alora", "uncertainty"],
+    )
     assert bad.exit_code == 2 and "NAME=SOURCE" in bad.output

@@ -60,9 +60,15 @@ def granite_dir(tmp_path, name, config, io_yaml=None):
     return path
 
 
-@pytest.mark.parametrize("io_yaml,kind,max_new", [
-    (CERTAINTY_IO, "uncertainty", 1), (HALLUCINATION_IO, "hallucination", 1024),
-    (REWRITE_IO, "rewrite", 256), (ANSWERABILITY_IO, "answerability", 4)])
+@pytest.mark.parametrize(
+    "io_yaml,kind,max_new",
+    [
+        (CERTAINTY_IO, "uncertainty", 1),
+        (HALLUCINATION_IO, "hallucination", 1024),
+        (REWRITE_IO, "rewrite", 256),
+        (ANSWERABILITY_IO, "answerability", 4),
+    ],
+)
 def test_io_yaml_decides_the_kind(tmp_path, io_yaml, kind, max_new):
     path = granite_dir(tmp_path, "some_adapter", {"invocation_string": GRANITE_CERTAINTY}, io_yaml)
     assert is_granite_dir(path)
@@ -71,20 +77,31 @@ def test_io_yaml_decides_the_kind(tmp_path, io_yaml, kind, max_new):
 
 
 def test_granite_instruction_becomes_a_literal_input_turn(tmp_path):
-    path = granite_dir(tmp_path, "hd", {"invocation_string": "<|start_of_role|>hallucination<|end_of_role|>"},
-                       HALLUCINATION_IO)
+    path = granite_dir(
+        tmp_path,
+        "hd",
+        {"invocation_string": "<|start_of_role|>hallucination<|end_of_role|>"},
+        HALLUCINATION_IO,
+    )
     spec = load_granite_spec(path, name="hallucination_detection")
     assert spec.name == "hallucination_detection"
     turn = spec.input_messages({})
-    assert turn == [{"role": "user", "content": "Split the last assistant response into sentences {{ not a template }}."}]
+    assert turn == [
+        {"role": "user", "content": "Split the last assistant response into sentences {{ not a template }}."}
+    ]
 
 
 def test_names_decide_when_there_is_no_io_yaml(tmp_path):
-    old = granite_dir(tmp_path / "lib" / "context_relevance" / "alora", "granite-3.3-8b-instruct",
-                      {"invocation_string": "<|start_of_role|>context_relevance<|end_of_role|>"})
+    old = granite_dir(
+        tmp_path / "lib" / "context_relevance" / "alora",
+        "granite-3.3-8b-instruct",
+        {"invocation_string": "<|start_of_role|>context_relevance<|end_of_role|>"},
+    )
     spec = load_granite_spec(old)
     assert spec.kind == "choice" and spec.allowed_outputs == ("relevant", "partially relevant", "irrelevant")
-    rewrite = granite_dir(tmp_path, "query_rewrite", {"invocation_string": "<|start_of_role|>rewrite<|end_of_role|>"})
+    rewrite = granite_dir(
+        tmp_path, "query_rewrite", {"invocation_string": "<|start_of_role|>rewrite<|end_of_role|>"}
+    )
     assert load_granite_spec(rewrite).kind == "rewrite"
     # our built-in hallucination spec adds a numbered-sentences turn; a Granite adapter gets none
     detector = granite_dir(tmp_path, "hallucination_detection", {"invocation_string": "<|x|>"})
@@ -107,14 +124,18 @@ def test_native_tokens_need_the_tokenizer(tmp_path):
 def test_schema_recognition():
     assert kind_from_schema({"enum": ["yes", "no"]}) == ("choice", {"labels": ["yes", "no"]})
     assert kind_from_schema({"type": "object"}) == ("json", {})
-    assert kind_from_schema({"type": "array", "items": {"properties": {"r": {}, "f": {}}}})[0] == "hallucination"
+    assert (
+        kind_from_schema({"type": "array", "items": {"properties": {"r": {}, "f": {}}}})[0] == "hallucination"
+    )
     assert kind_from_schema(None) == (None, {})
 
 
 def test_old_alora_adapter_runs_and_converts(tmp_path, fresh_backend):
     """An adapter saved by the old ``alora`` package: only ``invocation_string`` in its config."""
     tok, model = fresh_backend.tokenizer, fresh_backend.base_model
-    path = save_random_alora(model, tok, "<|im_start|>certainty\n", tmp_path / "certainty", base_model_name="tiny")
+    path = save_random_alora(
+        model, tok, "<|im_start|>certainty\n", tmp_path / "certainty", base_model_name="tiny"
+    )
     config = json.loads((path / "adapter_config.json").read_text())
     config.pop("alora_invocation_tokens")
     config["invocation_string"] = "<|im_start|>certainty\n"
@@ -126,12 +147,16 @@ def test_old_alora_adapter_runs_and_converts(tmp_path, fresh_backend):
     assert resolved.invocation_tokens == tok("<|im_start|>certainty\n", add_special_tokens=False)["input_ids"]
     converted = convert_granite_adapter(path, tok, tmp_path / "converted")
     native = json.loads((converted / "adapter_config.json").read_text())
-    assert native["alora_invocation_tokens"] == resolved.invocation_tokens and "invocation_string" not in native
+    assert (
+        native["alora_invocation_tokens"] == resolved.invocation_tokens and "invocation_string" not in native
+    )
     assert read_spec_file(converted).kind == "uncertainty"
 
     for name, adapter in (("old", path), ("native", converted)):
         fresh_backend.add_adapter(name, adapter)
-    session = Session(fresh_backend, messages=[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}])
+    session = Session(
+        fresh_backend, messages=[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]
+    )
     old, _ = resolved.spec.run(session, "old", {})
     new, _ = resolved.spec.run(session, "native", {})
     assert isinstance(old, UncertaintyOutput) and old == new  # same weights, same invocation

@@ -9,10 +9,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alora_flows.errors import IntrinsicOutputError
-from intrinsics import (AnswerabilityOutput, HallucinationOutput, RawOutput, RewriteOutput, SentenceLabel,
-                        UncertaintyOutput, get_spec)
-from intrinsics.parsers import (ChoiceParser, extract_json, parse_answerability, parse_hallucination, parse_json,
-                                parse_rewrite, parse_uncertainty)
+from intrinsics import (
+    AnswerabilityOutput,
+    HallucinationOutput,
+    RawOutput,
+    RewriteOutput,
+    SentenceLabel,
+    UncertaintyOutput,
+    get_spec,
+)
+from intrinsics.parsers import (
+    ChoiceParser,
+    extract_json,
+    parse_answerability,
+    parse_hallucination,
+    parse_json,
+    parse_rewrite,
+    parse_uncertainty,
+)
 
 
 def raw(text: str, **kw) -> RawOutput:
@@ -58,26 +72,63 @@ def test_hallucination_label_follows_its_evidence():
     """A fact is supported when its quoted value is in the documents and in the sentence; the label
     is then all / some / none supported. Evidence quoting no value keeps the adapter's label;
     without a conversation nothing changes."""
-    messages = [{"role": "user", "content": "Korveth was founded in 1843. Its mayor is Tam Orvel. The river is olive green."
-                                            "\n\nQuestion: ?"},
-                {"role": "assistant", "content": "Korveth was founded in 1851. Its mayor is Tam Orvel. The river is orange. "
-                                                 "It was founded in 1843 by Ada Quill. KORVETH has 19500 people. "
-                                                 "The documents say nothing about its bridges. Its mayor is Tam Orvel."}]
+    messages = [
+        {
+            "role": "user",
+            "content": "Korveth was founded in 1843. Its mayor is Tam Orvel. The river is olive green."
+            "\n\nQuestion: ?",
+        },
+        {
+            "role": "assistant",
+            "content": "Korveth was founded in 1851. Its mayor is Tam Orvel. The river is orange. "
+            "It was founded in 1843 by Ada Quill. KORVETH has 19500 people. "
+            "The documents say nothing about its bridges. Its mayor is Tam Orvel.",
+        },
+    ]
     context = {"messages": messages, "last_assistant": messages[-1]["content"]}
-    text = json.dumps([{"r": 0, "e": "documents: 1851", "f": "faithful"},              # the answer's own value
-                       {"r": 1, "e": "documents: Tam Orvel", "f": "unfaithful"},       # contradicts its evidence
-                       {"r": 2, "e": "documents: olive green", "f": "faithful"},       # another value than said
-                       {"r": 3, "e": "documents: 1843; Ada Quill", "f": "faithful"},  # one of two in the documents
-                       {"r": 4, "e": "documents: korveth; 1950", "f": "partial"},     # case; "19500" is not "1950"
-                       {"r": 5, "e": "documents: not stated", "f": "faithful"},        # no value quoted: kept
-                       {"r": 6, "e": "no evidence format", "f": "unfaithful"},         # kept
-                       {"r": 9, "e": "documents: 1851", "f": "faithful"}])             # no such sentence: kept
+    text = json.dumps(
+        [
+            {"r": 0, "e": "documents: 1851", "f": "faithful"},  # the answer's own value
+            {"r": 1, "e": "documents: Tam Orvel", "f": "unfaithful"},  # contradicts its evidence
+            {"r": 2, "e": "documents: olive green", "f": "faithful"},  # another value than said
+            {"r": 3, "e": "documents: 1843; Ada Quill", "f": "faithful"},  # one of two in the documents
+            {"r": 4, "e": "documents: korveth; 1950", "f": "partial"},  # case; "19500" is not "1950"
+            {"r": 5, "e": "documents: not stated", "f": "faithful"},  # no value quoted: kept
+            {"r": 6, "e": "no evidence format", "f": "unfaithful"},  # kept
+            {"r": 9, "e": "documents: 1851", "f": "faithful"},
+        ]
+    )  # no such sentence: kept
     out = parse_hallucination(raw(text, context=context))
-    assert [s.f for s in out.sentences] == ["unfaithful", "faithful", "unfaithful", "partial", "partial",
-                                            "faithful", "unfaithful", "faithful"]
-    assert [s.adapter_f for s in out.sentences] == ["faithful", "unfaithful", "faithful", "faithful", None,
-                                                    None, None, None]
-    assert [s.unverified for s in out.sentences] == [["1851"], [], [], ["Ada Quill"], ["1950"], [], [], ["1851"]]
+    assert [s.f for s in out.sentences] == [
+        "unfaithful",
+        "faithful",
+        "unfaithful",
+        "partial",
+        "partial",
+        "faithful",
+        "unfaithful",
+        "faithful",
+    ]
+    assert [s.adapter_f for s in out.sentences] == [
+        "faithful",
+        "unfaithful",
+        "faithful",
+        "faithful",
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert [s.unverified for s in out.sentences] == [
+        ["1851"],
+        [],
+        [],
+        ["Ada Quill"],
+        ["1950"],
+        [],
+        [],
+        ["1851"],
+    ]
     assert out.unfaithful
     unchecked = parse_hallucination(raw(text, context={"last_assistant": messages[-1]["content"]}))
     assert [s.f for s in unchecked.sentences][:3] == ["faithful", "unfaithful", "faithful"]
@@ -85,7 +136,9 @@ def test_hallucination_label_follows_its_evidence():
 
 
 def test_hallucination_granite_boolean_and_surrounding_text():
-    out = parse_hallucination(raw('Result: [{"r": 0, "e": "ok", "f": true}, {"r": 1, "e": "", "f": false}] done'))
+    out = parse_hallucination(
+        raw('Result: [{"r": 0, "e": "ok", "f": true}, {"r": 1, "e": "", "f": false}] done')
+    )
     assert [s.f for s in out.sentences] == ["faithful", "unfaithful"]
 
 
@@ -96,7 +149,9 @@ def test_hallucination_truncated_json_salvages_complete_items():
 
 
 def test_hallucination_duplicates_and_order():
-    out = parse_hallucination(raw('[{"r":1,"f":"faithful"},{"r":0,"f":"unfaithful"},{"r":1,"f":"unfaithful"}]'))
+    out = parse_hallucination(
+        raw('[{"r":1,"f":"faithful"},{"r":0,"f":"unfaithful"},{"r":1,"f":"unfaithful"}]')
+    )
     assert [(s.r, s.f) for s in out.sentences] == [(0, "unfaithful"), (1, "faithful")]
 
 
@@ -104,7 +159,7 @@ def test_hallucination_empty_list_is_valid():
     assert parse_hallucination(raw("[]")) == HallucinationOutput(sentences=[], unfaithful=False)
 
 
-@pytest.mark.parametrize("text", ["", "faithful", "[{\"r\": 0}]", "{\"r\":0,\"f\":\"maybe\"}", "[1, 2]"])
+@pytest.mark.parametrize("text", ["", "faithful", '[{"r": 0}]', '{"r":0,"f":"maybe"}', "[1, 2]"])
 def test_hallucination_malformed_is_typed_error(text):
     with pytest.raises(IntrinsicOutputError):
         parse_hallucination(raw(text))
@@ -134,7 +189,10 @@ def test_rewrite_malformed_falls_back_to_the_original_question(text):
 
 
 def test_rewrite_fallback_order_and_error_without_any_question():
-    assert parse_rewrite(raw("?", context={"input": "from input", "last_user": "u"})).rewritten_question == "from input"
+    assert (
+        parse_rewrite(raw("?", context={"input": "from input", "last_user": "u"})).rewritten_question
+        == "from input"
+    )
     assert parse_rewrite(raw("?", context={"last_user": "from chat"})).rewritten_question == "from chat"
     with pytest.raises(IntrinsicOutputError, match="fall back"):
         parse_rewrite(raw("?"))
@@ -169,14 +227,24 @@ def test_json_parser_and_extract():
 
 
 # ---------------------------------------------------------------------------------- round trips
-@pytest.mark.parametrize("name,output", [
-    ("uncertainty", UncertaintyOutput(score=0.75, digit=7)),
-    ("hallucination", HallucinationOutput(sentences=[SentenceLabel(r=0, f="faithful"),
-                                                     SentenceLabel(r=1, e="wrong year", f="unfaithful")],
-                                          unfaithful=True)),
-    ("rewrite", RewriteOutput(rewritten_question='Who founded "Velmora"?')),
-    ("answerability", AnswerabilityOutput(label="answerable", answerable=True)),
-])
+@pytest.mark.parametrize(
+    "name,output",
+    [
+        ("uncertainty", UncertaintyOutput(score=0.75, digit=7)),
+        (
+            "hallucination",
+            HallucinationOutput(
+                sentences=[
+                    SentenceLabel(r=0, f="faithful"),
+                    SentenceLabel(r=1, e="wrong year", f="unfaithful"),
+                ],
+                unfaithful=True,
+            ),
+        ),
+        ("rewrite", RewriteOutput(rewritten_question='Who founded "Velmora"?')),
+        ("answerability", AnswerabilityOutput(label="answerable", answerable=True)),
+    ],
+)
 def test_format_then_parse_round_trips(name, output):
     spec = get_spec(name)
     assert spec.parse(RawOutput(text=spec.format_output(output))) == output
@@ -191,7 +259,10 @@ def test_hallucination_target_is_compact_and_omits_empty_explanations():
 
 # ---------------------------------------------------------------------------------- garbage
 @settings(max_examples=150, deadline=None)
-@given(text=st.text(max_size=200), name=st.sampled_from(["uncertainty", "hallucination", "rewrite", "answerability"]))
+@given(
+    text=st.text(max_size=200),
+    name=st.sampled_from(["uncertainty", "hallucination", "rewrite", "answerability"]),
+)
 def test_random_garbage_never_crashes(text, name):
     """Any output either parses into the typed model or raises IntrinsicOutputError."""
     spec = get_spec(name)
@@ -203,9 +274,19 @@ def test_random_garbage_never_crashes(text, name):
 
 
 @settings(max_examples=80, deadline=None)
-@given(items=st.lists(st.fixed_dictionaries({"r": st.integers(0, 20), "f": st.sampled_from(["faithful", "partial", "unfaithful"]),
-                                             "e": st.text(max_size=20)}), max_size=6),
-       cut=st.integers(0, 400))
+@given(
+    items=st.lists(
+        st.fixed_dictionaries(
+            {
+                "r": st.integers(0, 20),
+                "f": st.sampled_from(["faithful", "partial", "unfaithful"]),
+                "e": st.text(max_size=20),
+            }
+        ),
+        max_size=6,
+    ),
+    cut=st.integers(0, 400),
+)
 def test_truncated_hallucination_json_never_crashes(items, cut):
     text = json.dumps(items)[:cut]
     try:

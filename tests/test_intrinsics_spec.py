@@ -7,11 +7,25 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from alora_flows.errors import FlowDefinitionError, FlowRuntimeError, IntrinsicOutputError, UnsafeExpressionError
 from alora_flows.core.session import Session
+from alora_flows.errors import (
+    FlowDefinitionError,
+    FlowRuntimeError,
+    IntrinsicOutputError,
+    UnsafeExpressionError,
+)
 from alora_flows.testing import tiny_tokenizer
-from intrinsics import (ChoiceOutput, IntrinsicSpec, RawOutput, RewriteOutput, TextOutput, UncertaintyOutput,
-                        choice_spec, get_spec, split_sentences)
+from intrinsics import (
+    ChoiceOutput,
+    IntrinsicSpec,
+    RawOutput,
+    RewriteOutput,
+    TextOutput,
+    UncertaintyOutput,
+    choice_spec,
+    get_spec,
+    split_sentences,
+)
 from intrinsics.builtin import HALLUCINATION_NUMBERED_INPUT
 
 
@@ -24,7 +38,9 @@ def test_builtin_invocations_start_with_a_template_special_token(tok):
     start = tok.convert_tokens_to_ids("<|im_start|>")
     for name in ("uncertainty", "hallucination", "rewrite", "answerability"):
         ids = get_spec(name).invocation_ids(tok)
-        assert ids[0] == start and ids == tok(get_spec(name).invocation, add_special_tokens=False)["input_ids"]
+        assert (
+            ids[0] == start and ids == tok(get_spec(name).invocation, add_special_tokens=False)["input_ids"]
+        )
 
 
 def test_digit_plan_decodes_one_constrained_token(tok):
@@ -44,7 +60,9 @@ def test_labels_sharing_a_first_token_decode_over_their_union(tok):
 
 def test_rewrite_input_turn_and_overrides():
     spec = get_spec("rewrite")
-    assert spec.input_messages({"question": "and its population?"}) == [{"role": "user", "content": "and its population?"}]
+    assert spec.input_messages({"question": "and its population?"}) == [
+        {"role": "user", "content": "and its population?"}
+    ]
     assert spec.input_messages({}, input_override="q2") == [{"role": "user", "content": "q2"}]
     assert spec.input_messages({}, input_override=[]) == []
     assert get_spec("uncertainty").input_messages({"question": "x"}) == []
@@ -56,7 +74,9 @@ def test_templates_render_pydantic_state_and_conversation_helpers():
         question: str = ""
 
     state = State(question="q", query=RewriteOutput(rewritten_question="Who founded Velmora?"))
-    spec = get_spec("rewrite").replace(input_template="{{ query }} | {{ last_assistant | sentences | length }}")
+    spec = get_spec("rewrite").replace(
+        input_template="{{ query }} | {{ last_assistant | sentences | length }}"
+    )
     conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "One. Two."}]
     assert spec.input_messages(state, conv)[0]["content"] == "Who founded Velmora? | 2"
     numbered = get_spec("hallucination").replace(input_template=HALLUCINATION_NUMBERED_INPUT)
@@ -73,9 +93,16 @@ def test_template_errors_are_typed_and_name_the_intrinsic():
         get_spec("rewrite").replace(input_template="{% if %}").input_messages({"question": "x"})
 
 
-@pytest.mark.parametrize("source", [
-    "{{ 'a' * 10**7 }}", "{{ 'a'.center(10**6) }}", "{% for i in range(10**6) %}x{% endfor %}",
-    "{{ cycler.__init__.__globals__ }}", "{{ question['__class__'] }}"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'a' * 10**7 }}",
+        "{{ 'a'.center(10**6) }}",
+        "{% for i in range(10**6) %}x{% endfor %}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ question['__class__'] }}",
+    ],
+)
 def test_intrinsic_templates_refuse_what_flow_templates_refuse(source):
     """One sandbox: an intrinsic template (which may travel with an adapter from elsewhere) gets
     exactly the limits of a flow template."""
@@ -98,8 +125,13 @@ def test_spec_validation():
     with pytest.raises(ValueError):
         IntrinsicSpec(name="ok", invocation="  ", output_model=TextOutput, parser=lambda r: None)
     with pytest.raises(ValueError):
-        IntrinsicSpec(name="ok", invocation="x", allowed_outputs=("a", "a"), output_model=TextOutput,
-                      parser=lambda r: None)
+        IntrinsicSpec(
+            name="ok",
+            invocation="x",
+            allowed_outputs=("a", "a"),
+            output_model=TextOutput,
+            parser=lambda r: None,
+        )
 
 
 def test_parse_wraps_parser_bugs_and_wrong_types():
@@ -155,8 +187,12 @@ def test_run_rewrite_falls_back_to_the_rendered_question(tok):
 def test_run_on_a_real_session_rolls_back_and_parses(backend):
     """The tiny backend's 'alpha' adapter uses the certainty invocation (random weights)."""
     session = Session(backend)
-    session.extend([{"role": "user", "content": "What is the capital of France?"},
-                    {"role": "assistant", "content": "The capital of France is Paris."}])
+    session.extend(
+        [
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "The capital of France is Paris."},
+        ]
+    )
     before = (list(session.ids), session.cached_tokens, [dict(m) for m in session.messages])
     out, stats = get_spec("uncertainty").run(session, "alpha", {})
     assert isinstance(out, UncertaintyOutput) and 0 <= out.score <= 1

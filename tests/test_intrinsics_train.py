@@ -15,10 +15,16 @@ from alora_flows.core.session import Session
 from alora_flows.testing import tiny_model, tiny_tokenizer
 from intrinsics import UncertaintyOutput, get_spec, read_spec_file
 from intrinsics.training.data_format import Encoder, end_token_id, read_jsonl, write_jsonl
-from intrinsics.training.train import TrainConfig, TrainError, batch_loss, collate, make_peft_model, train_intrinsic
+from intrinsics.training.train import (
+    TrainConfig,
+    TrainError,
+    batch_loss,
+    collate,
+    make_peft_model,
+    train_intrinsic,
+)
 
 SPEC = get_spec("uncertainty")
-
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +40,35 @@ def data(tmp_path_factory):
     for i in range(20):
         good = i % 2 == 0
         answer = "The capital of France is Paris." if good else "The capital of France is Velmora."
-        rows.append({"intrinsic": "uncertainty",
-                     "messages": [{"role": "user", "content": "What is the capital of France?"},
-                                  {"role": "assistant", "content": answer}],
-                     "output": "9" if good else "0"})
+        rows.append(
+            {
+                "intrinsic": "uncertainty",
+                "messages": [
+                    {"role": "user", "content": "What is the capital of France?"},
+                    {"role": "assistant", "content": answer},
+                ],
+                "output": "9" if good else "0",
+            }
+        )
     rows.append({"intrinsic": "rewrite", "messages": [{"role": "user", "content": "x"}], "output": "{}"})
     return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", rows)
 
 
 def config(data, out, **kw):
-    base = dict(data=data, out=out, intrinsic="uncertainty", r=4, alpha=8, dropout=0.0, lr=5e-3,
-                batch_size=4, max_steps=3, progress=False, device="cpu", val_fraction=0.1)
+    base = dict(
+        data=data,
+        out=out,
+        intrinsic="uncertainty",
+        r=4,
+        alpha=8,
+        dropout=0.0,
+        lr=5e-3,
+        batch_size=4,
+        max_steps=3,
+        progress=False,
+        device="cpu",
+        val_fraction=0.1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -73,20 +97,33 @@ def test_batch_loss_matches_peft_and_is_padding_invariant(tiny):
     peft_model.eval()
     encoder = Encoder(tok, SPEC.invocation_ids(tok))
     short = encoder.encode([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo."}], "3")
-    long = encoder.encode([{"role": "user", "content": "What is the capital of France?"},
-                           {"role": "assistant", "content": "The capital of France is Paris, I think."}], "8")
+    long = encoder.encode(
+        [
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "The capital of France is Paris, I think."},
+        ],
+        "8",
+    )
     with torch.no_grad():
         singles = []
         for item in (short, long):
-            loss, n = batch_loss(peft_model, collate([item], tok.pad_token_id, torch.device("cpu"), alora=True))
+            loss, n = batch_loss(
+                peft_model, collate([item], tok.pad_token_id, torch.device("cpu"), alora=True)
+            )
             ids = torch.tensor([item.input_ids])
-            reference = peft_model(input_ids=ids, labels=torch.tensor([item.labels])).loss  # PEFT finds offsets
+            reference = peft_model(
+                input_ids=ids, labels=torch.tensor([item.labels])
+            ).loss  # PEFT finds offsets
             assert float(loss) / n == pytest.approx(float(reference), rel=1e-5)
             singles.append(float(loss))
-        both, n = batch_loss(peft_model, collate([short, long], tok.pad_token_id, torch.device("cpu"), alora=True))
+        both, n = batch_loss(
+            peft_model, collate([short, long], tok.pad_token_id, torch.device("cpu"), alora=True)
+        )
         assert float(both) == pytest.approx(sum(singles), rel=1e-4) and n == 4
         with peft_model.disable_adapter():
-            base_loss, _ = batch_loss(peft_model, collate([short], tok.pad_token_id, torch.device("cpu"), alora=True))
+            base_loss, _ = batch_loss(
+                peft_model, collate([short], tok.pad_token_id, torch.device("cpu"), alora=True)
+            )
         assert float(base_loss) != pytest.approx(singles[0], rel=1e-3)  # the adapter is really active
 
 
@@ -103,9 +140,16 @@ def test_prefix_cache_gives_the_full_forwards_loss_and_gradients(tiny, adapted_i
             if "lora_B" in name:
                 param.normal_(0, 0.5)
     encoder = Encoder.for_spec(tok, SPEC) if adapted_input else Encoder(tok, SPEC.invocation_ids(tok))
-    items = [encoder.encode([{"role": "user", "content": "What is the capital of France? " * k},
-                             {"role": "assistant", "content": "Paris, I think." * (3 - k)}], out)
-             for k, out in ((1, "3"), (2, "87"), (3, "9"))]
+    items = [
+        encoder.encode(
+            [
+                {"role": "user", "content": "What is the capital of France? " * k},
+                {"role": "assistant", "content": "Paris, I think." * (3 - k)},
+            ],
+            out,
+        )
+        for k, out in ((1, "3"), (2, "87"), (3, "9"))
+    ]
     batch = collate(items, tok.pad_token_id, torch.device("cpu"), alora=True)
     results = []
     for prefix_cache in (False, True):
@@ -143,8 +187,12 @@ def test_training_writes_a_loadable_alora_adapter(tiny, data, tmp_path):
 
 def test_loss_decreases_on_a_toy_task(tiny, data, tmp_path):
     tok, model = tiny
-    result = train_intrinsic(config(data, tmp_path / "toy", max_steps=10, lr=5e-2, alpha=16, eval_every=5),
-                             model=model, tokenizer=tok, model_id="tiny")
+    result = train_intrinsic(
+        config(data, tmp_path / "toy", max_steps=10, lr=5e-2, alpha=16, eval_every=5),
+        model=model,
+        tokenizer=tok,
+        model_id="tiny",
+    )
     assert [s for s, _ in result.val_losses] == [0, 5, 10]
     assert result.best_val_loss < result.val_losses[0][1] * 0.7
     assert result.best_step == 10
@@ -153,8 +201,12 @@ def test_loss_decreases_on_a_toy_task(tiny, data, tmp_path):
 
 def test_standard_lora_for_the_parity_comparison(tiny, data, tmp_path):
     tok, model = tiny
-    result = train_intrinsic(config(data, tmp_path / "lora", lora=True, max_steps=2, val_fraction=0.0),
-                             model=model, tokenizer=tok, model_id="tiny")
+    result = train_intrinsic(
+        config(data, tmp_path / "lora", lora=True, max_steps=2, val_fraction=0.0),
+        model=model,
+        tokenizer=tok,
+        model_id="tiny",
+    )
     cfg = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
     assert cfg.get("alora_invocation_tokens") is None and result.adapter_type == "lora" and result.n_val == 0
     assert "type: lora" in (tmp_path / "lora" / "intrinsic.yaml").read_text()
@@ -163,7 +215,9 @@ def test_standard_lora_for_the_parity_comparison(tiny, data, tmp_path):
 def test_resume_continues_exactly(tiny, data, tmp_path, monkeypatch):
     tok, model = tiny
     opts = dict(max_steps=4, save_every=2, batch_size=2, val_fraction=0.0)
-    straight = train_intrinsic(config(data, tmp_path / "a", **opts), model=model, tokenizer=tok, model_id="tiny")
+    straight = train_intrinsic(
+        config(data, tmp_path / "a", **opts), model=model, tokenizer=tok, model_id="tiny"
+    )
 
     import intrinsics.training.train as train_mod
 
@@ -181,16 +235,21 @@ def test_resume_continues_exactly(tiny, data, tmp_path, monkeypatch):
         train_intrinsic(config(data, tmp_path / "b", **opts), model=model, tokenizer=tok, model_id="tiny")
     assert (tmp_path / "b" / "checkpoint" / "trainer_state.pt").is_file()
     monkeypatch.setattr(train_mod, "batch_loss", real)
-    resumed = train_intrinsic(config(data, tmp_path / "b", resume=True, **opts), model=model, tokenizer=tok,
-                              model_id="tiny")
+    resumed = train_intrinsic(
+        config(data, tmp_path / "b", resume=True, **opts), model=model, tokenizer=tok, model_id="tiny"
+    )
     assert resumed.steps == 4
     assert resumed.train_losses == pytest.approx(straight.train_losses, rel=1e-5)
     with pytest.raises(TrainError, match="nothing to resume"):
         train_intrinsic(config(data, tmp_path / "b", resume=True, **opts), model=model, tokenizer=tok)
     with pytest.raises(TrainError, match="r=8"):
         (tmp_path / "c").mkdir()
-        train_intrinsic(config(data, tmp_path / "c", keep_checkpoint=True, **opts), model=model, tokenizer=tok)
-        train_intrinsic(config(data, tmp_path / "c", resume=True, **{**opts, "r": 8}), model=model, tokenizer=tok)
+        train_intrinsic(
+            config(data, tmp_path / "c", keep_checkpoint=True, **opts), model=model, tokenizer=tok
+        )
+        train_intrinsic(
+            config(data, tmp_path / "c", resume=True, **{**opts, "r": 8}), model=model, tokenizer=tok
+        )
 
 
 def test_cli_train_and_errors(tiny, data, tmp_path):
@@ -201,15 +260,48 @@ def test_cli_train_and_errors(tiny, data, tmp_path):
     tok.save_pretrained(tmp_path / "base")
     app = cli_app
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "out"), "--intrinsic",
-                                 "certainty", "--model", str(tmp_path / "base"), "--max-steps", "1", "--r", "2",
-                                 "--batch-size", "4", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--intrinsic",
+            "certainty",
+            "--model",
+            str(tmp_path / "base"),
+            "--max-steps",
+            "1",
+            "--r",
+            "2",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str((tmp_path / "base").resolve())
-    bad = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "o2"), "--intrinsic",
-                              "certainty", "--r", "0"])
+    bad = runner.invoke(
+        app,
+        ["train", "--data", str(data), "--out", str(tmp_path / "o2"), "--intrinsic", "certainty", "--r", "0"],
+    )
     assert bad.exit_code == 1 and "--r" in bad.output and "Traceback" not in bad.output
-    missing = runner.invoke(app, ["train", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o3"),
-                                  "--intrinsic", "certainty", "--model", str(tmp_path / "base")])
+    missing = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tmp_path / "none.jsonl"),
+            "--out",
+            str(tmp_path / "o3"),
+            "--intrinsic",
+            "certainty",
+            "--model",
+            str(tmp_path / "base"),
+        ],
+    )
     assert missing.exit_code == 1 and "no such data file" in missing.output

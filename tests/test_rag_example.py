@@ -6,11 +6,11 @@ import pytest
 from typer.testing import CliRunner
 
 from alora_flows.cli import app
+from alora_flows.demo.retrieval import DOCS_DIR, retrieve_ids, search
 from alora_flows.flow import Flow
 from alora_flows.flow.trace import jsonable
 from examples.rag.evaluate import judge, load_questions
 from examples.rag.pipeline import build_flow
-from alora_flows.demo.retrieval import DOCS_DIR, retrieve_ids, search
 
 FLOW_FILE = DOCS_DIR.parent / "flow.yaml"
 
@@ -27,21 +27,24 @@ def test_retrieval_finds_gold_documents_for_most_questions():
     assert search("zzzz qqqq", 2) == []  # no overlap, no documents
 
 
-@pytest.mark.parametrize("answer,gold,abstained,verdict", [
-    ("The chief export of Skoharna is tin cups.", "tin cups", False, "correct"),
-    ("The chief export of Skoharna is salt.", "tin cups", False, "wrong"),
-    ("I don't know: the documents do not answer this.", "tin cups", True, "abstained"),
-    ("The documents do not mention its population.", None, False, "abstained"),
-    ("About 4,000 people live there.", None, False, "wrong"),
-])
+@pytest.mark.parametrize(
+    "answer,gold,abstained,verdict",
+    [
+        ("The chief export of Skoharna is tin cups.", "tin cups", False, "correct"),
+        ("The chief export of Skoharna is salt.", "tin cups", False, "wrong"),
+        ("I don't know: the documents do not answer this.", "tin cups", True, "abstained"),
+        ("The documents do not mention its population.", None, False, "abstained"),
+        ("About 4,000 people live there.", None, False, "wrong"),
+    ],
+)
 def test_judge(answer, gold, abstained, verdict):
     assert judge(answer, gold, abstained) == verdict
 
 
 @pytest.mark.slow
 def test_python_and_yaml_flows_end_in_the_same_state():
-    from alora_flows.demo import DemoRunner
     from alora_flows.core.session import Session
+    from alora_flows.demo import DemoRunner
 
     runner = DemoRunner()
     python_flow = build_flow()
@@ -49,10 +52,10 @@ def test_python_and_yaml_flows_end_in_the_same_state():
         runner.session = Session(runner.backend)
         from_yaml = runner.ask(q["question"])
         session = Session(runner.backend)
-        from_python = python_flow.run(session, {"question": q["question"]},
-                                      intrinsic_specs=runner.specs)
-        assert {k: jsonable(v) for k, v in from_yaml.values.items()} == \
-            {k: jsonable(v) for k, v in from_python.values.items()}
+        from_python = python_flow.run(session, {"question": q["question"]}, intrinsic_specs=runner.specs)
+        assert {k: jsonable(v) for k, v in from_yaml.values.items()} == {
+            k: jsonable(v) for k, v in from_python.values.items()
+        }
 
 
 @pytest.mark.slow

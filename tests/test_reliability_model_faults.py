@@ -50,8 +50,7 @@ def project(tmp_path_factory) -> Path:
     adapter("granite", base_model_name="ibm-granite/granite-3.3-8b-instruct")
     adapter("smaller", base=tiny_model(tok, hidden=32), base_model_name="tiny")
     adapter("deeper", base=tiny_model(tok, layers=3), base_model_name="tiny")
-    plain = save_random_alora(model, tok, INVOCATION, adapters / "plain", lora=True,
-                              base_model_name="tiny")
+    plain = save_random_alora(model, tok, INVOCATION, adapters / "plain", lora=True, base_model_name="tiny")
     write_spec_file(spec, plain)
     (adapter("noweights", base_model_name="tiny") / "adapter_model.safetensors").unlink()
     shutil.copytree(adapters / "alpha", adapters / "otherinvocation")
@@ -59,8 +58,9 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-def run(project: Path, adapter: str, *, model: str = "tiny", question: str = "When?",
-        trace: Path | None = None):
+def run(
+    project: Path, adapter: str, *, model: str = "tiny", question: str = "When?", trace: Path | None = None
+):
     flow = project / f"flow-{adapter}-{model.replace('/', '-')}.yaml"
     flow.write_text(FLOW.replace("MODEL", model).replace("ADAPTER", adapter))
     extra = ["--trace-json", str(trace)] if trace else []
@@ -80,17 +80,22 @@ def test_the_good_adapter_runs(project):
     assert 0.0 <= json.loads(result.stdout)["certainty"]["score"] <= 1.0
 
 
-@pytest.mark.parametrize("adapter, message, fix", [
-    ("granite", "trained for base model 'ibm-granite/granite-3.3-8b-instruct'",
-     "Load the matching base model"),
-    ("smaller", "different model size", "trained for a different model size"),
-    ("deeper", "which the base model does not have", "different architecture"),
-    ("plain", "is a plain LoRA", "Retrain it as an aLoRA"),
-    ("noweights", "no adapter_model.safetensors", "re-copy or re-train"),
-    ("otherinvocation", "is invoked by tokens", "fix the invocation in intrinsic.yaml"),
-])
-def test_adapter_faults_are_typed_one_line_errors_before_any_step(project, adapter, message,
-                                                                   fix):
+@pytest.mark.parametrize(
+    "adapter, message, fix",
+    [
+        (
+            "granite",
+            "trained for base model 'ibm-granite/granite-3.3-8b-instruct'",
+            "Load the matching base model",
+        ),
+        ("smaller", "different model size", "trained for a different model size"),
+        ("deeper", "which the base model does not have", "different architecture"),
+        ("plain", "is a plain LoRA", "Retrain it as an aLoRA"),
+        ("noweights", "no adapter_model.safetensors", "re-copy or re-train"),
+        ("otherinvocation", "is invoked by tokens", "fix the invocation in intrinsic.yaml"),
+    ],
+)
+def test_adapter_faults_are_typed_one_line_errors_before_any_step(project, adapter, message, fix):
     result = run(project, adapter)
     assert result.exit_code == 1, result.output
     line = error_line(result)
@@ -137,10 +142,12 @@ def test_generation_that_would_overflow_is_refused_before_generating(project, tm
         messages = [{"role": "user", "content": question}]
         return len(renderer.ids(messages, add_generation_prompt=True)) + answer_room <= 64
 
-    question = next(q for q in ("river " * k for k in range(1, 60))
-                    if fits(q, answer_room=0) and not fits(q, answer_room=4))
-    result = run(project, "alpha", model="short/tiny", question=question,
-                 trace=tmp_path / "trace.json")
+    question = next(
+        q
+        for q in ("river " * k for k in range(1, 60))
+        if fits(q, answer_room=0) and not fits(q, answer_room=4)
+    )
+    result = run(project, "alpha", model="short/tiny", question=question, trace=tmp_path / "trace.json")
     assert result.exit_code == 1
     line = error_line(result)
     assert "node 'answer'" in line and "4 more may be generated" in line

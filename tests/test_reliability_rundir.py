@@ -22,8 +22,7 @@ from alora_flows.cli import app
 from alora_flows.errors import RunDirError
 from alora_flows.runs.rundir import Checkpoint, RunDir, RunManifest, load_run, restore_state
 from tests.test_flow_e2e import same
-from tests.test_reliability_support import (ARMED, GATE_ENV, NODES, RESUMABLE_YAML,
-                                            write_tiny_project)
+from tests.test_reliability_support import ARMED, GATE_ENV, NODES, RESUMABLE_YAML, write_tiny_project
 
 REPO = Path(__file__).resolve().parent.parent
 QUESTION = "question=When was Velmora founded?"
@@ -38,8 +37,7 @@ def project(tmp_path_factory) -> Path:
 
 
 def cli_run(project: Path, *args: str):
-    return runner.invoke(app, ["run", str(project / "flow.yaml"), "--input", QUESTION,
-                               "--seed", "3", *args])
+    return runner.invoke(app, ["run", str(project / "flow.yaml"), "--input", QUESTION, "--seed", "3", *args])
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +52,9 @@ def reference(project) -> dict[bool, dict]:
 
 
 def one_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()
-             and not line.startswith("Loading weights")]
+    lines = [
+        line for line in result.stderr.splitlines() if line.strip() and not line.startswith("Loading weights")
+    ]
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.output, result.output
     return errors[0]
@@ -79,8 +78,7 @@ def test_run_dir_holds_flow_inputs_states_trace_and_session(project, reference, 
     checkpoint = Checkpoint.model_validate_json((run_dir / "checkpoint.json").read_text())
     assert checkpoint.next_node == "END" and checkpoint.steps_done == len(NODES)
     assert checkpoint.state == state and checkpoint.unsaved == []
-    assert [m["role"] for m in checkpoint.session.messages] == ["user", "assistant", "user",
-                                                                 "assistant"]
+    assert [m["role"] for m in checkpoint.session.messages] == ["user", "assistant", "user", "assistant"]
     assert len(checkpoint.session.token_ids) > 50
     assert json.loads((run_dir / "result.json").read_text()) == state
     assert [s["node"] for s in json.loads((run_dir / "trace.json").read_text())["steps"]] == NODES
@@ -90,7 +88,8 @@ def test_run_dir_holds_flow_inputs_states_trace_and_session(project, reference, 
 
 @pytest.mark.parametrize("reuse", [True, False], ids=["reuse", "no-reuse"])
 def test_ctrl_c_exits_130_with_a_resume_hint_and_resume_finishes_the_same(
-        project, reference, tmp_path, reuse):
+    project, reference, tmp_path, reuse
+):
     run_dir = tmp_path / "run"
     mode = [] if reuse else ["--no-reuse"]
     ARMED["interrupt"] = True  # the 'wait' tool raises KeyboardInterrupt, as Ctrl-C would
@@ -154,22 +153,42 @@ def _steps_done(run_dir: Path) -> int:
 def _start_run(project: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, Path]:
     """``alora-flows run --run-dir`` in a subprocess; it blocks in the 'wait' step (4th)."""
     run_dir, gate, log = tmp_path / "run", tmp_path / "gate", tmp_path / "run.log"
-    env = {**os.environ, GATE_ENV: str(gate), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        GATE_ENV: str(gate),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored. The test suite itself
     # may run as a background job of a non-interactive shell (`pytest &` in a script), whose
     # children inherit SIGINT ignored, and Python keeps it so: restore what a terminal gives.
-    code = ("import signal, sys, torch; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "torch.set_num_threads(1); from alora_flows.cli import main; "
-            "sys.argv[0] = 'alora-flows'; main()")
+    code = (
+        "import signal, sys, torch; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "torch.set_num_threads(1); from alora_flows.cli import main; "
+        "sys.argv[0] = 'alora-flows'; main()"
+    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, "run", str(project / "flow.yaml"), "--input", QUESTION,
-             "--seed", "3", "--run-dir", str(run_dir)], env=env, cwd=tmp_path, stdout=out,
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-c",
+                code,
+                "run",
+                str(project / "flow.yaml"),
+                "--input",
+                QUESTION,
+                "--seed",
+                "3",
+                "--run-dir",
+                str(run_dir),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        _wait_for(lambda: _steps_done(run_dir) >= 3 and Path(f"{gate}.waiting").exists(),
-                  proc, log)
+        _wait_for(lambda: _steps_done(run_dir) >= 3 and Path(f"{gate}.waiting").exists(), proc, log)
     except BaseException:
         proc.kill()
         proc.wait(timeout=30)
@@ -210,8 +229,9 @@ def test_a_real_sigint_exits_130_and_says_how_to_resume(project, tmp_path):
             proc.wait(timeout=30)
     output = log.read_text()
     assert "Traceback" not in output
-    assert f"interrupted after 3 finished steps; everything up to there is saved in {run_dir}" \
-        in " ".join(output.split())
+    assert f"interrupted after 3 finished steps; everything up to there is saved in {run_dir}" in " ".join(
+        output.split()
+    )
     assert load_run(run_dir).manifest.status == "interrupted"
 
 
@@ -222,8 +242,9 @@ def test_model_load_failure_leaves_a_resumable_run(project, reference, tmp_path)
     (broken / "flow.yaml").write_text(RESUMABLE_YAML)
     (broken / "adapters").symlink_to(project / "adapters")
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, ["run", str(broken / "flow.yaml"), "--input", QUESTION,
-                                 "--seed", "3", "--run-dir", str(run_dir)])
+    result = runner.invoke(
+        app, ["run", str(broken / "flow.yaml"), "--input", QUESTION, "--seed", "3", "--run-dir", str(run_dir)]
+    )
     assert result.exit_code == 1 and "model 'tiny'" in one_line(result)
     saved = load_run(run_dir)
     assert saved.manifest.status == "failed" and saved.checkpoint is None
@@ -278,14 +299,20 @@ def test_values_that_are_not_json_are_never_silently_changed(tmp_path):
     from tests.test_flow_support import FakeSession
 
     flow = Flow("objects", inputs=["q"], model="tiny")
-    flow.tool("make", "tests.test_reliability_support:make_object", args={"text": "{{ q }}"},
-              output="thing")
-    flow.tool("wait", "tests.test_reliability_support:gate", args={"text": "{{ q }}"},
-              output="gated")
+    flow.tool("make", "tests.test_reliability_support:make_object", args={"text": "{{ q }}"}, output="thing")
+    flow.tool("wait", "tests.test_reliability_support:gate", args={"text": "{{ q }}"}, output="gated")
     flow.edge("make", "wait").edge("wait", "END")
-    run = RunDir.create(tmp_path / "run", flow_text=flow.to_yaml(), flow_file=tmp_path / "f.yaml",
-                        flow_name=flow.name, model="tiny", inputs={"q": "x"}, reuse=True,
-                        seed=None, fsync=False)
+    run = RunDir.create(
+        tmp_path / "run",
+        flow_text=flow.to_yaml(),
+        flow_file=tmp_path / "f.yaml",
+        flow_name=flow.name,
+        model="tiny",
+        inputs={"q": "x"},
+        reuse=True,
+        seed=None,
+        fsync=False,
+    )
     ARMED["interrupt"] = True
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -299,8 +326,7 @@ def test_values_that_are_not_json_are_never_silently_changed(tmp_path):
         restore_state(flow.validate(), saved)
 
 
-def test_a_run_killed_after_its_last_step_is_finished_without_loading_a_model(
-        project, tmp_path, monkeypatch):
+def test_a_run_killed_after_its_last_step_is_finished_without_loading_a_model(project, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     assert cli_run(project, "--run-dir", str(run_dir)).exit_code == 0
     final = json.loads((run_dir / "result.json").read_text())
@@ -341,25 +367,31 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, monkeypatch):
 
 def test_python_api_run_dir_and_resume(backend, tmp_path):
     """The Python API of docs/reliability.md, on the in-memory tiny backend."""
+    from alora_flows.core.session import Session
     from alora_flows.flow import Flow
     from alora_flows.runs.rundir import resume_run, run_with_dir
-    from alora_flows.core.session import Session
     from intrinsics import uncertainty_spec
 
     flow = Flow("api", inputs=["question"], model="tiny", max_steps=10)
     flow.message("ask", "user", "{{ question }}")
     flow.generate("answer", max_new_tokens=5, temperature=0.7, output="answer")
-    flow.tool("wait", "tests.test_reliability_support:gate", args={"text": "{{ answer }}"},
-              output="gated")
+    flow.tool("wait", "tests.test_reliability_support:gate", args={"text": "{{ answer }}"}, output="gated")
     flow.intrinsic("rate", "alpha", output="certainty")
     flow.edge("ask", "answer").edge("answer", "wait").edge("wait", "rate").edge("rate", "END")
     specs = {"alpha": uncertainty_spec("alpha", "<|im_start|>certainty\n")}
     inputs = {"question": "When was Velmora founded?"}
     reference = flow.run(Session(backend), inputs, seed=0, intrinsic_specs=specs)
 
-    run = RunDir.create(tmp_path / "run", flow_text=flow.to_yaml(), flow_file="flow.yaml",
-                        flow_name=flow.name, model=flow.spec.model, inputs=inputs,
-                        reuse=True, seed=0)
+    run = RunDir.create(
+        tmp_path / "run",
+        flow_text=flow.to_yaml(),
+        flow_file="flow.yaml",
+        flow_name=flow.name,
+        model=flow.spec.model,
+        inputs=inputs,
+        reuse=True,
+        seed=0,
+    )
     ARMED["interrupt"] = True
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import threading
 
-from alora_flows.flow import END, Flow
 from alora_flows.core.session import Session
+from alora_flows.flow import END, Flow
 from intrinsics import text_spec, uncertainty_spec
 
-SPECS = {"alpha": uncertainty_spec("alpha", "<|im_start|>certainty\n"),
-         "beta": text_spec("beta", "<|im_start|>rewrite\n", max_new_tokens=3)}
+SPECS = {
+    "alpha": uncertainty_spec("alpha", "<|im_start|>certainty\n"),
+    "beta": text_spec("beta", "<|im_start|>rewrite\n", max_new_tokens=3),
+}
 
 
 def build_flow() -> Flow:
@@ -31,8 +33,9 @@ def build_flow() -> Flow:
 
 def run_one(backend, flow: Flow, question: str, seed: int) -> tuple:
     result = flow.run(Session(backend), {"question": question}, seed=seed, intrinsic_specs=SPECS)
-    steps = [(s.node, s.prefill_tokens, s.reused_tokens, s.generated_tokens, s.next)
-             for s in result.trace.steps]
+    steps = [
+        (s.node, s.prefill_tokens, s.reused_tokens, s.generated_tokens, s.next) for s in result.trace.steps
+    ]
     return result.trace.final_state, steps
 
 
@@ -48,7 +51,7 @@ def test_threads_running_flows_on_one_backend_match_sequential_runs(backend):
         try:
             barrier.wait()  # start together, so the runs really interleave
             results[i] = run_one(backend, flow, *jobs[i])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]

@@ -3,16 +3,18 @@
 import pytest
 import torch
 
-from alora_flows.errors import AdapterError, ContextLengthError
 from alora_flows.core.session import Session
+from alora_flows.errors import AdapterError, ContextLengthError
 
 WORDS = "Velmora was founded in 1832 by the inventor Tarsk Olden on the river Quell. "
 
 
 def conversation(n_repeats: int) -> list[dict]:
-    return [{"role": "system", "content": "Answer only from the documents."},
-            {"role": "user", "content": WORDS * n_repeats + "When was Velmora founded?"},
-            {"role": "assistant", "content": "Velmora was founded in 1832."}]
+    return [
+        {"role": "system", "content": "Answer only from the documents."},
+        {"role": "user", "content": WORDS * n_repeats + "When was Velmora founded?"},
+        {"role": "assistant", "content": "Velmora was founded in 1832."},
+    ]
 
 
 def reference_logits(backend, ids: list[int], adapter: str) -> torch.Tensor:
@@ -58,8 +60,7 @@ def test_invoke_rolls_back_cache_exactly(backend):
     session.generate(8)
     before, ids, messages = snapshot(session), list(session._cached_ids), list(session.messages)
     for adapter in ("alpha", "beta"):
-        session.invoke(adapter, messages=[{"role": "user", "content": "extra turn"}],
-                       max_new_tokens=6)
+        session.invoke(adapter, messages=[{"role": "user", "content": "extra turn"}], max_new_tokens=6)
     after = snapshot(session)
     assert session._cached_ids == ids and session.messages == messages
     assert session._cache.get_seq_length() == len(ids)
@@ -80,8 +81,11 @@ def multi_turn(session):
     outputs.append(session.invoke("alpha", max_new_tokens=4).token_ids)
     session.extend([{"role": "user", "content": "And who founded it?"}])
     outputs.append(session.generate(12).token_ids)
-    outputs.append(session.invoke("beta", max_new_tokens=4,
-                                  messages=[{"role": "user", "content": "rewrite please"}]).token_ids)
+    outputs.append(
+        session.invoke(
+            "beta", max_new_tokens=4, messages=[{"role": "user", "content": "rewrite please"}]
+        ).token_ids
+    )
     return outputs
 
 
@@ -114,8 +118,7 @@ def test_divergent_history_is_cropped_to_common_prefix(backend):
     session.extend(conversation(4))
     session.messages[-1] = {"role": "assistant", "content": "It was 1999."}
     stats = session.invoke("alpha", max_new_tokens=1, return_logits=True)
-    expected = reference_logits(backend, session.ids + backend.adapters["alpha"].invocation_tokens,
-                                "alpha")
+    expected = reference_logits(backend, session.ids + backend.adapters["alpha"].invocation_tokens, "alpha")
     assert (stats.logits - expected).abs().max().item() < 1e-4
     assert 0 < stats.stats.reused_tokens < len(session.ids)
 

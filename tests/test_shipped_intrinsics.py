@@ -19,14 +19,17 @@ def backend():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_adapter_loads_and_runs(backend, name):
-    resolved = intrinsics.load_intrinsic(name, "builtin", backend.model_id,
-                                         tokenizer=backend.tokenizer)
+    resolved = intrinsics.load_intrinsic(name, "builtin", backend.model_id, tokenizer=backend.tokenizer)
     assert resolved.adapter_type == "alora"
     info = backend.add_adapter(name, resolved.path)
     assert info.invocation_tokens == resolved.spec.invocation_ids(backend.tokenizer)
-    session = Session(backend, messages=[
-        {"role": "system", "content": "Answer only from the documents."},
-        {"role": "user", "content": f"{DOC}\n\nQuestion: What does Skoharna export?"}])
+    session = Session(
+        backend,
+        messages=[
+            {"role": "system", "content": "Answer only from the documents."},
+            {"role": "user", "content": f"{DOC}\n\nQuestion: What does Skoharna export?"},
+        ],
+    )
     if name in ("uncertainty", "hallucination"):
         session.generate(24)  # these judge the last answer
     output, stats = resolved.spec.run(session, name, {"question": "What does it export?"})

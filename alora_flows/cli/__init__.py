@@ -9,9 +9,13 @@ import typer
 
 from alora_flows.cli import demo, flows, train
 
-app = typer.Typer(name="alora-flows", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
-                  help="Agentic LLM workflows on Activated LoRA (aLoRA) intrinsics.")
+app = typer.Typer(
+    name="alora-flows",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Agentic LLM workflows on Activated LoRA (aLoRA) intrinsics.",
+)
 
 app.command()(flows.validate)
 app.command()(flows.draw)

@@ -43,8 +43,9 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
     except AloraFlowsError as exc:
         if debug:
             traceback.print_exc()
-        console.print(Text("error: ", style="bold red") + Text(one_line(str(exc)), style="red"),
-                      soft_wrap=True)
+        console.print(
+            Text("error: ", style="bold red") + Text(one_line(str(exc)), style="red"), soft_wrap=True
+        )
         raise typer.Exit(getattr(exc, "exit_code", 1)) from None
     except KeyboardInterrupt:
         console.print(Text("interrupted", style="red"))
@@ -52,10 +53,12 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
     except Exception as exc:  # a bug: say so, keep the traceback for --debug
         if debug:
             traceback.print_exc()
-        console.print(Text("internal error: ", style="bold red")
-                      + Text(one_line(f"{type(exc).__name__}: {exc}"), style="red")
-                      + Text("" if debug else " (rerun with --debug for the traceback)"),
-                      soft_wrap=True)
+        console.print(
+            Text("internal error: ", style="bold red")
+            + Text(one_line(f"{type(exc).__name__}: {exc}"), style="red")
+            + Text("" if debug else " (rerun with --debug for the traceback)"),
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
 
 
@@ -77,8 +80,7 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
             try:
                 value = path.read_text(encoding="utf-8")
             except OSError as exc:
-                raise FlowInputError(f"--input {key}: cannot read {path}: "
-                                     f"{exc.strerror or exc}") from None
+                raise FlowInputError(f"--input {key}: cannot read {path}: {exc.strerror or exc}") from None
         if key in inputs:
             raise FlowInputError(f"--input {key} is given twice")
         inputs[key] = value

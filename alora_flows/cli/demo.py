@@ -12,17 +12,18 @@ from alora_flows.cli.common import DebugOption, cli_errors, err_console
 
 
 def demo(
-    question: Annotated[Optional[str], typer.Option("--question", "-q",
-                                                    help="The question to answer.")] = None,
-    chat: Annotated[bool, typer.Option("--chat", help="Ask follow-up questions in one session.")
-                    ] = False,
-    no_reuse: Annotated[bool, typer.Option("--no-reuse", help="Re-prefill for every call.")
-                        ] = False,
-    compare: Annotated[bool, typer.Option(
-        "--compare", help="Also run the question without reuse and report measured savings.")
+    question: Annotated[
+        Optional[str], typer.Option("--question", "-q", help="The question to answer.")
+    ] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="Ask follow-up questions in one session.")] = False,
+    no_reuse: Annotated[bool, typer.Option("--no-reuse", help="Re-prefill for every call.")] = False,
+    compare: Annotated[
+        bool,
+        typer.Option("--compare", help="Also run the question without reuse and report measured savings."),
     ] = False,
-    trace_json: Annotated[Optional[Path], typer.Option("--trace-json",
-                                                       help="Write the trace as JSON.")] = None,
+    trace_json: Annotated[
+        Optional[Path], typer.Option("--trace-json", help="Write the trace as JSON.")
+    ] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     debug: DebugOption = False,
 ) -> None:

@@ -20,8 +20,10 @@ def validate(flow_file: FlowArgument, debug: DebugOption = False) -> None:
         flow = Flow.from_yaml(flow_file)
         compiled = flow.validate()
         inputs = ", ".join(compiled.spec.inputs) or "none"
-        typer.echo(f"ok: flow '{flow.name}' is valid ({len(flow.nodes)} nodes, "
-                   f"{len(flow.edges)} edges; inputs: {inputs})")
+        typer.echo(
+            f"ok: flow '{flow.name}' is valid ({len(flow.nodes)} nodes, "
+            f"{len(flow.edges)} edges; inputs: {inputs})"
+        )
 
 
 def draw(flow_file: FlowArgument, debug: DebugOption = False) -> None:
@@ -38,19 +40,30 @@ def _print_values(values: dict[str, Any]) -> None:
 
 def run(
     flow_file: FlowArgument,
-    input: Annotated[Optional[list[str]], typer.Option(  # noqa: A002 - the option's name
-        "--input", "-i", metavar="KEY=VALUE",
-        help="A flow input; repeat for several. VALUE may be @file.txt.")] = None,
-    trace_json: Annotated[Optional[Path], typer.Option(
-        "--trace-json", help="Write the run's trace as JSON to this file.")] = None,
-    no_reuse: Annotated[bool, typer.Option(
-        "--no-reuse", help="Re-prefill the whole conversation for every call (for comparison).")
+    input: Annotated[  # noqa: A002 - the option is called --input
+        Optional[list[str]],
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="KEY=VALUE",
+            help="A flow input; repeat for several. VALUE may be @file.txt.",
+        ),
+    ] = None,
+    trace_json: Annotated[
+        Optional[Path], typer.Option("--trace-json", help="Write the run's trace as JSON to this file.")
+    ] = None,
+    no_reuse: Annotated[
+        bool,
+        typer.Option("--no-reuse", help="Re-prefill the whole conversation for every call (for comparison)."),
     ] = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampled generation.")
-                    ] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(
-        "--run-dir", help="Save the run to this new directory after every step (flow, inputs, "
-        "state, trace, conversation); `alora-flows resume DIR` continues it after a crash.")
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampled generation.")] = None,
+    run_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--run-dir",
+            help="Save the run to this new directory after every step (flow, inputs, "
+            "state, trace, conversation); `alora-flows resume DIR` continues it after a crash.",
+        ),
     ] = None,
     debug: DebugOption = False,
 ) -> None:
@@ -67,19 +80,29 @@ def run(
         flow.validate().new_state(inputs)  # bad flows and inputs fail before the model loads
         live = LiveView(err_console())
         if run_dir is not None:
-            result = run_in_dir(run_dir, flow_file, inputs, reuse=not no_reuse, seed=seed,
-                                trace_json=trace_json, live=live)
+            result = run_in_dir(
+                run_dir, flow_file, inputs, reuse=not no_reuse, seed=seed, trace_json=trace_json, live=live
+            )
         else:
-            result = run_flow(flow, inputs, base_dir=flow_file.parent, reuse=not no_reuse,
-                              seed=seed, trace_json=trace_json, live=live)
+            result = run_flow(
+                flow,
+                inputs,
+                base_dir=flow_file.parent,
+                reuse=not no_reuse,
+                seed=seed,
+                trace_json=trace_json,
+                live=live,
+            )
         _print_values({k: jsonable(v) for k, v in result.values.items()})
 
 
 def resume(
-    run_dir: Annotated[Path, typer.Argument(
-        metavar="RUN_DIR", help="A directory written by `run --run-dir`.")],
-    trace_json: Annotated[Optional[Path], typer.Option(
-        "--trace-json", help="Write the whole run's trace as JSON to this file.")] = None,
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A directory written by `run --run-dir`.")
+    ],
+    trace_json: Annotated[
+        Optional[Path], typer.Option("--trace-json", help="Write the whole run's trace as JSON to this file.")
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Continue a run saved with --run-dir from its last finished step."""
@@ -102,7 +125,6 @@ def resume(
             return
         done = saved.checkpoint.steps_done if saved.checkpoint else 0
         node = saved.checkpoint.next_node if saved.checkpoint else START
-        console.print(f"resuming {run_dir} after {done} finished step(s), at '{node}'",
-                      soft_wrap=True)
+        console.print(f"resuming {run_dir} after {done} finished step(s), at '{node}'", soft_wrap=True)
         result = resume_in_dir(run_dir, trace_json=trace_json, live=LiveView(console))
         _print_values({k: jsonable(v) for k, v in result.values.items()})

@@ -22,8 +22,10 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
         if not sep or not name.strip() or not source.strip():
             raise UsageError(f"{option} expects NAME=SOURCE, got {value!r}")
         if name.strip() in result:
-            raise UsageError(f"{option} {name.strip()} is given twice "
-                             f"({result[name.strip()]} and {source.strip()}); give each name once")
+            raise UsageError(
+                f"{option} {name.strip()} is given twice "
+                f"({result[name.strip()]} and {source.strip()}); give each name once"
+            )
         result[name.strip()] = source.strip()
     return result
 
@@ -31,13 +33,26 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 def train(
     data: Annotated[Path, typer.Option("--data", help="Training JSONL (docs/intrinsics.md).")],
     out: Annotated[Path, typer.Option("--out", help="Adapter directory to write.")],
-    intrinsic: Annotated[Optional[str], typer.Option("--intrinsic", help="Registered intrinsic name.")] = None,
-    spec_file: Annotated[Optional[Path], typer.Option("--spec-file", help="An intrinsic.yaml instead of --intrinsic.")] = None,
-    model: Annotated[str, typer.Option("--model", help="'embedded', a local HF directory or hub id.")] = "embedded",
-    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Validation JSONL (default: split --val-fraction off --data).")] = None,
+    intrinsic: Annotated[
+        Optional[str], typer.Option("--intrinsic", help="Registered intrinsic name.")
+    ] = None,
+    spec_file: Annotated[
+        Optional[Path], typer.Option("--spec-file", help="An intrinsic.yaml instead of --intrinsic.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="'embedded', a local HF directory or hub id.")
+    ] = "embedded",
+    val_data: Annotated[
+        Optional[Path],
+        typer.Option("--val-data", help="Validation JSONL (default: split --val-fraction off --data)."),
+    ] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
-    lora: Annotated[bool, typer.Option("--lora", help="Train a standard LoRA (same data/budget) instead of an aLoRA.")] = False,
-    target_modules: Annotated[str, typer.Option("--target-modules", help="Comma-separated module names.")] = "q_proj,k_proj,v_proj",
+    lora: Annotated[
+        bool, typer.Option("--lora", help="Train a standard LoRA (same data/budget) instead of an aLoRA.")
+    ] = False,
+    target_modules: Annotated[
+        str, typer.Option("--target-modules", help="Comma-separated module names.")
+    ] = "q_proj,k_proj,v_proj",
     r: Annotated[int, typer.Option("--r", "--rank")] = 32,
     alpha: Annotated[int, typer.Option("--alpha")] = 32,
     dropout: Annotated[float, typer.Option("--dropout")] = 0.05,
@@ -47,7 +62,9 @@ def train(
     grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Overrides --epochs.")] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Longer examples are skipped.")] = 2048,
-    eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Validate every N steps (default: each epoch).")] = None,
+    eval_every: Annotated[
+        Optional[int], typer.Option("--eval-every", help="Validate every N steps (default: each epoch).")
+    ] = None,
     save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps.")] = 25,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
@@ -55,7 +72,9 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.")] = False,
     keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N examples.")] = None,
-    base_model_id: Annotated[Optional[str], typer.Option("--base-model-id", help="Recorded as base_model_name_or_path.")] = None,
+    base_model_id: Annotated[
+        Optional[str], typer.Option("--base-model-id", help="Recorded as base_model_name_or_path.")
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Train an intrinsic adapter (aLoRA by default) from JSONL; writes a PEFT adapter + intrinsic.yaml."""
@@ -67,38 +86,78 @@ def train(
 
         try:
             config = TrainConfig(
-                data=data, out=out, intrinsic=intrinsic, spec_file=spec_file, model=model, val_data=val_data,
-                val_fraction=val_fraction, lora=lora,
+                data=data,
+                out=out,
+                intrinsic=intrinsic,
+                spec_file=spec_file,
+                model=model,
+                val_data=val_data,
+                val_fraction=val_fraction,
+                lora=lora,
                 target_modules=[m.strip() for m in target_modules.split(",") if m.strip()],
-                r=r, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size,
-                grad_accum=grad_accum, max_steps=max_steps, max_length=max_length, eval_every=eval_every,
-                save_every=save_every, seed=seed, device=device, dtype=dtype, resume=resume,
-                keep_checkpoint=keep_checkpoint, limit=limit, base_model_id=base_model_id)
+                r=r,
+                alpha=alpha,
+                dropout=dropout,
+                lr=lr,
+                epochs=epochs,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                max_steps=max_steps,
+                max_length=max_length,
+                eval_every=eval_every,
+                save_every=save_every,
+                seed=seed,
+                device=device,
+                dtype=dtype,
+                resume=resume,
+                keep_checkpoint=keep_checkpoint,
+                limit=limit,
+                base_model_id=base_model_id,
+            )
         except ValidationError as exc:
             problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors())
             raise TrainError(problems) from None
         result = train_intrinsic(config)
         console = Console(stderr=True)
-        best = f", best validation loss {result.best_val_loss:.4f} at step {result.best_step}" \
-            if result.best_val_loss is not None else ""
-        console.print(f"[green]Saved[/] {result.adapter_type} adapter to {result.out} "
-                      f"({result.steps} steps, {result.n_train} train / {result.n_val} val examples{best}, "
-                      f"{result.seconds:.0f} s)" + (f"; skipped {result.skipped} too long" if result.skipped else ""))
+        best = (
+            f", best validation loss {result.best_val_loss:.4f} at step {result.best_step}"
+            if result.best_val_loss is not None
+            else ""
+        )
+        console.print(
+            f"[green]Saved[/] {result.adapter_type} adapter to {result.out} "
+            f"({result.steps} steps, {result.n_train} train / {result.n_val} val examples{best}, "
+            f"{result.seconds:.0f} s)" + (f"; skipped {result.skipped} too long" if result.skipped else "")
+        )
 
 
 def eval_intrinsics(
     data: Annotated[Path, typer.Option("--data", help="Evaluation JSONL (the training format).")],
-    alora: Annotated[Optional[list[str]], typer.Option("--alora", metavar="NAME=SOURCE", help="aLoRA adapter: builtin or a directory; repeat.")] = None,
-    lora: Annotated[Optional[list[str]], typer.Option("--lora", metavar="NAME=DIR", help="Standard LoRA adapter to compare; repeat.")] = None,
-    intrinsic: Annotated[Optional[list[str]], typer.Option("--intrinsic", help="Only these intrinsics; repeat.")] = None,
+    alora: Annotated[
+        Optional[list[str]],
+        typer.Option("--alora", metavar="NAME=SOURCE", help="aLoRA adapter: builtin or a directory; repeat."),
+    ] = None,
+    lora: Annotated[
+        Optional[list[str]],
+        typer.Option("--lora", metavar="NAME=DIR", help="Standard LoRA adapter to compare; repeat."),
+    ] = None,
+    intrinsic: Annotated[
+        Optional[list[str]], typer.Option("--intrinsic", help="Only these intrinsics; repeat.")
+    ] = None,
     model: Annotated[str, typer.Option("--model")] = "embedded",
-    train_data: Annotated[Optional[Path], typer.Option("--train-data", help="For the majority-class baseline.")] = None,
+    train_data: Annotated[
+        Optional[Path], typer.Option("--train-data", help="For the majority-class baseline.")
+    ] = None,
     no_base: Annotated[bool, typer.Option("--no-base", help="Skip the prompted base model.")] = False,
     no_trivial: Annotated[bool, typer.Option("--no-trivial", help="Skip the trivial baseline.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="First N examples per intrinsic.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
-    predictions: Annotated[Optional[Path], typer.Option(
-        "--predictions", metavar="DIR", help="Write every prediction to DIR/<intrinsic>.<system>.jsonl.")] = None,
+    predictions: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--predictions", metavar="DIR", help="Write every prediction to DIR/<intrinsic>.<system>.jsonl."
+        ),
+    ] = None,
     device: Annotated[Optional[str], typer.Option("--device")] = None,
     debug: DebugOption = False,
 ) -> None:
@@ -107,21 +166,31 @@ def eval_intrinsics(
         from rich.console import Console
 
         from alora_flows.app import load_backend
-
         from intrinsics.training.evaluate import evaluate_file, rows_table, write_rows
 
         aloras, loras = _pairs(alora, "--alora"), _pairs(lora, "--lora")  # bad options fail before loading
         backend = load_backend(model, device=device)
-        rows = evaluate_file(data, backend=backend, alora=aloras, lora=loras,
-                             intrinsics=intrinsic, include_base=not no_base, include_trivial=not no_trivial,
-                             train_data=train_data, limit=limit, predictions=predictions)
+        rows = evaluate_file(
+            data,
+            backend=backend,
+            alora=aloras,
+            lora=loras,
+            intrinsics=intrinsic,
+            include_base=not no_base,
+            include_trivial=not no_trivial,
+            train_data=train_data,
+            limit=limit,
+            predictions=predictions,
+        )
         Console().print(rows_table(rows))
         if json_out is not None:
             write_rows(rows, json_out)
 
 
 def threshold(
-    predictions: Annotated[Path, typer.Argument(help="uncertainty.<system>.jsonl from eval-intrinsics --predictions.")],
+    predictions: Annotated[
+        Path, typer.Argument(help="uncertainty.<system>.jsonl from eval-intrinsics --predictions.")
+    ],
     step: Annotated[float, typer.Option("--step", help="Threshold spacing.")] = 0.05,
     debug: DebugOption = False,
 ) -> None:
@@ -138,6 +207,8 @@ def threshold(
         console = Console()
         console.print(sweep_table(points, best))
         n_correct, n_wrong = best.kept_correct + best.cut_correct, best.kept_wrong + best.cut_wrong
-        console.print(f"threshold {best.threshold:.2f}: keeps {best.kept_correct} of {n_correct} correct answers, "
-                      f"cuts {best.cut_wrong} of {n_wrong} wrong ones"
-                      + (f" ({skipped} malformed predictions skipped)" if skipped else ""))
+        console.print(
+            f"threshold {best.threshold:.2f}: keeps {best.kept_correct} of {n_correct} correct answers, "
+            f"cuts {best.cut_wrong} of {n_wrong} wrong ones"
+            + (f" ({skipped} malformed predictions skipped)" if skipped else "")
+        )

@@ -51,19 +51,25 @@ def read_adapter(name: str, path: str | Path, tokenizer, *, model_id: str | None
     path = Path(path)
     config_file = path / "adapter_config.json"
     if not config_file.is_file():
-        raise AdapterError(f"adapter '{name}': no adapter_config.json in {path} "
-                           "(expected a PEFT adapter directory written by save_pretrained)")
+        raise AdapterError(
+            f"adapter '{name}': no adapter_config.json in {path} "
+            "(expected a PEFT adapter directory written by save_pretrained)"
+        )
     weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
     if weights is None:
-        raise AdapterError(f"adapter '{name}': no {' or '.join(WEIGHT_FILES)} in {path}; "
-                           "the directory is incomplete (re-copy or re-train the adapter)")
+        raise AdapterError(
+            f"adapter '{name}': no {' or '.join(WEIGHT_FILES)} in {path}; "
+            "the directory is incomplete (re-copy or re-train the adapter)"
+        )
     try:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as exc:
         raise AdapterError(f"adapter '{name}': {config_file} is not valid JSON ({exc})") from exc
     if config.get("peft_type", "LORA") != "LORA":
-        raise NotAnALoRAError(f"adapter '{name}' is a {config.get('peft_type')} adapter; "
-                              "only (activated) LoRA adapters can be invoked")
+        raise NotAnALoRAError(
+            f"adapter '{name}' is a {config.get('peft_type')} adapter; "
+            "only (activated) LoRA adapters can be invoked"
+        )
 
     tokens = config.get("alora_invocation_tokens")
     invocation_string = config.get("invocation_string")
@@ -74,7 +80,8 @@ def read_adapter(name: str, path: str | Path, tokenizer, *, model_id: str | None
         raise NotAnALoRAError(
             f"adapter '{name}' at {path} is a plain LoRA (no alora_invocation_tokens or "
             "invocation_string in adapter_config.json): it would silently run as a full LoRA. "
-            "Retrain it as an aLoRA (alora-flows train, without --lora).")
+            "Retrain it as an aLoRA (alora-flows train, without --lora)."
+        )
     if invocation_string is None:
         invocation_string = tokenizer.decode(tokens)
 
@@ -83,9 +90,15 @@ def read_adapter(name: str, path: str | Path, tokenizer, *, model_id: str | None
     target_modules = config.get("target_modules") or []
     if isinstance(target_modules, str):
         target_modules = [target_modules]
-    info = AdapterInfo(name=name, path=str(path), invocation_tokens=[int(t) for t in tokens],
-                       invocation_string=invocation_string, target_modules=sorted(target_modules),
-                       rank=int(config.get("r", 8)), base_model=config.get("base_model_name_or_path"))
+    info = AdapterInfo(
+        name=name,
+        path=str(path),
+        invocation_tokens=[int(t) for t in tokens],
+        invocation_string=invocation_string,
+        target_modules=sorted(target_modules),
+        rank=int(config.get("r", 8)),
+        base_model=config.get("base_model_name_or_path"),
+    )
     return AdapterFiles(info=info, config=config, state_dict=state)
 
 
@@ -95,13 +108,17 @@ def _normalise(model_name: str) -> str:
 
 def _check_base_model(name: str, recorded: str | None, model_id: str | None) -> None:
     if not recorded:
-        warnings.warn(f"adapter '{name}' does not record its base model; assuming it fits "
-                      f"'{model_id}'. Check its outputs.", stacklevel=3)
+        warnings.warn(
+            f"adapter '{name}' does not record its base model; assuming it fits "
+            f"'{model_id}'. Check its outputs.",
+            stacklevel=3,
+        )
         return
     if model_id and _normalise(recorded) != _normalise(model_id):
         raise AdapterMismatchError(
             f"adapter '{name}' was trained for base model '{recorded}', but the loaded model is "
-            f"'{model_id}'. Load the matching base model, or train the adapter on this one.")
+            f"'{model_id}'. Load the matching base model, or train the adapter on this one."
+        )
 
 
 def _load_weights(weights: Path) -> dict[str, torch.Tensor]:
@@ -121,18 +138,22 @@ def check_fits(name: str, state: dict[str, torch.Tensor], model: torch.nn.Module
         if target is None:
             raise AdapterMismatchError(
                 f"adapter '{name}' targets module '{module_path}', which the base model does not "
-                "have: it was trained for a different architecture")
+                "have: it was trained for a different architecture"
+            )
         if not hasattr(target, "in_features"):
-            raise AdapterMismatchError(f"adapter '{name}' targets '{module_path}', which is not a "
-                                       "Linear layer in this base model")
+            raise AdapterMismatchError(
+                f"adapter '{name}' targets '{module_path}', which is not a Linear layer in this base model"
+            )
         if kind.startswith("A.") and tensor.shape[1] != target.in_features:
             raise AdapterMismatchError(
                 f"adapter '{name}': '{module_path}' expects input size {tensor.shape[1]}, the base "
-                f"model has {target.in_features}: it was trained for a different model size")
+                f"model has {target.in_features}: it was trained for a different model size"
+            )
         if kind.startswith("B.") and tensor.shape[0] != target.out_features:
             raise AdapterMismatchError(
                 f"adapter '{name}': '{module_path}' produces size {tensor.shape[0]}, the base "
-                f"model has {target.out_features}: it was trained for a different model size")
+                f"model has {target.out_features}: it was trained for a different model size"
+            )
 
 
 def lora_config(files: AdapterFiles):

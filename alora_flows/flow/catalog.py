@@ -29,8 +29,9 @@ class Intrinsic(Protocol):
     name: str
     output_model: type[BaseModel]
 
-    def run(self, session: Any, adapter_name: str, state: Any = None,
-            input_override: Any = None) -> tuple[BaseModel, Any]:
+    def run(
+        self, session: Any, adapter_name: str, state: Any = None, input_override: Any = None
+    ) -> tuple[BaseModel, Any]:
         """Invoke the adapter on the session (rolled back afterwards); (typed output, CallStats)."""
         ...
 
@@ -46,8 +47,7 @@ class ResolvedAdapter(Protocol):
 class IntrinsicCatalog(Protocol):
     """A library of intrinsics (the shipped ``intrinsics`` package is one)."""
 
-    def spec(self, name: str, source: str | None = None,
-             base_dir: Path | None = None) -> Intrinsic:
+    def spec(self, name: str, source: str | None = None, base_dir: Path | None = None) -> Intrinsic:
         """The spec of ``name`` as the flow declares it (``source``: ``builtin`` or a directory).
 
         Raises :class:`~alora_flows.errors.UnknownIntrinsicError` (or another
@@ -55,8 +55,9 @@ class IntrinsicCatalog(Protocol):
         """
         ...
 
-    def resolve(self, name: str, source: str, model_id: str, *, base_dir: Path | None,
-                tokenizer: Any) -> ResolvedAdapter:
+    def resolve(
+        self, name: str, source: str, model_id: str, *, base_dir: Path | None, tokenizer: Any
+    ) -> ResolvedAdapter:
         """Spec and adapter weights of ``name: source`` for the model ``model_id``."""
         ...
 
@@ -67,17 +68,20 @@ class MappingCatalog:
     def __init__(self, specs: Mapping[str, Intrinsic]) -> None:
         self.specs = dict(specs)
 
-    def spec(self, name: str, source: str | None = None,
-             base_dir: Path | None = None) -> Intrinsic:
+    def spec(self, name: str, source: str | None = None, base_dir: Path | None = None) -> Intrinsic:
         if name not in self.specs:
             raise UnknownIntrinsicError(
-                f"unknown intrinsic '{name}' (known: {', '.join(sorted(self.specs)) or 'none'})")
+                f"unknown intrinsic '{name}' (known: {', '.join(sorted(self.specs)) or 'none'})"
+            )
         return self.specs[name]
 
-    def resolve(self, name: str, source: str, model_id: str, *, base_dir: Path | None,
-                tokenizer: Any) -> ResolvedAdapter:
-        raise AloraFlowsError(f"intrinsic '{name}': this catalog holds specs only; load its "
-                              "adapter with backend.add_adapter(name, path)")
+    def resolve(
+        self, name: str, source: str, model_id: str, *, base_dir: Path | None, tokenizer: Any
+    ) -> ResolvedAdapter:
+        raise AloraFlowsError(
+            f"intrinsic '{name}': this catalog holds specs only; load its "
+            "adapter with backend.add_adapter(name, path)"
+        )
 
 
 class ChainCatalog:
@@ -95,16 +99,21 @@ class ChainCatalog:
                 error = error or exc
         raise error or UnknownIntrinsicError(
             f"unknown intrinsic '{name}': no intrinsics library is installed (pip install "
-            "alora-flows provides the built-in 'intrinsics' package)")
+            "alora-flows provides the built-in 'intrinsics' package)"
+        )
 
-    def spec(self, name: str, source: str | None = None,
-             base_dir: Path | None = None) -> Intrinsic:
+    def spec(self, name: str, source: str | None = None, base_dir: Path | None = None) -> Intrinsic:
         return self._first(name, lambda c: c.spec(name, source, base_dir))  # type: ignore[no-any-return]
 
-    def resolve(self, name: str, source: str, model_id: str, *, base_dir: Path | None,
-                tokenizer: Any) -> ResolvedAdapter:
-        return self._first(name, lambda c: c.resolve(  # type: ignore[no-any-return]
-            name, source, model_id, base_dir=base_dir, tokenizer=tokenizer))
+    def resolve(
+        self, name: str, source: str, model_id: str, *, base_dir: Path | None, tokenizer: Any
+    ) -> ResolvedAdapter:
+        return self._first(
+            name,
+            lambda c: c.resolve(  # type: ignore[no-any-return]
+                name, source, model_id, base_dir=base_dir, tokenizer=tokenizer
+            ),
+        )
 
 
 CatalogLike = IntrinsicCatalog | Mapping[str, Intrinsic] | None

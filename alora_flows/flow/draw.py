@@ -10,9 +10,15 @@ import networkx as nx
 
 from alora_flows.flow.spec import END, START
 
+
 def _escape(text: str) -> str:
-    return (text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;")
-            .replace(">", "#gt;").replace("\n", " "))
+    return (
+        text.replace("&", "#amp;")
+        .replace('"', "#quot;")
+        .replace("<", "#lt;")
+        .replace(">", "#gt;")
+        .replace("\n", " ")
+    )
 
 
 def _node_id(name: str) -> str:
@@ -35,8 +41,9 @@ def to_mermaid(graph: nx.DiGraph) -> str:
             label += f"<br/>→ {_escape(', '.join(outputs))}"
         left, right = data.get("shape") or ('["', '"]')  # the node kind's own shape
         lines.append(f"    {_node_id(name)}{left}{label}{right}")
-    edges = sorted(graph.edges(data=True), key=lambda e: (list(graph.nodes).index(e[0]),
-                                                          e[2].get("order", 0)))
+    edges = sorted(
+        graph.edges(data=True), key=lambda e: (list(graph.nodes).index(e[0]), e[2].get("order", 0))
+    )
     for frm, to, data in edges:
         label = data.get("label") or ""
         arrow = f'-->|"{_escape(label)}"|' if label else "-->"

@@ -28,14 +28,21 @@ import networkx as nx
 
 from alora_flows.errors import FlowDefinitionError
 from alora_flows.flow.catalog import CatalogLike
-from alora_flows.flow.nodes import (GenerateNode, GenerateParams, IntrinsicNode, MessageNode,
-                                    MessageParams, Node, SetNode, ToolNode)
-from alora_flows.flow.spec import (END, START, ConditionalEdge, DefaultBranch, FlowSpec, WhenBranch)
+from alora_flows.flow.nodes import (
+    GenerateNode,
+    GenerateParams,
+    IntrinsicNode,
+    MessageNode,
+    MessageParams,
+    Node,
+    SetNode,
+    ToolNode,
+)
+from alora_flows.flow.spec import END, START, ConditionalEdge, DefaultBranch, FlowSpec, WhenBranch
 from alora_flows.flow.state import INPUT_TYPES
 from alora_flows.flow.tools import tool_ref
 from alora_flows.flow.trace import Listener
-from alora_flows.flow.validation import (CompiledFlow, build_graph,
-                                         compile_flow, compile_routes)
+from alora_flows.flow.validation import CompiledFlow, build_graph, compile_flow, compile_routes
 from alora_flows.flow.yaml_io import SourceMap, dump_yaml, load_yaml, parse_spec, read_flow_file
 
 Condition = str | Callable[[Any], bool]
@@ -59,8 +66,9 @@ def _input_types(inputs: Iterable[str] | Mapping[str, Any]) -> dict[str, str]:
             elif tp in names:
                 out[name] = names[tp]
             else:
-                raise FlowDefinitionError(f"input '{name}': type must be one of "
-                                          f"{', '.join(INPUT_TYPES)}, got {tp!r}")
+                raise FlowDefinitionError(
+                    f"input '{name}': type must be one of {', '.join(INPUT_TYPES)}, got {tp!r}"
+                )
         return out
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -70,35 +78,48 @@ def _input_types(inputs: Iterable[str] | Mapping[str, Any]) -> dict[str, str]:
 class Flow:
     """A flow of nodes and edges; see the module docstring for an example."""
 
-    def __init__(self, name: str, *, inputs: Iterable[str] | Mapping[str, Any] = (),
-                 max_steps: int = 50, model: str = "embedded",
-                 intrinsics: Mapping[str, str] | None = None, start: str | None = None) -> None:
-        self.spec = FlowSpec(name=name, inputs=_input_types(inputs), max_steps=max_steps,
-                             model=model, intrinsics=dict(intrinsics or {}), start=start)
+    def __init__(
+        self,
+        name: str,
+        *,
+        inputs: Iterable[str] | Mapping[str, Any] = (),
+        max_steps: int = 50,
+        model: str = "embedded",
+        intrinsics: Mapping[str, str] | None = None,
+        start: str | None = None,
+    ) -> None:
+        self.spec = FlowSpec(
+            name=name,
+            inputs=_input_types(inputs),
+            max_steps=max_steps,
+            model=model,
+            intrinsics=dict(intrinsics or {}),
+            start=start,
+        )
         self.source = SourceMap()
         # (spec snapshot, catalog, compiled): reused by run() while neither changes
         self._compiled: tuple[FlowSpec, Any, CompiledFlow] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_spec(cls, spec: FlowSpec, source: SourceMap | None = None) -> "Flow":
+    def from_spec(cls, spec: FlowSpec, source: SourceMap | None = None) -> Flow:
         flow = cls.__new__(cls)
         flow.spec, flow.source = spec, source or SourceMap()
         flow._compiled = None
         return flow
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "Flow":
+    def from_yaml(cls, path: str | Path) -> Flow:
         """Load a flow file; shape errors raise :class:`FlowDefinitionError` with file and line."""
         return cls.from_spec(*read_flow_file(path))
 
     @classmethod
-    def from_yaml_text(cls, text: str, *, file: str | None = None) -> "Flow":
+    def from_yaml_text(cls, text: str, *, file: str | None = None) -> Flow:
         data, source = load_yaml(text, file=file)
         return cls.from_spec(parse_spec(data, source), source)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Flow":
+    def from_dict(cls, data: Mapping[str, Any]) -> Flow:
         return cls.from_spec(parse_spec(data))
 
     # ------------------------------------------------------------------ building
@@ -114,57 +135,76 @@ class Flow:
     def edges(self) -> list[Any]:
         return self.spec.edges
 
-    def add(self, name: str, node: Node) -> "Flow":
+    def add(self, name: str, node: Node) -> Flow:
         """Add a node of any kind (built-in or registered with ``register_node_kind``)."""
         return self._add(name, node)
 
-    def _add(self, name: str, node: Node) -> "Flow":
+    def _add(self, name: str, node: Node) -> Flow:
         file, line = _caller()
         if name in self.spec.nodes:
-            raise FlowDefinitionError("a node with this name already exists", file=file,
-                                      line=line, node=name)
+            raise FlowDefinitionError("a node with this name already exists", file=file, line=line, node=name)
         self.spec.nodes[name] = node
         self.source.add(("nodes", name), line, file)
         return self
 
-    def generate(self, name: str, *, system: str | None = None, user: str | None = None,
-                 output: str | None = None, max_new_tokens: int = 256,
-                 temperature: float = 0.0) -> "Flow":
+    def generate(
+        self,
+        name: str,
+        *,
+        system: str | None = None,
+        user: str | None = None,
+        output: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> Flow:
         """A base-model turn: append the (templated) system/user messages, then generate."""
-        params = GenerateParams(system=system, user=user, max_new_tokens=max_new_tokens,
-                                temperature=temperature)
+        params = GenerateParams(
+            system=system, user=user, max_new_tokens=max_new_tokens, temperature=temperature
+        )
         return self._add(name, GenerateNode(generate=params, output=output))
 
-    def intrinsic(self, name: str, intrinsic: str | None = None, *, output: str | None = None,
-                  input: str | None = None, source: str = "builtin") -> "Flow":  # noqa: A002
+    def intrinsic(
+        self,
+        name: str,
+        intrinsic: str | None = None,
+        *,
+        output: str | None = None,
+        input: str | None = None,  # noqa: A002 - the YAML key
+        source: str = "builtin",
+    ) -> Flow:
         """Invoke intrinsic ``intrinsic`` (default: the node name). Unless already declared, it
         is added to ``intrinsics:`` with ``source`` ("builtin" or an adapter path)."""
         intrinsic = intrinsic or name
         self.spec.intrinsics.setdefault(intrinsic, source)
         return self._add(name, IntrinsicNode(intrinsic=intrinsic, input=input, output=output))
 
-    def tool(self, name: str, fn: Callable[..., Any] | str, *, args: Mapping[str, Any] | None = None,
-             output: str | None = None) -> "Flow":
+    def tool(
+        self,
+        name: str,
+        fn: Callable[..., Any] | str,
+        *,
+        args: Mapping[str, Any] | None = None,
+        output: str | None = None,
+    ) -> Flow:
         """Call ``fn(**args)``; string args are templates over the state."""
         return self._add(name, ToolNode(tool=fn, args=dict(args or {}), output=output))
 
-    def set(self, name: str, values: Mapping[str, Any] | None = None, /, **more: Any) -> "Flow":
+    def set(self, name: str, values: Mapping[str, Any] | None = None, /, **more: Any) -> Flow:
         """Assign state fields: strings are templates, other values literals."""
         return self._add(name, SetNode(set={**dict(values or {}), **more}))
 
-    def message(self, name: str, role: str, content: str) -> "Flow":
+    def message(self, name: str, role: str, content: str) -> Flow:
         """Append a fixed (templated) turn to the session without generating."""
         return self._add(name, MessageNode(message=MessageParams(role=role, content=content)))
 
-    def edge(self, frm: str, to: str) -> "Flow":
+    def edge(self, frm: str, to: str) -> Flow:
         """Always go from ``frm`` to ``to`` (``START``/``END`` allowed)."""
         file, line = _caller()
         self.source.add(("edges", len(self.spec.edges)), line, file)
         self.spec.edges.append((frm, to))
         return self
 
-    def branch(self, frm: str, branches: Sequence[tuple[Condition, str]], *, default: str
-               ) -> "Flow":
+    def branch(self, frm: str, branches: Sequence[tuple[Condition, str]], *, default: str) -> Flow:
         """From ``frm``, go to the first target whose condition holds, else to ``default``.
 
         A condition is a safe expression over the state (``"certainty.score < 0.4"``) or a
@@ -192,9 +232,12 @@ class Flow:
             first = errors[0]
             if len(errors) > 1:
                 more = len(errors) - 1
-                first = type(first)(f"{first.detail} (and {more} more problem"
-                                    f"{'s' if more > 1 else ''})", file=first.file,
-                                    line=first.line, node=first.node)
+                first = type(first)(
+                    f"{first.detail} (and {more} more problem{'s' if more > 1 else ''})",
+                    file=first.file,
+                    line=first.line,
+                    node=first.node,
+                )
             raise first
         return compiled  # type: ignore[return-value]
 
@@ -207,8 +250,11 @@ class Flow:
         """
         catalog = dict(intrinsic_specs) if isinstance(intrinsic_specs, Mapping) else intrinsic_specs
         cached = self._compiled
-        if cached is not None and cached[0] == self.spec and (
-                cached[1] is catalog or (isinstance(catalog, dict) and cached[1] == catalog)):
+        if (
+            cached is not None
+            and cached[0] == self.spec
+            and (cached[1] is catalog or (isinstance(catalog, dict) and cached[1] == catalog))
+        ):
             return cached[2]
         compiled = self.validate(intrinsic_specs=intrinsic_specs)
         self._compiled = (self.spec.model_copy(deep=True), catalog, compiled)
@@ -253,7 +299,9 @@ class Flow:
                 raise FlowDefinitionError(
                     f"tool {node.tool!r} cannot be written to YAML: it must be a module-level "
                     "function importable as 'package.module:function' (not a lambda, closure "
-                    "or __main__ function)", node=name)
+                    "or __main__ function)",
+                    node=name,
+                )
             node = node.model_copy(update={"tool": ref})
         return node.model_dump(by_alias=True, exclude_defaults=True, exclude_none=True)
 
@@ -266,8 +314,9 @@ class Flow:
             if isinstance(branch, WhenBranch):
                 if not isinstance(branch.when, str):
                     raise FlowDefinitionError(
-                        "a Python callable condition cannot be written to YAML; use an "
-                        "expression string", node=edge.from_)
+                        "a Python callable condition cannot be written to YAML; use an expression string",
+                        node=edge.from_,
+                    )
                 branches.append({"when": branch.when, "to": branch.to})
             else:
                 branches.append({"default": branch.default})
@@ -287,7 +336,7 @@ class Flow:
             return node
 
         spec = self.spec
-        return (spec.model_copy(update={"nodes": {k: norm(v) for k, v in spec.nodes.items()}}))
+        return spec.model_copy(update={"nodes": {k: norm(v) for k, v in spec.nodes.items()}})
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Flow):
@@ -300,9 +349,16 @@ class Flow:
         return f"Flow({self.spec.name!r}, nodes={list(self.spec.nodes)})"
 
     # ------------------------------------------------------------------ running
-    def run(self, session: Any, inputs: Mapping[str, Any] | None = None, *,
-            seed: int | None = None, listeners: Iterable[Listener] = (),
-            intrinsic_specs: CatalogLike = None, **more_inputs: Any) -> Any:
+    def run(
+        self,
+        session: Any,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+        listeners: Iterable[Listener] = (),
+        intrinsic_specs: CatalogLike = None,
+        **more_inputs: Any,
+    ) -> Any:
         """Validate, then run on ``session``; returns :class:`RunResult` (``.state``, ``.trace``).
 
         Inputs may be given as a mapping or as keywords (``flow.run(s, question="...")``).

@@ -25,8 +25,18 @@ from alora_flows.flow.catalog import Intrinsic
 from alora_flows.flow.nodes import Node
 from alora_flows.flow.spec import END, START
 from alora_flows.flow.state import state_values, type_name
-from alora_flows.flow.trace import (Listener, RunFailed, RunFinished, RunStarted, StepFinished,
-                                    StepStarted, TokenStreamed, Trace, TraceStep, jsonable)
+from alora_flows.flow.trace import (
+    Listener,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+    TokenStreamed,
+    Trace,
+    TraceStep,
+    jsonable,
+)
 from alora_flows.flow.validation import CompiledFlow
 from alora_flows.sandbox.expressions import ExpressionError, evaluate
 from alora_flows.sandbox.templates import TemplateError, is_template, render
@@ -52,8 +62,7 @@ class RunResult(BaseModel):
 class _Step:
     """The :class:`~alora_flows.flow.nodes.StepContext` of one node execution."""
 
-    def __init__(self, runner: "Runner", name: str, node: Node, state: BaseModel,
-                 index: int) -> None:
+    def __init__(self, runner: Runner, name: str, node: Node, state: BaseModel, index: int) -> None:
         self.runner, self.name, self.node, self.state, self.index = runner, name, node, state, index
         self.session = runner.session
         self.seed = runner.seed
@@ -85,8 +94,8 @@ class _Step:
             expected = type_name(self.runner.compiled.field_types.get(field))
             detail = exc.errors()[0]["msg"]
             raise FlowRuntimeError(
-                f"produced a {type(value).__name__} for '{field}', which is typed "
-                f"{expected}: {detail}") from None
+                f"produced a {type(value).__name__} for '{field}', which is typed {expected}: {detail}"
+            ) from None
 
     def resource(self) -> Any:
         return self.runner.compiled.resources.get(self.name)
@@ -104,8 +113,14 @@ class _Step:
 class Runner:
     """Executes one compiled flow on one session; create one per run."""
 
-    def __init__(self, compiled: CompiledFlow, session: Any, *, seed: int | None = None,
-                 listeners: Iterable[Listener] = ()) -> None:
+    def __init__(
+        self,
+        compiled: CompiledFlow,
+        session: Any,
+        *,
+        seed: int | None = None,
+        listeners: Iterable[Listener] = (),
+    ) -> None:
         self.compiled = compiled
         self.session = session
         self.seed = seed
@@ -115,16 +130,26 @@ class Runner:
     def new_trace(self) -> Trace:
         backend = getattr(self.session, "backend", None)
         model = getattr(backend, "model_id", None) or self.compiled.spec.model
-        return Trace(flow=self.compiled.spec.name, model=str(model),
-                     reuse=bool(getattr(self.session, "reuse", True)), seed=self.seed)
+        return Trace(
+            flow=self.compiled.spec.name,
+            model=str(model),
+            reuse=bool(getattr(self.session, "reuse", True)),
+            seed=self.seed,
+        )
 
     def run(self, inputs: Mapping[str, Any]) -> RunResult:
         """Run from START with ``inputs``; returns the final state and the trace."""
         state = self.compiled.new_state(inputs)
         trace = self.new_trace()
-        self._emit(RunStarted(flow=trace.flow, model=trace.model, reuse=trace.reuse,
-                              inputs={k: jsonable(v) for k, v in inputs.items()},
-                              max_steps=self.compiled.spec.max_steps))
+        self._emit(
+            RunStarted(
+                flow=trace.flow,
+                model=trace.model,
+                reuse=trace.reuse,
+                inputs={k: jsonable(v) for k, v in inputs.items()},
+                max_steps=self.compiled.spec.max_steps,
+            )
+        )
         return self.run_from(state, START, trace)
 
     def run_from(self, state: BaseModel, node: str, trace: Trace) -> RunResult:
@@ -140,7 +165,8 @@ class Runner:
                     raise FlowRuntimeError(
                         f"flow '{spec.name}' reached max_steps={spec.max_steps} without reaching "
                         f"END (last node '{last}', next would be '{node}'): a loop did not exit; "
-                        "fix its exit condition or raise max_steps")
+                        "fix its exit condition or raise max_steps"
+                    )
                 current = node
                 step = self._execute(node, state, len(trace.steps))
                 step.next, step.branch = self._route(node, state)
@@ -178,15 +204,21 @@ class Runner:
         try:
             output = node.execute(_Step(self, name, node, state, index))
         except AloraFlowsError as exc:
-            raise exc.at(node=name)
+            raise exc.at(node=name)  # noqa: B904 - the same error, now naming its node
         seconds = time.perf_counter() - started
         calls: Sequence[Any] = history[before:] if history is not None else []
         return TraceStep(
-            node=name, kind=node.kind, adapter=adapter, index=index,
+            node=name,
+            kind=node.kind,
+            adapter=adapter,
+            index=index,
             prefill_tokens=sum(c.prefill_tokens for c in calls),
             reused_tokens=calls[0].reused_tokens if calls else 0,
-            generated_tokens=sum(c.generated_tokens for c in calls), context_tokens=context,
-            seconds=round(seconds, 6), output=jsonable(output))
+            generated_tokens=sum(c.generated_tokens for c in calls),
+            context_tokens=context,
+            seconds=round(seconds, 6),
+            output=jsonable(output),
+        )
 
     # ------------------------------------------------------------------ routing
     def _route(self, name: str, state: BaseModel) -> tuple[str, str | None]:
@@ -201,13 +233,13 @@ class Runner:
                 else:
                     holds = bool(route.condition(state))
             except ExpressionError as exc:
-                raise FlowRuntimeError(f"condition {route.label!r} failed: {exc}",
-                                       node=name) from None
+                raise FlowRuntimeError(f"condition {route.label!r} failed: {exc}", node=name) from None
             except AloraFlowsError:
                 raise
             except Exception as exc:
-                raise FlowRuntimeError(f"condition {route.label!r} raised "
-                                       f"{type(exc).__name__}: {exc}", node=name) from exc
+                raise FlowRuntimeError(
+                    f"condition {route.label!r} raised {type(exc).__name__}: {exc}", node=name
+                ) from exc
             if holds:
                 return route.to, route.label
         raise FlowRuntimeError("no branch condition held and there is no default", node=name)

@@ -17,8 +17,16 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Tag,
-                      WrapValidator, field_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    Tag,
+    WrapValidator,
+    field_validator,
+)
 
 from alora_flows.flow.nodes import Node
 from alora_flows.flow.nodes.base import parse_node
@@ -34,8 +42,7 @@ InputType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True,
-                              populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, populate_by_name=True)
 
 
 NodeSpec = Annotated[SerializeAsAny[Node], WrapValidator(parse_node)]
@@ -84,11 +91,14 @@ def _edge_kind(value: Any) -> str | None:
 
 
 Edge = Annotated[
-    Union[Annotated[tuple[str, str], Tag("plain")],
-          Annotated[ConditionalEdge, Tag("conditional")]],
-    Discriminator(_edge_kind, custom_error_type="edge_kind",
-                  custom_error_message="an edge is [from, to] or {from: ..., branches: [...]}"),
+    Union[Annotated[tuple[str, str], Tag("plain")], Annotated[ConditionalEdge, Tag("conditional")]],
+    Discriminator(
+        _edge_kind,
+        custom_error_type="edge_kind",
+        custom_error_message="an edge is [from, to] or {from: ..., branches: [...]}",
+    ),
 ]
+
 
 class FlowSpec(_Model):
     """A whole flow definition: the top level of a flow YAML file."""

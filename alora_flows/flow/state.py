@@ -32,8 +32,15 @@ class _Templated:
 
 TEMPLATED: Any = _Templated()
 
-INPUT_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool,
-                               "list": list, "dict": dict, "any": Any}
+INPUT_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "list": list,
+    "dict": dict,
+    "any": Any,
+}
 
 
 def literal_type(value: Any, *, templated: bool) -> Any:
@@ -85,22 +92,19 @@ def build_state_model(flow_name: str, fields: dict[str, Any]) -> type[BaseModel]
         definitions[name] = (tp if tp is Any else Optional[tp], None)
     return create_model(
         f"{camel or 'Flow'}State",
-        __config__=ConfigDict(validate_assignment=True, arbitrary_types_allowed=True,
-                              extra="forbid"),
+        __config__=ConfigDict(validate_assignment=True, arbitrary_types_allowed=True, extra="forbid"),
         **definitions,
     )
 
 
 def state_values(state: BaseModel) -> dict[str, Any]:
     """The fields some node (or the caller) has set, as objects: the scope of templates/conditions."""
-    return {name: getattr(state, name) for name in type(state).model_fields
-            if name in state.model_fields_set}
+    return {name: getattr(state, name) for name in type(state).model_fields if name in state.model_fields_set}
 
 
 def attribute_known(tp: Any, attr: str) -> bool | None:
     """Whether ``attr`` exists on values of type ``tp``; None when that cannot be known statically."""
     tp = field_type(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return (attr in tp.model_fields or attr in tp.model_computed_fields
-                or hasattr(tp, attr))
+        return attr in tp.model_fields or attr in tp.model_computed_fields or hasattr(tp, attr)
     return None

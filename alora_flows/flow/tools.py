@@ -8,7 +8,6 @@ name explicitly. Private names (``_x``) and dotted attribute paths are refused b
 from __future__ import annotations
 
 import functools
-
 import importlib
 import re
 import sys
@@ -30,8 +29,11 @@ def _import_near(module_name: str, base_dir: Path | None) -> Any:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         top = module_name.split(".")[0]
-        if base_dir is None or exc.name != top or not (
-                (base_dir / f"{top}.py").is_file() or (base_dir / top / "__init__.py").is_file()):
+        if (
+            base_dir is None
+            or exc.name != top
+            or not ((base_dir / f"{top}.py").is_file() or (base_dir / top / "__init__.py").is_file())
+        ):
             raise
     sys.path.insert(0, str(base_dir))
     try:
@@ -49,8 +51,10 @@ def resolve_tool(ref: str, *, base_dir: Path | None = None) -> Callable[..., Any
     try:
         module = _import_near(module_name, base_dir)
     except ImportError as exc:
-        raise FlowDefinitionError(f"cannot import module {module_name!r} for tool {ref!r}: {exc} "
-                                  "(install it, or put it next to the flow file)") from None
+        raise FlowDefinitionError(
+            f"cannot import module {module_name!r} for tool {ref!r}: {exc} "
+            "(install it, or put it next to the flow file)"
+        ) from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise FlowDefinitionError(f"module {module_name!r} has no attribute {attr!r} (tool {ref!r})")
@@ -85,12 +89,12 @@ def tool_label(tool: str | Callable[..., Any]) -> str:
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     target = fn
     if not (hasattr(fn, "__annotations__") or isinstance(fn, type)):
-        target = getattr(fn, "__call__", fn)
+        target = fn.__call__  # a callable object: its __call__ carries the hints
     if isinstance(fn, type):
         target = fn.__init__
     try:
         return typing.get_type_hints(target)
-    except Exception:  # noqa: BLE001 - unresolvable forward references: treat as unannotated
+    except Exception:
         return {}
 
 

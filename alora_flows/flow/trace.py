@@ -152,10 +152,14 @@ class RunListener:
     """Base class for listeners that want one method per event kind (all optional)."""
 
     def __call__(self, event: Any) -> None:
-        handler = {RunStarted: self.on_run_started, StepStarted: self.on_step_started,
-                   TokenStreamed: self.on_token, StepFinished: self.on_step_finished,
-                   RunFinished: self.on_run_finished, RunFailed: self.on_run_failed,
-                   }.get(type(event))
+        handler = {
+            RunStarted: self.on_run_started,
+            StepStarted: self.on_step_started,
+            TokenStreamed: self.on_token,
+            StepFinished: self.on_step_finished,
+            RunFinished: self.on_run_finished,
+            RunFailed: self.on_run_failed,
+        }.get(type(event))
         if handler is not None:
             handler(event)
 

@@ -28,14 +28,22 @@ from pydantic import BaseModel, ValidationError
 from alora_flows.errors import AloraFlowsError, FlowDefinitionError, FlowInputError
 from alora_flows.flow.catalog import CatalogLike, Intrinsic, IntrinsicCatalog, as_catalog
 from alora_flows.flow.nodes import Node
-from alora_flows.flow.spec import (END, START, ConditionalEdge, DefaultBranch, FlowSpec,
-                                   WhenBranch, check_field_name, check_node_name)
-from alora_flows.flow.state import (INPUT_TYPES, attribute_known, build_state_model, merge_types,
-                                    type_name)
+from alora_flows.flow.spec import (
+    END,
+    START,
+    ConditionalEdge,
+    DefaultBranch,
+    FlowSpec,
+    WhenBranch,
+    check_field_name,
+    check_node_name,
+)
+from alora_flows.flow.state import INPUT_TYPES, attribute_known, build_state_model, merge_types, type_name
 from alora_flows.flow.tools import resolve_tool
 from alora_flows.flow.yaml_io import SourceMap
 from alora_flows.sandbox.expressions import check_expression
 from alora_flows.sandbox.templates import check_template
+
 
 @dataclass(frozen=True)
 class Route:
@@ -43,7 +51,7 @@ class Route:
 
     to: str
     condition: str | Callable[[Any], bool] | None = None
-    label: str = ""          # the expression, the callable's name, "default", or "" (plain edge)
+    label: str = ""  # the expression, the callable's name, "default", or "" (plain edge)
     path: tuple[Any, ...] = ()
 
 
@@ -65,11 +73,14 @@ class CompiledFlow:
         missing = sorted(declared - set(inputs))
         unknown = sorted(set(inputs) - declared)
         if missing:
-            raise FlowInputError(f"flow '{self.spec.name}' needs input(s) {', '.join(missing)} "
-                                 f"(e.g. --input {missing[0]}=...)")
+            raise FlowInputError(
+                f"flow '{self.spec.name}' needs input(s) {', '.join(missing)} (e.g. --input {missing[0]}=...)"
+            )
         if unknown:
-            raise FlowInputError(f"flow '{self.spec.name}' has no input(s) {', '.join(unknown)}; "
-                                 f"declared inputs: {', '.join(sorted(declared)) or 'none'}")
+            raise FlowInputError(
+                f"flow '{self.spec.name}' has no input(s) {', '.join(unknown)}; "
+                f"declared inputs: {', '.join(sorted(declared)) or 'none'}"
+            )
         try:
             return self.state_model(**dict(inputs))
         except ValidationError as exc:
@@ -94,12 +105,16 @@ class _Checker:
         self.spec_errors: dict[str, str] = {}
         self.tools: dict[int, Callable[..., Any] | None] = {}
 
-    def error(self, message: str, path: tuple[Any, ...] = (), node: str | None = None,
-              cls: type[FlowDefinitionError] = FlowDefinitionError) -> None:
+    def error(
+        self,
+        message: str,
+        path: tuple[Any, ...] = (),
+        node: str | None = None,
+        cls: type[FlowDefinitionError] = FlowDefinitionError,
+    ) -> None:
         self.errors.append(self.source.error(message, path, node, cls))
 
-    def wrap(self, exc: FlowDefinitionError, path: tuple[Any, ...], node: str | None,
-             what: str) -> None:
+    def wrap(self, exc: FlowDefinitionError, path: tuple[Any, ...], node: str | None, what: str) -> None:
         self.error(f"{what}: {exc.detail}", path, node, type(exc))
 
     # ------------------------------------------------------------------ routes
@@ -119,18 +134,27 @@ class _Checker:
                 frm, out = edge.from_, []
                 defaults = [j for j, b in enumerate(edge.branches) if isinstance(b, DefaultBranch)]
                 if len(defaults) != 1:
-                    self.error(f"conditional edge from '{frm}' needs exactly one 'default' branch "
-                               f"(found {len(defaults)}): the target when no 'when' holds",
-                               ("edges", i), frm)
+                    self.error(
+                        f"conditional edge from '{frm}' needs exactly one 'default' branch "
+                        f"(found {len(defaults)}): the target when no 'when' holds",
+                        ("edges", i),
+                        frm,
+                    )
                 elif defaults[0] != len(edge.branches) - 1:
-                    self.error("the 'default' branch must be the last one", ("edges", i, "branches",
-                                                                             defaults[0]), frm)
+                    self.error(
+                        "the 'default' branch must be the last one",
+                        ("edges", i, "branches", defaults[0]),
+                        frm,
+                    )
                 for j, branch in enumerate(edge.branches):
                     path = ("edges", i, "branches", j)
                     if isinstance(branch, WhenBranch):
                         self.check_condition(branch.when, path + ("when",), frm)
-                        label = branch.when if isinstance(branch.when, str) else \
-                            getattr(branch.when, "__name__", "condition")
+                        label = (
+                            branch.when
+                            if isinstance(branch.when, str)
+                            else getattr(branch.when, "__name__", "condition")
+                        )
                         check_target(branch.to, path + ("to",), frm)
                         out.append(Route(branch.to, branch.when, label, path))
                     else:
@@ -144,25 +168,27 @@ class _Checker:
                 self.error("END has no outgoing edges", ("edges", i), frm)
                 continue
             if frm != START and frm not in known:
-                self.error(f"edge from unknown node '{frm}'{_suggest(frm, known)}", ("edges", i),
-                           frm)
+                self.error(f"edge from unknown node '{frm}'{_suggest(frm, known)}", ("edges", i), frm)
                 continue
             if frm in routes:
                 line = self.source.locate(first_path[frm])[1]
                 where = f" (first one at line {line})" if line else ""
-                self.error(f"has more than one outgoing edge{where}; use one "
-                           "conditional edge with branches to choose the next node",
-                           ("edges", i), frm)
+                self.error(
+                    f"has more than one outgoing edge{where}; use one "
+                    "conditional edge with branches to choose the next node",
+                    ("edges", i),
+                    frm,
+                )
                 continue
             routes[frm], first_path[frm] = out, ("edges", i)
 
         if spec.start is not None:
             if START in routes:
-                self.error("the flow sets both 'start:' and an edge from START; keep one",
-                           ("start",))
+                self.error("the flow sets both 'start:' and an edge from START; keep one", ("start",))
             elif spec.start not in known:
-                self.error(f"start node '{spec.start}' is not a node{_suggest(spec.start, known)}",
-                           ("start",))
+                self.error(
+                    f"start node '{spec.start}' is not a node{_suggest(spec.start, known)}", ("start",)
+                )
             else:
                 routes[START] = [Route(spec.start, None, "", ("start",))]
         elif START not in routes:
@@ -192,8 +218,7 @@ class _Checker:
             if why := check_node_name(name):
                 self.error(why, base, name)
             if name not in routes:
-                self.error("has no outgoing edge; add one (to the next node or "
-                           "to END)", base, name)
+                self.error("has no outgoing edge; add one (to the next node or to END)", base, name)
             view = _NodeView(self, catalog, name, node)
             self.resources[name] = node.prepare(view)
             node.check(view)
@@ -217,10 +242,13 @@ class _Checker:
             for node, tp, path in entries[1:]:
                 merged = merge_types(current, tp)
                 if merged is None:
-                    self.error(f"field '{field_name}' is written as {type_name(tp)} here but as "
-                               f"{type_name(current)} by {_who(node0)}; one field must keep one "
-                               "type (use another output name)", path,
-                               node if node != "inputs" else None)
+                    self.error(
+                        f"field '{field_name}' is written as {type_name(tp)} here but as "
+                        f"{type_name(current)} by {_who(node0)}; one field must keep one "
+                        "type (use another output name)",
+                        path,
+                        node if node != "inputs" else None,
+                    )
                     break
                 current = merged
             types[field_name] = current
@@ -230,9 +258,13 @@ class _Checker:
         for node, path, names in self.reads:
             unknown = sorted(names - set(types))
             if unknown:
-                self.error(f"template reads unknown state field(s) {', '.join(unknown)}"
-                           f"{_suggest(unknown[0], types)}; known: "
-                           f"{', '.join(sorted(types)) or 'none'}", path, node)
+                self.error(
+                    f"template reads unknown state field(s) {', '.join(unknown)}"
+                    f"{_suggest(unknown[0], types)}; known: "
+                    f"{', '.join(sorted(types)) or 'none'}",
+                    path,
+                    node,
+                )
         for frm, out in routes.items():
             for route in out:
                 if not isinstance(route.condition, str):
@@ -243,18 +275,25 @@ class _Checker:
                     continue  # already reported
                 unknown = sorted(info.names - set(types))
                 if unknown:
-                    self.error(f"condition {route.condition!r} reads unknown state field(s) "
-                               f"{', '.join(unknown)}{_suggest(unknown[0], types)}; known: "
-                               f"{', '.join(sorted(types)) or 'none'}", route.path + ("when",),
-                               frm)
+                    self.error(
+                        f"condition {route.condition!r} reads unknown state field(s) "
+                        f"{', '.join(unknown)}{_suggest(unknown[0], types)}; known: "
+                        f"{', '.join(sorted(types)) or 'none'}",
+                        route.path + ("when",),
+                        frm,
+                    )
                 for name, attr in sorted(info.attributes):
                     if name in types and attribute_known(types[name], attr) is False:
                         tp = types[name]
                         fields = ", ".join(getattr(tp, "model_fields", {}))
-                        self.error(f"condition {route.condition!r}: '{name}' is a "
-                                   f"{type_name(tp)}, which has no attribute '{attr}'"
-                                   f"{_suggest(attr, getattr(tp, 'model_fields', {}))} "
-                                   f"(fields: {fields})", route.path + ("when",), frm)
+                        self.error(
+                            f"condition {route.condition!r}: '{name}' is a "
+                            f"{type_name(tp)}, which has no attribute '{attr}'"
+                            f"{_suggest(attr, getattr(tp, 'model_fields', {}))} "
+                            f"(fields: {fields})",
+                            route.path + ("when",),
+                            frm,
+                        )
 
     # ------------------------------------------------------------------ graph
     def graph(self, routes: dict[str, list[Route]]) -> nx.DiGraph:
@@ -270,12 +309,14 @@ class _Checker:
         for name in self.spec.nodes:
             if name not in reachable:
                 if name in roots or (not roots and name == unreachable[0]):
-                    self.error("is unreachable from START (no edge leads to it)",
-                               ("nodes", name), name)
-            elif name not in can_end and not (
-                    ({name} | nx.descendants(graph, name)) & broken):
-                self.error("has no path to END: every way out of it loops or "
-                           "stops; add a branch that leaves the loop", ("nodes", name), name)
+                    self.error("is unreachable from START (no edge leads to it)", ("nodes", name), name)
+            elif name not in can_end and not (({name} | nx.descendants(graph, name)) & broken):
+                self.error(
+                    "has no path to END: every way out of it loops or "
+                    "stops; add a branch that leaves the loop",
+                    ("nodes", name),
+                    name,
+                )
         return graph
 
 
@@ -289,26 +330,25 @@ def build_graph(spec: FlowSpec, routes: Mapping[str, list[Route]]) -> nx.DiGraph
     graph.add_node(START, kind="start")
     graph.add_node(END, kind="end")
     for name, node in spec.nodes.items():
-        graph.add_node(name, kind=node.kind, outputs=node.outputs(), detail=node.detail(),
-                       shape=node.shape)
+        graph.add_node(name, kind=node.kind, outputs=node.outputs(), detail=node.detail(), shape=node.shape)
     for frm, out in routes.items():
         for order, route in enumerate(out):
             if route.to in graph and frm in graph and not graph.has_edge(frm, route.to):
-                graph.add_edge(frm, route.to, label=route.label, order=order,
-                               condition=route.condition)
+                graph.add_edge(frm, route.to, label=route.label, order=order, condition=route.condition)
     return graph
 
 
-def compile_routes(spec: FlowSpec, source: SourceMap | None = None
-                   ) -> tuple[dict[str, list[Route]], list[FlowDefinitionError]]:
+def compile_routes(
+    spec: FlowSpec, source: SourceMap | None = None
+) -> tuple[dict[str, list[Route]], list[FlowDefinitionError]]:
     """Structure only (edges, start): enough to draw a flow that may not fully validate."""
     checker = _Checker(spec, source or SourceMap())
     return checker.routes(), checker.errors
 
 
-def compile_flow(spec: FlowSpec, source: SourceMap | None = None, *,
-                 intrinsic_specs: CatalogLike = None
-                 ) -> tuple[list[FlowDefinitionError], CompiledFlow | None]:
+def compile_flow(
+    spec: FlowSpec, source: SourceMap | None = None, *, intrinsic_specs: CatalogLike = None
+) -> tuple[list[FlowDefinitionError], CompiledFlow | None]:
     """Check everything; return ``(problems, None)`` or ``([], CompiledFlow)``.
 
     ``intrinsic_specs``: an :class:`~alora_flows.flow.catalog.IntrinsicCatalog`, a plain
@@ -324,24 +364,31 @@ def compile_flow(spec: FlowSpec, source: SourceMap | None = None, *,
         return checker.errors, None
     try:
         model = build_state_model(spec.name, types)
-    except Exception as exc:  # noqa: BLE001 - a type pydantic cannot build a field from
+    except Exception as exc:
         return [checker.source.error(f"cannot build the state model: {exc}")], None
     specs = {name: s for name, s in checker.specs.items() if s is not None}
-    return [], CompiledFlow(spec=spec, graph=graph, routes=routes, field_types=types,
-                            state_model=model, resources=checker.resources, specs=specs)
+    return [], CompiledFlow(
+        spec=spec,
+        graph=graph,
+        routes=routes,
+        field_types=types,
+        state_model=model,
+        resources=checker.resources,
+        specs=specs,
+    )
 
 
 class _NodeView:
     """The :class:`~alora_flows.flow.nodes.NodeCheck` a node sees: the checker, scoped to it."""
 
-    def __init__(self, checker: _Checker, catalog: IntrinsicCatalog, name: str, node: Node
-                 ) -> None:
+    def __init__(self, checker: _Checker, catalog: IntrinsicCatalog, name: str, node: Node) -> None:
         self.checker, self.catalog, self.name, self.node = checker, catalog, name, node
         self.flow, self.base_dir = checker.spec, checker.base_dir
         self.base: tuple[Any, ...] = ("nodes", name)
 
-    def error(self, message: str, path: tuple[Any, ...] = (),
-              cls: type[FlowDefinitionError] = FlowDefinitionError) -> None:
+    def error(
+        self, message: str, path: tuple[Any, ...] = (), cls: type[FlowDefinitionError] = FlowDefinitionError
+    ) -> None:
         self.checker.error(message, self.base + path, self.name, cls)
 
     def wrap(self, exc: FlowDefinitionError, path: tuple[Any, ...], what: str) -> None:
@@ -374,9 +421,12 @@ class _NodeView:
     def intrinsic(self, name: str, path: tuple[Any, ...]) -> Intrinsic | None:
         declared = self.flow.intrinsics
         if name not in declared:
-            self.error(f"intrinsic '{name}' is not declared under 'intrinsics:' "
-                       f"(add '{name}: builtin' or a path to its adapter)"
-                       f"{_suggest(name, declared)}", path)
+            self.error(
+                f"intrinsic '{name}' is not declared under 'intrinsics:' "
+                f"(add '{name}: builtin' or a path to its adapter)"
+                f"{_suggest(name, declared)}",
+                path,
+            )
         spec = self.checker.resolve_intrinsic(self.catalog, name)
         if spec is None:
             self.error(self.checker.spec_errors[name], path)

@@ -55,8 +55,13 @@ class SourceMap:
                     best = self.entries[candidate]
         return best
 
-    def error(self, message: str, path: Sequence[Any] = (), node: str | None = None,
-              cls: type[FlowDefinitionError] = FlowDefinitionError) -> FlowDefinitionError:
+    def error(
+        self,
+        message: str,
+        path: Sequence[Any] = (),
+        node: str | None = None,
+        cls: type[FlowDefinitionError] = FlowDefinitionError,
+    ) -> FlowDefinitionError:
         file, line = self.locate(path)
         return cls(message, file=file, line=line, node=node)
 
@@ -121,8 +126,9 @@ def load_yaml(text: str, file: str | None = None) -> tuple[dict[str, Any], Sourc
     except (TypeError, ValueError, KeyError, RecursionError) as exc:  # e.g. an unhashable key
         raise FlowDefinitionError(f"invalid YAML: {type(exc).__name__}: {exc}", file=file) from None
     if not isinstance(doc, CommentedMap):
-        raise FlowDefinitionError("a flow file must be a YAML mapping (name:, nodes:, edges:, ...)",
-                                  file=file, line=1)
+        raise FlowDefinitionError(
+            "a flow file must be a YAML mapping (name:, nodes:, edges:, ...)", file=file, line=1
+        )
     return _plain(doc, (), source, {}), source
 
 
@@ -141,8 +147,9 @@ def _display_path(loc: Sequence[Any], data: Any) -> str:
 
 def _describe(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     where = _display_path(error["loc"], data)
-    message = {"missing": "missing required key",
-               "extra_forbidden": "unknown key"}.get(error["type"], error["msg"])
+    message = {"missing": "missing required key", "extra_forbidden": "unknown key"}.get(
+        error["type"], error["msg"]
+    )
     return f"{where}: {message}" if where else message
 
 
@@ -168,10 +175,14 @@ def parse_spec(data: Mapping[str, Any], source: SourceMap | None = None) -> Flow
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0]
-        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" \
-            if len(errors) > 1 else ""
-        raise source.error(_describe(first, data) + more, first["loc"],
-                           node=_node_of(first["loc"], data)) from None
+        more = (
+            f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+            if len(errors) > 1
+            else ""
+        )
+        raise source.error(
+            _describe(first, data) + more, first["loc"], node=_node_of(first["loc"], data)
+        ) from None
 
 
 def read_flow_file(path: str | Path) -> tuple[FlowSpec, SourceMap]:
@@ -180,8 +191,7 @@ def read_flow_file(path: str | Path) -> tuple[FlowSpec, SourceMap]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise FlowDefinitionError(f"cannot read flow file: {exc.strerror or exc}",
-                                  file=str(path)) from None
+        raise FlowDefinitionError(f"cannot read flow file: {exc.strerror or exc}", file=str(path)) from None
     data, source = load_yaml(text, file=str(path))
     return parse_spec(data, source), source
 
@@ -208,8 +218,10 @@ def _styled(value: Any, depth: int = 0) -> Any:
 
 
 def _flat(value: Mapping[str, Any]) -> bool:
-    return all(isinstance(v, (str, int, float, bool)) and "\n" not in str(v) and len(str(v)) < 60
-               for v in value.values())
+    return all(
+        isinstance(v, (str, int, float, bool)) and "\n" not in str(v) and len(str(v)) < 60
+        for v in value.values()
+    )
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:

@@ -46,8 +46,15 @@ from alora_flows import __version__
 from alora_flows.errors import AloraFlowsError, RunDirError, RunInterruptedError
 from alora_flows.flow.spec import END, START
 from alora_flows.flow.state import state_values
-from alora_flows.flow.trace import (RunFailed, RunFinished, RunListener, RunStarted, StepFinished,
-                                    Trace, jsonable)
+from alora_flows.flow.trace import (
+    RunFailed,
+    RunFinished,
+    RunListener,
+    RunStarted,
+    StepFinished,
+    Trace,
+    jsonable,
+)
 
 FORMAT = 1
 RunStatus = Literal["created", "running", "finished", "failed", "interrupted"]
@@ -69,10 +76,10 @@ class RunManifest(BaseModel):
 
     format: int = FORMAT
     flow: str
-    flow_file: str                   # the original flow file (absolute); errors name it
-    base_dir: str                    # where relative model / adapter paths are resolved
-    model: str                       # the flow's model spec
-    model_id: str | None = None      # what the backend reported; resume checks it
+    flow_file: str  # the original flow file (absolute); errors name it
+    base_dir: str  # where relative model / adapter paths are resolved
+    model: str  # the flow's model spec
+    model_id: str | None = None  # what the backend reported; resume checks it
     inputs: dict[str, Any]
     reuse: bool = True
     seed: int | None = None
@@ -149,11 +156,12 @@ def snapshot_state(state: BaseModel) -> tuple[dict[str, Any], list[str]]:
     fields = type(state).model_fields
     for name, value in state_values(state).items():
         try:
-            dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) \
-                else to_jsonable_python(value)
+            dumped = (
+                value.model_dump(mode="json") if isinstance(value, BaseModel) else to_jsonable_python(value)
+            )
             restored = _adapter(fields[name].annotation).validate_python(dumped)
             same = restored == value
-        except Exception:  # noqa: BLE001 - not serialisable or not valid back: keep a preview
+        except Exception:
             dumped, same = jsonable(value), False
         data[name] = dumped
         if not same:
@@ -178,38 +186,57 @@ class RunDir:
 
     # ------------------------------------------------------------------ create / open
     @classmethod
-    def create(cls, path: str | Path, *, flow_text: str, flow_file: str | Path, flow_name: str,
-               model: str, inputs: Mapping[str, Any], reuse: bool, seed: int | None,
-               base_dir: str | Path | None = None, fsync: bool = True) -> "RunDir":
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        flow_text: str,
+        flow_file: str | Path,
+        flow_name: str,
+        model: str,
+        inputs: Mapping[str, Any],
+        reuse: bool,
+        seed: int | None,
+        base_dir: str | Path | None = None,
+        fsync: bool = True,
+    ) -> RunDir:
         """A new run directory holding the flow copy and the manifest (status ``created``)."""
         run = cls(path, fsync=fsync)
         if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
             raise RunDirError(
                 f"run directory {run.path} already exists and is not empty: choose a new "
-                f"--run-dir, or continue that run with `alora-flows resume {run.path}`")
+                f"--run-dir, or continue that run with `alora-flows resume {run.path}`"
+            )
         try:
             run.steps_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RunDirError(f"cannot create run directory {run.path}: "
-                              f"{exc.strerror or exc}") from None
+            raise RunDirError(f"cannot create run directory {run.path}: {exc.strerror or exc}") from None
         flow_file = Path(flow_file).resolve()
         now = _now()
         manifest = RunManifest(
-            flow=flow_name, flow_file=str(flow_file),
+            flow=flow_name,
+            flow_file=str(flow_file),
             base_dir=str(Path(base_dir).resolve() if base_dir else flow_file.parent),
-            model=model, inputs={k: jsonable(v) for k, v in inputs.items()}, reuse=reuse,
-            seed=seed, created=now, updated=now)
+            model=model,
+            inputs={k: jsonable(v) for k, v in inputs.items()},
+            reuse=reuse,
+            seed=seed,
+            created=now,
+            updated=now,
+        )
         atomic_write(run.flow_path, flow_text, fsync=fsync)
         run.write_manifest(manifest)
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path) -> RunDir:
         """An existing run directory (checked to hold a readable manifest and flow copy)."""
         run = cls(path)
         if not run.manifest_path.is_file() or not run.flow_path.is_file():
-            raise RunDirError(f"{run.path} is not a run directory (no manifest.json/flow.yaml); "
-                              "it is written by `alora-flows run FLOW.yaml --run-dir DIR`")
+            raise RunDirError(
+                f"{run.path} is not a run directory (no manifest.json/flow.yaml); "
+                "it is written by `alora-flows run FLOW.yaml --run-dir DIR`"
+            )
         run.read_manifest()
         return run
 
@@ -237,8 +264,11 @@ class RunDir:
 
     def write_step(self, index: int, node: str, record: Mapping[str, Any]) -> None:
         self.steps_dir.mkdir(exist_ok=True)
-        atomic_write(self.steps_dir / f"{index:04d}-{node}.json",
-                     json.dumps(record, indent=1, ensure_ascii=False) + "\n", fsync=False)
+        atomic_write(
+            self.steps_dir / f"{index:04d}-{node}.json",
+            json.dumps(record, indent=1, ensure_ascii=False) + "\n",
+            fsync=False,
+        )
 
     def write_trace(self, trace: Trace) -> None:
         atomic_write(self.trace_path, trace.to_json() + "\n", fsync=False)
@@ -248,9 +278,10 @@ class RunDir:
             return model.model_validate_json(path.read_bytes())
         except (OSError, ValidationError, ValueError) as exc:
             detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-            raise RunDirError(f"{path} is unreadable or corrupt ({detail}); the run directory "
-                              "was not written by this version of alora-flows, or was edited"
-                              ) from None
+            raise RunDirError(
+                f"{path} is unreadable or corrupt ({detail}); the run directory "
+                "was not written by this version of alora-flows, or was edited"
+            ) from None
 
     # ------------------------------------------------------------------ ownership
     @contextmanager
@@ -265,8 +296,10 @@ class RunDir:
         if not _try_lock(fd):
             owner = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise RunDirError(f"run directory {self.path} is in use by {owner}; wait for it to "
-                              "end (or stop it) before resuming")
+            raise RunDirError(
+                f"run directory {self.path} is in use by {owner}; wait for it to "
+                "end (or stop it) before resuming"
+            )
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"process {os.getpid()}".encode())
@@ -312,21 +345,26 @@ class RunDirWriter(RunListener):
     def on_step_finished(self, event: StepFinished) -> None:
         state, unsaved = snapshot_state(event.state)
         step = event.step
-        self.run.write_step(step.index, step.node, {"step": step.model_dump(mode="json"),
-                                                    "state": state})
+        self.run.write_step(step.index, step.node, {"step": step.model_dump(mode="json"), "state": state})
         ids = getattr(self.session, "ids", None)
         messages = [dict(m) for m in getattr(self.session, "messages", [])]
-        self.run.write_checkpoint(Checkpoint(
-            steps_done=len(event.trace.steps), next_node=step.next or END, state=state,
-            unsaved=unsaved, trace=event.trace,
-            session=SessionSnapshot(messages=messages,
-                                    token_ids=list(ids) if ids is not None else None)))
+        self.run.write_checkpoint(
+            Checkpoint(
+                steps_done=len(event.trace.steps),
+                next_node=step.next or END,
+                state=state,
+                unsaved=unsaved,
+                trace=event.trace,
+                session=SessionSnapshot(messages=messages, token_ids=list(ids) if ids is not None else None),
+            )
+        )
         self.run.write_trace(event.trace)
 
     def on_run_finished(self, event: RunFinished) -> None:
         state, _ = snapshot_state(event.state)
-        atomic_write(self.run.result_path,
-                     json.dumps(state, indent=2, ensure_ascii=False) + "\n", fsync=False)
+        atomic_write(
+            self.run.result_path, json.dumps(state, indent=2, ensure_ascii=False) + "\n", fsync=False
+        )
         self.run.write_trace(event.trace)
         self.run.update(status="finished", error=None)
 
@@ -336,10 +374,10 @@ class RunDirWriter(RunListener):
 
 
 # ---------------------------------------------------------------------- running
-def _emit_started(listeners: Sequence[Any], trace: Trace, manifest: RunManifest,
-                  max_steps: int) -> None:
-    event = RunStarted(flow=trace.flow, model=trace.model, reuse=trace.reuse,
-                       inputs=manifest.inputs, max_steps=max_steps)
+def _emit_started(listeners: Sequence[Any], trace: Trace, manifest: RunManifest, max_steps: int) -> None:
+    event = RunStarted(
+        flow=trace.flow, model=trace.model, reuse=trace.reuse, inputs=manifest.inputs, max_steps=max_steps
+    )
     for listener in listeners:
         listener(event)
 
@@ -353,14 +391,14 @@ def interrupt_hint(run_dir: Path | None) -> Iterator[None]:
         if run_dir is None:
             raise RunInterruptedError(
                 "interrupted; nothing was saved. Run with --run-dir DIR to be able to continue "
-                "an interrupted run with `alora-flows resume DIR`") from None
+                "an interrupted run with `alora-flows resume DIR`"
+            ) from None
         run = RunDir(run_dir)
         try:
             checkpoint = run.read_checkpoint()
             run.update(status="interrupted", error="interrupted (KeyboardInterrupt)")
         except (AloraFlowsError, OSError):  # interrupted before the directory was written
-            raise RunInterruptedError("interrupted before the run started; nothing was saved"
-                                      ) from None
+            raise RunInterruptedError("interrupted before the run started; nothing was saved") from None
         done = checkpoint.steps_done if checkpoint else 0
         raise RunInterruptedError(
             f"interrupted after {done} finished step{'s' if done != 1 else ''}; everything up "
@@ -368,9 +406,16 @@ def interrupt_hint(run_dir: Path | None) -> Iterator[None]:
         ) from None
 
 
-def run_with_dir(run: RunDir, flow: Any, session: Any, inputs: Mapping[str, Any], *,
-                 seed: int | None = None, listeners: Sequence[Any] = (),
-                 intrinsic_specs: Any = None) -> Any:
+def run_with_dir(
+    run: RunDir,
+    flow: Any,
+    session: Any,
+    inputs: Mapping[str, Any],
+    *,
+    seed: int | None = None,
+    listeners: Sequence[Any] = (),
+    intrinsic_specs: Any = None,
+) -> Any:
     """Run ``flow`` from START on ``session``, checkpointing into ``run`` after every step.
 
     The Python-API counterpart of ``alora-flows run --run-dir``: create ``run`` with
@@ -382,8 +427,7 @@ def run_with_dir(run: RunDir, flow: Any, session: Any, inputs: Mapping[str, Any]
     with run.claimed():
         model_id = getattr(getattr(session, "backend", None), "model_id", None)
         run.update(model_id=model_id, reuse=bool(getattr(session, "reuse", True)))
-        runner = Runner(compiled, session, seed=seed,
-                        listeners=[RunDirWriter(run, session), *listeners])
+        runner = Runner(compiled, session, seed=seed, listeners=[RunDirWriter(run, session), *listeners])
         return runner.run(inputs)
 
 
@@ -405,8 +449,9 @@ class SavedRun:
         """Record the end of a run whose last checkpoint already reached END (no model needed)."""
         if self.finished and self.manifest.status != "finished":
             assert self.checkpoint is not None
-            atomic_write(self.run.result_path, json.dumps(self.checkpoint.state, indent=2,
-                                                          ensure_ascii=False) + "\n")
+            atomic_write(
+                self.run.result_path, json.dumps(self.checkpoint.state, indent=2, ensure_ascii=False) + "\n"
+            )
             self.run.write_trace(self.checkpoint.trace)
             self.manifest = self.run.update(status="finished", error=None)
 
@@ -417,8 +462,7 @@ def load_run(path: str | Path) -> SavedRun:
 
     run = RunDir.open(path)
     manifest = run.read_manifest()
-    flow = Flow.from_yaml_text(run.flow_path.read_text(encoding="utf-8"),
-                               file=manifest.flow_file)
+    flow = Flow.from_yaml_text(run.flow_path.read_text(encoding="utf-8"), file=manifest.flow_file)
     return SavedRun(run=run, manifest=manifest, checkpoint=run.read_checkpoint(), flow=flow)
 
 
@@ -431,14 +475,16 @@ def restore_state(compiled: Any, saved: SavedRun) -> BaseModel:
         raise RunDirError(
             f"cannot resume {saved.run.path}: field(s) {', '.join(checkpoint.unsaved)} held "
             "objects that are not JSON data, so they could not be saved. Make the tool(s) that "
-            "write them return str/numbers/lists/dicts/pydantic models, then run again")
+            "write them return str/numbers/lists/dicts/pydantic models, then run again"
+        )
     try:
         return compiled.state_model(**checkpoint.state)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise RunDirError(f"cannot resume {saved.run.path}: saved field '{err['loc'][0]}' does "
-                          f"not fit the flow's state ({err['msg']}); was flow.yaml edited?"
-                          ) from None
+        raise RunDirError(
+            f"cannot resume {saved.run.path}: saved field '{err['loc'][0]}' does "
+            f"not fit the flow's state ({err['msg']}); was flow.yaml edited?"
+        ) from None
 
 
 def restore_session(backend: Any, saved: SavedRun) -> tuple[Any, ResumeRecord]:
@@ -448,8 +494,10 @@ def restore_session(backend: Any, saved: SavedRun) -> tuple[Any, ResumeRecord]:
     checkpoint, manifest = saved.checkpoint, saved.manifest
     model_id = getattr(backend, "model_id", None)
     if manifest.model_id and model_id and manifest.model_id != model_id:
-        raise RunDirError(f"run {saved.run.path} was started on model '{manifest.model_id}', "
-                          f"but the loaded model is '{model_id}'; resume with the same model")
+        raise RunDirError(
+            f"run {saved.run.path} was started on model '{manifest.model_id}', "
+            f"but the loaded model is '{model_id}'; resume with the same model"
+        )
     started = time.perf_counter()
     snapshot = checkpoint.session if checkpoint is not None else None
     messages = snapshot.messages if snapshot is not None else []
@@ -459,16 +507,28 @@ def restore_session(backend: Any, saved: SavedRun) -> tuple[Any, ResumeRecord]:
         raise RunDirError(
             f"cannot resume {saved.run.path}: the saved conversation renders to "
             f"{len(session.ids)} tokens now but was {len(saved_ids)} tokens when saved "
-            "(another tokenizer or chat template?); resume with the model the run started on")
+            "(another tokenizer or chat template?); resume with the model the run started on"
+        )
     prefill = sum(s.prefill_tokens for s in session.history)
     steps = checkpoint.steps_done if checkpoint is not None else 0
     node = checkpoint.next_node if checkpoint is not None else START
-    return session, ResumeRecord(at_step=steps, node=node, prefill_tokens=prefill,
-                                 seconds=round(time.perf_counter() - started, 6), time=_now())
+    return session, ResumeRecord(
+        at_step=steps,
+        node=node,
+        prefill_tokens=prefill,
+        seconds=round(time.perf_counter() - started, 6),
+        time=_now(),
+    )
 
 
-def resume_run(path: str | Path, backend: Any, *, intrinsic_specs: Any = None,
-               listeners: Sequence[Any] = (), saved: SavedRun | None = None) -> Any:
+def resume_run(
+    path: str | Path,
+    backend: Any,
+    *,
+    intrinsic_specs: Any = None,
+    listeners: Sequence[Any] = (),
+    saved: SavedRun | None = None,
+) -> Any:
     """Continue a saved run on ``backend`` from its last finished step; returns the RunResult.
 
     A finished run is not run again: its saved final state and trace are returned.
@@ -485,18 +545,20 @@ def resume_run(path: str | Path, backend: Any, *, intrinsic_specs: Any = None,
         return RunResult(state=state, trace=checkpoint.trace)
     node = checkpoint.next_node if checkpoint is not None else START
     if node not in (START, END) and node not in compiled.spec.nodes:
-        raise RunDirError(f"cannot resume {saved.run.path}: its next node '{node}' is not in "
-                          "flow.yaml any more; was it edited?")
+        raise RunDirError(
+            f"cannot resume {saved.run.path}: its next node '{node}' is not in "
+            "flow.yaml any more; was it edited?"
+        )
     run: RunDir = saved.run
     with run.claimed():
         session, record = restore_session(backend, saved)
-        runner = Runner(compiled, session, seed=saved.manifest.seed,
-                        listeners=[RunDirWriter(run, session), *listeners])
+        runner = Runner(
+            compiled, session, seed=saved.manifest.seed, listeners=[RunDirWriter(run, session), *listeners]
+        )
         if checkpoint is not None:
             trace = checkpoint.trace.model_copy(update={"error": None})
         else:
             trace = runner.new_trace()
-        run.update(resumes=[*saved.manifest.resumes, record],
-                   model_id=getattr(backend, "model_id", None))
+        run.update(resumes=[*saved.manifest.resumes, record], model_id=getattr(backend, "model_id", None))
         _emit_started(runner.listeners, trace, saved.manifest, compiled.spec.max_steps)
         return runner.run_from(state, node, trace)

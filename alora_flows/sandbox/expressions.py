@@ -15,12 +15,11 @@ keep them harmless:
 
 from __future__ import annotations
 
-import functools
-import re
-
 import ast
+import functools
 import math
 import operator as op
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -54,11 +53,43 @@ SAFE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 CONSTANT_NAMES = {"True": True, "False": False, "None": None}
 
 _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
-    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div,
-    ast.FloorDiv, ast.Mod, ast.Pow, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.Compare, ast.Eq,
-    ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot, ast.IfExp,
-    ast.Name, ast.Load, ast.Attribute, ast.Subscript, ast.Slice, ast.Constant, ast.List,
-    ast.Tuple, ast.Call,
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.BinOp,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.Compare,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.In,
+    ast.NotIn,
+    ast.Is,
+    ast.IsNot,
+    ast.IfExp,
+    ast.Name,
+    ast.Load,
+    ast.Attribute,
+    ast.Subscript,
+    ast.Slice,
+    ast.Constant,
+    ast.List,
+    ast.Tuple,
+    ast.Call,
 )
 
 
@@ -66,8 +97,7 @@ def safe_pow(a: Any, b: Any) -> Any:
     """``a ** b`` refusing integer results larger than :data:`MAX_POWER_BITS` bits."""
     if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
         if b * math.log2(abs(a)) > MAX_POWER_BITS:
-            raise simpleeval.NumberTooHigh(
-                f"{a}**{b} is too large (limit {MAX_POWER_BITS} bits)")
+            raise simpleeval.NumberTooHigh(f"{a}**{b} is too large (limit {MAX_POWER_BITS} bits)")
     try:
         return op.pow(a, b)
     except OverflowError as exc:
@@ -80,8 +110,8 @@ def safe_mult(a: Any, b: Any) -> Any:
         if isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int):
             if times * len(seq) > MAX_SEQUENCE_LENGTH:
                 raise simpleeval.IterableTooLong(
-                    f"repetition to {times * len(seq)} items is too long "
-                    f"(limit {MAX_SEQUENCE_LENGTH})")
+                    f"repetition to {times * len(seq)} items is too long (limit {MAX_SEQUENCE_LENGTH})"
+                )
     return op.mul(a, b)
 
 
@@ -99,13 +129,15 @@ def check_format_widths(fmt: str) -> None:
         for part in (width, precision):
             if part == "*" or (part and int(part) > MAX_FORMAT_WIDTH):
                 raise simpleeval.IterableTooLong(
-                    f"format width {part!r} is not allowed (at most {MAX_FORMAT_WIDTH}, no '*')")
+                    f"format width {part!r} is not allowed (at most {MAX_FORMAT_WIDTH}, no '*')"
+                )
     if _NESTED_SPEC.search(fmt):
         raise simpleeval.IterableTooLong("nested fields in a format spec ('{0:{1}}') are not allowed")
     for spec in _BRACE_SPEC.findall(fmt):
         if any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec)):
-            raise simpleeval.IterableTooLong(f"format width in {{:{spec}}} is too large "
-                                             f"(at most {MAX_FORMAT_WIDTH})")
+            raise simpleeval.IterableTooLong(
+                f"format width in {{:{spec}}} is too large (at most {MAX_FORMAT_WIDTH})"
+            )
 
 
 def safe_mod(a: Any, b: Any) -> Any:
@@ -135,8 +167,9 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):
     """simpleeval with bounded operators and attribute access that refuses Python internals."""
 
     def __init__(self, names: Mapping[str, Any]) -> None:
-        super().__init__(operators=_OPERATORS, functions=dict(SAFE_FUNCTIONS),
-                         names={**CONSTANT_NAMES, **names})
+        super().__init__(
+            operators=_OPERATORS, functions=dict(SAFE_FUNCTIONS), names={**CONSTANT_NAMES, **names}
+        )
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         if node.attr.startswith("_"):
@@ -157,13 +190,12 @@ class ExpressionInfo:
     """What static analysis learned about an expression."""
 
     source: str
-    names: frozenset[str]                      # state names read
+    names: frozenset[str]  # state names read
     attributes: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (name, first attr)
 
 
 def _is_constant(node: ast.AST) -> bool:
-    return not any(isinstance(n, (ast.Name, ast.Call, ast.Attribute, ast.Subscript))
-                   for n in ast.walk(node))
+    return not any(isinstance(n, (ast.Name, ast.Call, ast.Attribute, ast.Subscript)) for n in ast.walk(node))
 
 
 @lru_cache(maxsize=1024)
@@ -176,8 +208,7 @@ def check_expression(source: str) -> ExpressionInfo:
     if not isinstance(source, str) or not source.strip():
         raise UnsafeExpressionError("a condition must be a non-empty expression string")
     if len(source) > MAX_EXPRESSION_LENGTH:
-        raise UnsafeExpressionError(
-            f"condition is longer than {MAX_EXPRESSION_LENGTH} characters")
+        raise UnsafeExpressionError(f"condition is longer than {MAX_EXPRESSION_LENGTH} characters")
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
@@ -189,21 +220,22 @@ def check_expression(source: str) -> ExpressionInfo:
             raise UnsafeExpressionError(
                 f"condition {source!r} uses {type(node).__name__}, which is not allowed "
                 "(allowed: comparisons, and/or/not, arithmetic, attribute/index access, "
-                f"calls to {', '.join(SAFE_FUNCTIONS)})")
+                f"calls to {', '.join(SAFE_FUNCTIONS)})"
+            )
         if isinstance(node, ast.Name) and node.id.startswith("_"):
             raise UnsafeExpressionError(f"condition {source!r} uses the private name {node.id!r}")
         if isinstance(node, ast.Attribute):
             if node.attr.startswith("_") or node.attr in simpleeval.DISALLOW_METHODS:
                 raise UnsafeExpressionError(
-                    f"condition {source!r} accesses the attribute {node.attr!r}, "
-                    "which is not allowed")
+                    f"condition {source!r} accesses the attribute {node.attr!r}, which is not allowed"
+                )
             if isinstance(node.value, ast.Name):
                 attributes.add((node.value.id, node.attr))
         if isinstance(node, ast.Call):
             if not (isinstance(node.func, ast.Name) and node.func.id in SAFE_FUNCTIONS):
                 raise UnsafeExpressionError(
-                    f"condition {source!r} calls something other than "
-                    f"{', '.join(SAFE_FUNCTIONS)}")
+                    f"condition {source!r} calls something other than {', '.join(SAFE_FUNCTIONS)}"
+                )
             if node.keywords:
                 raise UnsafeExpressionError(f"condition {source!r}: keyword arguments not allowed")
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
@@ -228,7 +260,7 @@ def _fold_constants(node: ast.AST, source: str) -> None:
             _Evaluator({})._eval(node)
         except (simpleeval.NumberTooHigh, simpleeval.IterableTooLong) as exc:
             raise UnsafeExpressionError(f"condition {source!r} is too expensive: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - e.g. 1/0 in a constant: report, don't crash
+        except Exception as exc:
             raise UnsafeExpressionError(f"condition {source!r} cannot be evaluated: {exc}") from None
         return
     for child in ast.iter_child_nodes(node):
@@ -254,7 +286,15 @@ def evaluate(source: str, names: Mapping[str, Any]) -> Any:
         return evaluator.eval(source.strip(), previously_parsed=tree)
     except simpleeval.NameNotDefined as exc:
         raise ExpressionError(
-            f"{exc.name!r} has no value yet (no node has written it on this path)") from None
-    except (simpleeval.InvalidExpression, ArithmeticError, TypeError, ValueError, KeyError,
-            IndexError, AttributeError) as exc:
+            f"{exc.name!r} has no value yet (no node has written it on this path)"
+        ) from None
+    except (
+        simpleeval.InvalidExpression,
+        ArithmeticError,
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+    ) as exc:
         raise ExpressionError(f"{type(exc).__name__}: {exc}") from None

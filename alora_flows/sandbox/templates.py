@@ -24,8 +24,14 @@ from jinja2 import StrictUndefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from alora_flows.errors import FlowDefinitionError, FlowRuntimeError, UnsafeExpressionError
-from alora_flows.sandbox.expressions import (MAX_FORMAT_WIDTH, check_format_widths, safe_add,
-                                             safe_mod, safe_mult, safe_pow)
+from alora_flows.sandbox.expressions import (
+    MAX_FORMAT_WIDTH,
+    check_format_widths,
+    safe_add,
+    safe_mod,
+    safe_mult,
+    safe_pow,
+)
 from alora_flows.sandbox.text import numbered, split_sentences
 
 simpleeval_errors = (simpleeval.IterableTooLong, simpleeval.NumberTooHigh)
@@ -62,13 +68,12 @@ class _Environment(SandboxedEnvironment):
         except Exception as exc:  # simpleeval's NumberTooHigh / IterableTooLong
             raise SecurityError(str(exc)) from None
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         """Bound the string methods that take a width (``'a'.center(10**6)``, ``'{:>N}'.format``)."""
         owner, name = getattr(__obj, "__self__", None), getattr(__obj, "__name__", "")
         if isinstance(owner, str):
             try:
-                if name in _WIDTH_METHODS and any(
-                        isinstance(a, int) and a > MAX_FORMAT_WIDTH for a in args):
+                if name in _WIDTH_METHODS and any(isinstance(a, int) and a > MAX_FORMAT_WIDTH for a in args):
                     raise SecurityError(f"str.{name} width above {MAX_FORMAT_WIDTH}")
             except simpleeval_errors as exc:
                 raise SecurityError(str(exc)) from None
@@ -128,12 +133,17 @@ class TemplateInfo:
 
 def _unsafe_part(ast: nodes.Template) -> str | None:
     """Name of the first underscore attribute/key/name the template touches, if any."""
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name, nodes.Filter,
-                              nodes.Test, nodes.Call)):
+    for node in ast.find_all(
+        (nodes.Getattr, nodes.Getitem, nodes.Name, nodes.Filter, nodes.Test, nodes.Call)
+    ):
         if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
             return node.attr
-        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
-                and isinstance(node.arg.value, str) and node.arg.value.startswith("_"):
+        if (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+            and node.arg.value.startswith("_")
+        ):
             return node.arg.value
         if isinstance(node, nodes.Name) and node.name.startswith("_"):
             return node.name
@@ -141,8 +151,7 @@ def _unsafe_part(ast: nodes.Template) -> str | None:
             # attr('__class__'), map(attribute='__x'), selectattr('_y'): string arguments that
             # name underscore attributes
             for arg in [*node.args, *(kw.value for kw in node.kwargs)]:
-                if isinstance(arg, nodes.Const) and isinstance(arg.value, str) \
-                        and arg.value.startswith("_"):
+                if isinstance(arg, nodes.Const) and isinstance(arg.value, str) and arg.value.startswith("_"):
                     return arg.value
     return None
 
@@ -157,11 +166,13 @@ def check_template(source: str) -> TemplateInfo:
         _env.compile(ast)  # unknown filters/tests are only found when compiling
     except jinja2.TemplateSyntaxError as exc:
         raise FlowDefinitionError(
-            f"template syntax error: {exc.message} (template line {exc.lineno})") from None
+            f"template syntax error: {exc.message} (template line {exc.lineno})"
+        ) from None
     bad = _unsafe_part(ast)
     if bad is not None:
         raise UnsafeExpressionError(
-            f"template touches {bad!r}: names starting with '_' are not allowed in templates")
+            f"template touches {bad!r}: names starting with '_' are not allowed in templates"
+        )
     names = frozenset(meta.find_undeclared_variables(ast) - GLOBAL_NAMES)
     return TemplateInfo(source, names)
 
@@ -189,7 +200,7 @@ def render(source: str, context: Mapping[str, Any]) -> str:
         raise TemplateError(f"{exc.message} (no node has written it on this path?)") from None
     except SecurityError as exc:
         raise TemplateError(f"refused by the sandbox: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - any template-level failure becomes a typed error
+    except Exception as exc:
         raise TemplateError(f"{type(exc).__name__}: {exc}") from None
 
 
@@ -220,7 +231,7 @@ def evaluate_native(source: str, context: Mapping[str, Any]) -> Any:
         raise TemplateError(f"{exc.message} (no node has written it on this path?)") from None
     except SecurityError as exc:
         raise TemplateError(f"refused by the sandbox: {exc}") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise TemplateError(f"{type(exc).__name__}: {exc}") from None
 
 

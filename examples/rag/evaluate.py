@@ -27,10 +27,22 @@ from ruamel.yaml import YAML
 from intrinsics.training.data.uncertainty import is_correct
 
 HERE = Path(__file__).parent
-ABSTAIN_MARKERS = ("i don't know", "i do not know", "not mentioned", "does not mention",
-                   "do not mention", "no information", "not provided", "does not provide",
-                   "do not provide", "not specified", "does not specify", "cannot answer",
-                   "not stated", "does not state")
+ABSTAIN_MARKERS = (
+    "i don't know",
+    "i do not know",
+    "not mentioned",
+    "does not mention",
+    "do not mention",
+    "no information",
+    "not provided",
+    "does not provide",
+    "do not provide",
+    "not specified",
+    "does not specify",
+    "cannot answer",
+    "not stated",
+    "does not state",
+)
 
 
 def load_questions(path: Path = HERE / "questions.yaml") -> list[dict[str, Any]]:
@@ -57,8 +69,12 @@ def plain_answer(backend, question: str) -> str:
 
     session = Session(backend)
     docs = retrieve(question, 2)
-    session.extend([{"role": "system", "content": "Answer only from the documents."},
-                    {"role": "user", "content": "\n".join(docs) + f"\n\nQuestion: {question}"}])
+    session.extend(
+        [
+            {"role": "system", "content": "Answer only from the documents."},
+            {"role": "user", "content": "\n".join(docs) + f"\n\nQuestion: {question}"},
+        ]
+    )
     return session.generate(64).text
 
 
@@ -73,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import track
     from rich.table import Table
 
-    from alora_flows.demo import DemoRunner
     from alora_flows.core.session import Session
+    from alora_flows.demo import DemoRunner
 
     runner = DemoRunner()
-    questions = load_questions()[:args.limit]
+    questions = load_questions()[: args.limit]
     rows = []
     for q in track(questions, description="questions", console=Console(stderr=True)):
         started = time.perf_counter()
@@ -88,17 +104,23 @@ def main(argv: list[str] | None = None) -> int:
         result = runner.ask(q["question"])
         flow_s = time.perf_counter() - started
         values = result.values
-        abstained = bool(values.get("abstained")) or (
-            args.flagged_abstains and bool(values.get("flagged")))
-        rows.append({
-            "id": q["id"], "question": q["question"], "gold": q.get("gold"),
-            "plain": {"answer": plain, "verdict": judge(plain, q.get("gold"), False),
-                      "seconds": plain_s},
-            "flow": {"answer": values.get("answer", ""), "verdict": judge(
-                values.get("answer", ""), q.get("gold"), abstained), "seconds": flow_s,
-                "certainty": values["certainty"].score if "certainty" in values else None,
-                "flagged": bool(values.get("flagged")), "path": [s.node for s in result.trace.steps]},
-        })
+        abstained = bool(values.get("abstained")) or (args.flagged_abstains and bool(values.get("flagged")))
+        rows.append(
+            {
+                "id": q["id"],
+                "question": q["question"],
+                "gold": q.get("gold"),
+                "plain": {"answer": plain, "verdict": judge(plain, q.get("gold"), False), "seconds": plain_s},
+                "flow": {
+                    "answer": values.get("answer", ""),
+                    "verdict": judge(values.get("answer", ""), q.get("gold"), abstained),
+                    "seconds": flow_s,
+                    "certainty": values["certainty"].score if "certainty" in values else None,
+                    "flagged": bool(values.get("flagged")),
+                    "path": [s.node for s in result.trace.steps],
+                },
+            }
+        )
 
     summary: dict[str, dict[str, int]] = {}
     for system in ("plain", "flow"):
@@ -108,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             verdict = row[system]["verdict"]
             counts[verdict] += 1
             split["answerable" if row["gold"] is not None else "unanswerable"][verdict] += 1
-        summary[system] = {**counts, **{f"{k}_{v}": n for k, d in split.items() for v, n in d.items()},
-                           "seconds": round(sum(r[system]["seconds"] for r in rows), 1)}
+        summary[system] = {
+            **counts,
+            **{f"{k}_{v}": n for k, d in split.items() for v, n in d.items()},
+            "seconds": round(sum(r[system]["seconds"] for r in rows), 1),
+        }
     table = Table(title=f"RAG on {len(rows)} held-out questions (embedded model)")
     for col in ("pipeline", "correct", "honest abstentions", "wrong", "seconds"):
         table.add_column(col, justify="right" if col != "pipeline" else "left")
@@ -118,14 +143,19 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(label, str(s["correct"]), str(s["abstained"]), str(s["wrong"]), str(s["seconds"]))
     Console().print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rag_eval.json").write_text(json.dumps({"summary": summary, "rows": rows},
-                                                       indent=2, ensure_ascii=False))
-    md = ["| pipeline | correct | honest abstentions | wrong | of which on unanswerable | seconds |",
-          "|---|---:|---:|---:|---:|---:|"]
+    (args.out / "rag_eval.json").write_text(
+        json.dumps({"summary": summary, "rows": rows}, indent=2, ensure_ascii=False)
+    )
+    md = [
+        "| pipeline | correct | honest abstentions | wrong | of which on unanswerable | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for system, label in (("plain", "plain (retrieve -> answer)"), ("flow", "full flow (intrinsics)")):
         s = summary[system]
-        md.append(f"| {label} | {s['correct']} | {s['abstained']} | {s['wrong']} | "
-                  f"{s['unanswerable_wrong']} | {s['seconds']} |")
+        md.append(
+            f"| {label} | {s['correct']} | {s['abstained']} | {s['wrong']} | "
+            f"{s['unanswerable_wrong']} | {s['seconds']} |"
+        )
     (args.out / "rag_eval.md").write_text("\n".join(md) + "\n")
     return 0
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from alora_flows.core.models import EMBEDDED_KEY
 
-ADAPTERS_ROOT = Path(__file__).parent / "adapters"
+ADAPTERS_ROOT = Path(__file__).resolve().parent.parent / "adapters"
 INTRINSICS = ("uncertainty", "rewrite", "hallucination", "answerability")
 LORA_TWINS = ("uncertainty",)  # trained as standard LoRA too, for the parity table
 
@@ -95,17 +95,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N examples")
-    parser.add_argument("--train-size", type=int, default=None, help="override the recipes' training set size")
-    parser.add_argument("--eval-every", type=int, default=None, help="override: validate every N optimizer steps")
-    parser.add_argument("--samples", type=int, default=None,
-                        help="override: sampled base answers per uncertainty prompt (0: greedy correctness)")
+    parser.add_argument(
+        "--train-size", type=int, default=None, help="override the recipes' training set size"
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=None, help="override: validate every N optimizer steps"
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="override: sampled base answers per uncertainty prompt (0: greedy correctness)",
+    )
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
     parser.add_argument("--no-lora-twins", action="store_true", help="skip the standard-LoRA twins")
     parser.add_argument("--lora-twins-only", action="store_true", help="train only the standard-LoRA twins")
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in {"train_size": args.train_size, "epochs": args.epochs,
-                                   "eval_every": args.eval_every, "samples": args.samples}.items()
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "train_size": args.train_size,
+            "epochs": args.epochs,
+            "eval_every": args.eval_every,
+            "samples": args.samples,
+        }.items()
+        if v is not None
+    }
     recipes = {name: RECIPES[name].model_copy(update=overrides) for name in args.only}
 
     from intrinsics.training.data.build import build_all
@@ -113,18 +128,23 @@ def main(argv: list[str] | None = None) -> int:
 
     args.work.mkdir(parents=True, exist_ok=True)
     for name, recipe in recipes.items():
-        build_all(args.work, seed=0, sizes={"train": recipe.train_size},
-                  only=["uncertainty_prompts" if name == "uncertainty" else name])
+        build_all(
+            args.work,
+            seed=0,
+            sizes={"train": recipe.train_size},
+            only=["uncertainty_prompts" if name == "uncertainty" else name],
+        )
     device = pick_device(args.device)
-    model, tokenizer, base_id = load_base(TrainConfig(data=args.work, out=args.work,
-                                                      dtype="float32"), device)
+    model, tokenizer, base_id = load_base(TrainConfig(data=args.work, out=args.work, dtype="float32"), device)
     model.eval()
     report_file = args.out / "build_report.json"  # a partial rebuild (--only) updates its entries
     report: dict[str, dict] = json.loads(report_file.read_text()) if report_file.is_file() else {}
     if "uncertainty" in recipes:
         started = time.perf_counter()
         for split in ("train", "val", "eval"):
-            label_uncertainty_split(args.work, split, model, tokenizer, samples=recipes["uncertainty"].samples)
+            label_uncertainty_split(
+                args.work, split, model, tokenizer, samples=recipes["uncertainty"].samples
+            )
         report["uncertainty_labels_s"] = {"seconds": time.perf_counter() - started}
 
     jobs = [] if args.lora_twins_only else [(name, False) for name in args.only]
@@ -133,17 +153,35 @@ def main(argv: list[str] | None = None) -> int:
     for name, lora in jobs:
         out = args.work / "adapters" / (f"{name}-lora" if lora else name)
         config = TrainConfig(
-            intrinsic=name, data=args.work / f"{name}.train.jsonl",
-            val_data=args.work / f"{name}.val.jsonl", out=out, lora=lora, epochs=recipes[name].epochs,
-            batch_size=args.batch_size, lr=args.lr, device=args.device, dtype="float32",
-            limit=args.limit, base_model_id=base_id, eval_every=recipes[name].eval_every, seed=0)
+            intrinsic=name,
+            data=args.work / f"{name}.train.jsonl",
+            val_data=args.work / f"{name}.val.jsonl",
+            out=out,
+            lora=lora,
+            epochs=recipes[name].epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=args.device,
+            dtype="float32",
+            limit=args.limit,
+            base_model_id=base_id,
+            eval_every=recipes[name].eval_every,
+            seed=0,
+        )
         result = train_intrinsic(config, model=model, tokenizer=tokenizer, model_id=base_id)
-        report[out.name] = {"command": " ".join(["python -m intrinsics.training.build_builtin", *(argv or sys.argv[1:])]),
-                            "device": str(device), **recipes[name].model_dump(), "lr": args.lr,
-                            "batch_size": args.batch_size,
-                            "steps": result.steps, "best_step": result.best_step,
-                            "best_val_loss": result.best_val_loss, "seconds": result.seconds,
-                            "n_train": result.n_train, "n_val": result.n_val}
+        report[out.name] = {
+            "command": " ".join(["python -m intrinsics.training.build_builtin", *(argv or sys.argv[1:])]),
+            "device": str(device),
+            **recipes[name].model_dump(),
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "best_val_loss": result.best_val_loss,
+            "seconds": result.seconds,
+            "n_train": result.n_train,
+            "n_val": result.n_val,
+        }
         print(json.dumps({out.name: report[out.name]}), flush=True)
         target = args.out / out.name
         shutil.rmtree(target, ignore_errors=True)

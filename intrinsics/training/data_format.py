@@ -128,8 +128,12 @@ class Encoder:
     ``IntrinsicSpec.adapted_input_template`` renders them at inference (:meth:`for_spec`).
     """
 
-    def __init__(self, tokenizer, invocation_ids: Sequence[int],
-                 adapted_input: Callable[[Sequence[dict[str, str]], dict[str, Any]], list[int]] | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        invocation_ids: Sequence[int],
+        adapted_input: Callable[[Sequence[dict[str, str]], dict[str, Any]], list[int]] | None = None,
+    ) -> None:
         from alora_flows.core.chat import ChatRenderer
 
         self.tokenizer = tokenizer
@@ -139,22 +143,30 @@ class Encoder:
         self.end_id = end_token_id(tokenizer)
 
     @classmethod
-    def for_spec(cls, tokenizer, spec) -> "Encoder":
+    def for_spec(cls, tokenizer, spec) -> Encoder:
         """The encoder of ``spec`` (an :class:`~intrinsics.spec.IntrinsicSpec`): its invocation and,
         when it has one, its adapted input rendered from each example as :meth:`IntrinsicSpec.run` would."""
+
         def adapted(messages: Sequence[dict[str, str]], meta: dict[str, Any]) -> list[int]:
             return spec.adapted_input_ids(tokenizer, spec.example_context(messages, meta)[1])
 
-        return cls(tokenizer, spec.invocation_ids(tokenizer),
-                   adapted if spec.adapted_input_template is not None else None)
+        return cls(
+            tokenizer,
+            spec.invocation_ids(tokenizer),
+            adapted if spec.adapted_input_template is not None else None,
+        )
 
-    def prompt(self, messages: Sequence[dict[str, str]], meta: dict[str, Any] | None = None) -> tuple[list[int], int]:
+    def prompt(
+        self, messages: Sequence[dict[str, str]], meta: dict[str, Any] | None = None
+    ) -> tuple[list[int], int]:
         """``render(messages) + invocation [+ adapted input]`` and the invocation's start index."""
         conv = self.renderer.ids(list(messages))
         after = self.adapted_input(messages, meta or {}) if self.adapted_input else []
         return conv + self.invocation_ids + after, len(conv)
 
-    def encode(self, messages: Sequence[dict[str, str]], output: str, meta: dict[str, Any] | None = None) -> Encoded:
+    def encode(
+        self, messages: Sequence[dict[str, str]], output: str, meta: dict[str, Any] | None = None
+    ) -> Encoded:
         prompt, start = self.prompt(messages, meta)
         out = self.tokenizer(output, add_special_tokens=False)["input_ids"] + [self.end_id]
         return Encoded(input_ids=prompt + out, labels=[-100] * len(prompt) + out, invocation_start=start)

@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 
 from alora_flows.core.models import EMBEDDED_KEY
-
 from intrinsics.training.build_builtin import ADAPTERS_ROOT, INTRINSICS, label_uncertainty_split
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def markdown(rows) -> str:
@@ -35,19 +34,27 @@ def markdown(rows) -> str:
         subset = [r for r in rows if r.intrinsic == name]
         metrics = list(dict.fromkeys(k for r in subset for k in r.metrics))
         intervals = interval_columns(subset)
-        lines += [f"**{name}** (n = {subset[0].n})", "",
-                  "| system | " + " | ".join([*metrics, *(f"{k}, 95% CI" for k in intervals)])
-                  + " | malformed | seconds |",
-                  "|---|" + "---:|" * (len(metrics) + len(intervals) + 2)]
+        lines += [
+            f"**{name}** (n = {subset[0].n})",
+            "",
+            "| system | "
+            + " | ".join([*metrics, *(f"{k}, 95% CI" for k in intervals)])
+            + " | malformed | seconds |",
+            "|---|" + "---:|" * (len(metrics) + len(intervals) + 2),
+        ]
         for r in subset:
-            cells = [f"{r.metrics[m]:.3f}" if r.metrics.get(m) == r.metrics.get(m) and m in r.metrics
-                     else "-" for m in metrics]
+            cells = [
+                f"{r.metrics[m]:.3f}" if r.metrics.get(m) == r.metrics.get(m) and m in r.metrics else "-"
+                for m in metrics
+            ]
             cells += [format_interval(r.ci.get(k)) for k in intervals]
             lines.append(f"| {r.system} | " + " | ".join(cells) + f" | {r.malformed} | {r.seconds:.0f} |")
         lines.append("")
     if any(r.ci for r in rows):
-        lines.append("95% CI: percentile bootstrap over the examples (1,000 resamples, seed 0); "
-                     "\"<metric> - <system>\": the paired difference from that system.")
+        lines.append(
+            "95% CI: percentile bootstrap over the examples (1,000 resamples, seed 0); "
+            '"<metric> - <system>": the paired difference from that system.'
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -67,8 +74,13 @@ def merge_rows(previous: list, new: list) -> list:
     kept = [r.model_copy(update={"ci": {k: v for k, v in r.ci.items() if current(r, k)}}) for r in previous]
     merged = {(r.intrinsic, r.system): r for r in [*kept, *new]}  # later rows win
     order = {name: i for i, name in enumerate(INTRINSICS)}
-    return sorted(merged.values(), key=lambda r: (order.get(r.intrinsic, len(order)),
-                                                  SYSTEMS.index(r.system) if r.system in SYSTEMS else len(SYSTEMS)))
+    return sorted(
+        merged.values(),
+        key=lambda r: (
+            order.get(r.intrinsic, len(order)),
+            SYSTEMS.index(r.system) if r.system in SYSTEMS else len(SYSTEMS),
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,13 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--predictions", type=Path, default=None, metavar="DIR",
-                        help="also write every prediction to DIR/<intrinsic>.<system>.jsonl")
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write every prediction to DIR/<intrinsic>.<system>.jsonl",
+    )
     args = parser.parse_args(argv)
 
     from alora_flows.core.backend import Backend
     from intrinsics.training.data.build import build_all
-
     from intrinsics.training.evaluate import evaluate_file, read_rows, write_rows
 
     results = args.out / "eval.json"
@@ -99,13 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.only:
             lora_dir = adapters / f"{name}-lora"
             new = evaluate_file(
-                work / f"{name}.eval.jsonl", backend=backend,
+                work / f"{name}.eval.jsonl",
+                backend=backend,
                 alora={name: "builtin"} if "alora" in args.systems else None,
                 lora={name: lora_dir} if lora_dir.is_dir() and "lora" in args.systems else None,
-                include_base="base" in args.systems, include_trivial="trivial" in args.systems,
-                base_model=base, intrinsics=[name],
+                include_base="base" in args.systems,
+                include_trivial="trivial" in args.systems,
+                base_model=base,
+                intrinsics=[name],
                 train_data=work / f"{name}.train.jsonl" if name != "uncertainty" else None,
-                limit=args.limit, predictions=args.predictions)
+                limit=args.limit,
+                predictions=args.predictions,
+            )
             rows = merge_rows(rows, new)
             write_rows(rows, results)  # after each intrinsic: long runs keep results
             (args.out / "eval.md").write_text(markdown(rows))

@@ -28,19 +28,50 @@ from pydantic import BaseModel, Field
 
 from alora_flows.core.backend import cache_kwarg
 from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
-
-from intrinsics.training.data_format import Encoder, Example, end_token_id, write_jsonl
-from intrinsics.training.metrics import (PRF, accuracy, answer_correct, auroc, binary_prf, bootstrap_values, exact_match,
-                      expected_calibration_error, mean, normalize_text, percentile_interval, sentence_prf,
-                      token_f1)
+from alora_flows.sandbox.text import split_sentences
 from intrinsics.outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
 from intrinsics.spec import IntrinsicSpec, RawOutput
-from alora_flows.sandbox.text import split_sentences
+from intrinsics.training.data_format import Encoder, Example, end_token_id, write_jsonl
+from intrinsics.training.metrics import (
+    PRF,
+    accuracy,
+    answer_correct,
+    auroc,
+    binary_prf,
+    bootstrap_values,
+    exact_match,
+    expected_calibration_error,
+    mean,
+    normalize_text,
+    percentile_interval,
+    sentence_prf,
+    token_f1,
+)
 
-__all__ = ["PRF", "accuracy", "auroc", "binary_prf", "exact_match", "expected_calibration_error", "mean",
-           "normalize_text", "sentence_prf", "token_f1", "EvalRow", "Predictor", "SessionPredictor",
-           "HFPredictor", "TrivialPredictor", "example_context", "evaluate_spec", "score", "rows_table",
-           "write_rows", "read_rows", "HEADLINE"]
+__all__ = [
+    "PRF",
+    "accuracy",
+    "auroc",
+    "binary_prf",
+    "exact_match",
+    "expected_calibration_error",
+    "mean",
+    "normalize_text",
+    "sentence_prf",
+    "token_f1",
+    "EvalRow",
+    "Predictor",
+    "SessionPredictor",
+    "HFPredictor",
+    "TrivialPredictor",
+    "example_context",
+    "evaluate_spec",
+    "score",
+    "rows_table",
+    "write_rows",
+    "read_rows",
+    "HEADLINE",
+]
 
 
 class EvalRow(BaseModel):
@@ -61,8 +92,12 @@ class EvalRow(BaseModel):
 
 
 # The metric each intrinsic kind is judged by (its target in the README); custom kinds: accuracy.
-HEADLINE = {"uncertainty": "auroc", "hallucination": "sentence_f1", "rewrite": "exact_match",
-            "answerability": "accuracy"}
+HEADLINE = {
+    "uncertainty": "auroc",
+    "hallucination": "sentence_f1",
+    "rewrite": "exact_match",
+    "answerability": "accuracy",
+}
 
 
 def example_context(spec: IntrinsicSpec, example: Example) -> tuple[list[dict[str, str]], dict[str, Any]]:
@@ -91,9 +126,13 @@ class SessionPredictor:
         session = Session(self.backend, messages=example.message_dicts())
         tokenizer = self.backend.tokenizer
         plan = spec.decoding_plan(tokenizer)
-        result = session.invoke(self.adapter_name, adapted_input=spec.adapted_input_ids(tokenizer, context),
-                                max_new_tokens=plan.max_new_tokens,
-                                allowed_token_ids=plan.allowed_token_ids, return_probs=plan.return_probs)
+        result = session.invoke(
+            self.adapter_name,
+            adapted_input=spec.adapted_input_ids(tokenizer, context),
+            max_new_tokens=plan.max_new_tokens,
+            allowed_token_ids=plan.allowed_token_ids,
+            return_probs=plan.return_probs,
+        )
         return spec.raw_from_tokens(result.text, result.token_ids, result.probs, plan, context)
 
 
@@ -108,7 +147,9 @@ class HFPredictor:
     always use the spec under evaluation.
     """
 
-    def __init__(self, model, tokenizer, *, adapter: str | Path | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, model, tokenizer, *, adapter: str | Path | None = None, name: str | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.alora = False
         self.prompt_spec: IntrinsicSpec | None = None
@@ -134,8 +175,9 @@ class HFPredictor:
         messages = example.message_dicts()
         if self.adapter is None:
             instruction = spec.base_prompt or f"Answer as the '{spec.name}' check would."
-            ids = encoder.renderer.ids(messages + [{"role": "user", "content": instruction}],
-                                       add_generation_prompt=True)
+            ids = encoder.renderer.ids(
+                messages + [{"role": "user", "content": instruction}], add_generation_prompt=True
+            )
             return ids, 0
         ids, start = encoder.prompt(messages, example.meta)
         return ids, len(ids) - start
@@ -146,15 +188,23 @@ class HFPredictor:
         plan = spec.decoding_plan(self.tokenizer)
         ids, adapted = self.prompt_ids(spec, example)
         device = next(self.model.parameters()).device
-        allowed = torch.tensor(sorted(set(plan.allowed_token_ids)), device=device) if plan.allowed_token_ids else None
+        allowed = (
+            torch.tensor(sorted(set(plan.allowed_token_ids)), device=device)
+            if plan.allowed_token_ids
+            else None
+        )
         stop = torch.tensor(sorted(self.stop), device=device)
         from transformers import DynamicCache
 
         cache, feed, tokens, probs = DynamicCache(), ids, [], None
         cache_key = cache_kwarg(self.model.get_base_model() if self.adapter else self.model)
         for step in range(plan.max_new_tokens):
-            kwargs: dict[str, Any] = {"input_ids": torch.tensor([feed], device=device), cache_key: cache,
-                                      "use_cache": True, "logits_to_keep": 1}
+            kwargs: dict[str, Any] = {
+                "input_ids": torch.tensor([feed], device=device),
+                cache_key: cache,
+                "use_cache": True,
+                "logits_to_keep": 1,
+            }
             if self.alora:
                 kwargs["alora_offsets"] = [adapted if step == 0 else 1]
             logits = self.model(**kwargs).logits[0, -1].float()
@@ -202,8 +252,9 @@ def trivial_text(spec: IntrinsicSpec, context: Mapping[str, Any], majority: str)
 
 
 # ---------------------------------------------------------------------------------- scoring
-def _safe_parse(spec: IntrinsicSpec, raw: RawOutput,
-                fallback: Callable[[], RawOutput]) -> tuple[BaseModel | None, bool]:
+def _safe_parse(
+    spec: IntrinsicSpec, raw: RawOutput, fallback: Callable[[], RawOutput]
+) -> tuple[BaseModel | None, bool]:
     """Parsed prediction, or the trivial answer (built-in kinds always parse it) when malformed;
     ``None`` only for custom kinds whose trivial answer does not parse either (scored as wrong)."""
     try:
@@ -215,44 +266,64 @@ def _safe_parse(spec: IntrinsicSpec, raw: RawOutput,
             return None, True
 
 
-def score(spec: IntrinsicSpec, golds: Sequence[BaseModel], preds: Sequence[BaseModel | None],
-          examples: Sequence[Example]) -> dict[str, float]:
+def score(
+    spec: IntrinsicSpec,
+    golds: Sequence[BaseModel],
+    preds: Sequence[BaseModel | None],
+    examples: Sequence[Example],
+) -> dict[str, float]:
     """Metrics for one system, by intrinsic kind."""
     if spec.kind == "uncertainty":
         g = [x for x in golds if isinstance(x, UncertaintyOutput)]
         p = [x for x in preds if isinstance(x, UncertaintyOutput)]
         correct = [answer_correct(ex.meta, gold.score) for ex, gold in zip(examples, g)]
-        return {"auroc": auroc(correct, [x.score for x in p]),
-                "ece": expected_calibration_error([x.score for x in p], correct),
-                "mae": mean([abs(a.score - b.score) for a, b in zip(p, g)]),
-                "digit_acc": accuracy([x.digit for x in g], [x.digit for x in p])}
+        return {
+            "auroc": auroc(correct, [x.score for x in p]),
+            "ece": expected_calibration_error([x.score for x in p], correct),
+            "mae": mean([abs(a.score - b.score) for a, b in zip(p, g)]),
+            "digit_acc": accuracy([x.digit for x in g], [x.digit for x in p]),
+        }
     if spec.kind == "hallucination":
         g = [x for x in golds if isinstance(x, HallucinationOutput)]
         p = [x for x in preds if isinstance(x, HallucinationOutput)]
         gold = [{s.r: s.f for s in x.sentences} for x in g]
         prf = sentence_prf(gold, [{s.r: s.f for s in x.sentences} for x in p])
         unchecked = sentence_prf(gold, [{s.r: s.adapter_f or s.f for s in x.sentences} for x in p])
-        return {"sentence_f1": prf.f1, "sentence_precision": prf.precision, "sentence_recall": prf.recall,
-                "response_acc": accuracy([x.unfaithful for x in g], [x.unfaithful for x in p]),
-                "f1_without_evidence_check": unchecked.f1}
+        return {
+            "sentence_f1": prf.f1,
+            "sentence_precision": prf.precision,
+            "sentence_recall": prf.recall,
+            "response_acc": accuracy([x.unfaithful for x in g], [x.unfaithful for x in p]),
+            "f1_without_evidence_check": unchecked.f1,
+        }
     if spec.kind == "rewrite":
         g = [str(x) for x in golds]
         p = [x for x in preds if isinstance(x, RewriteOutput)]
-        return {"exact_match": mean([exact_match(str(a), b) for a, b in zip(p, g)]),
-                "token_f1": mean([token_f1(str(a), b) for a, b in zip(p, g)]),
-                "fallback_rate": mean([float(x.fallback) for x in p])}
+        return {
+            "exact_match": mean([exact_match(str(a), b) for a, b in zip(p, g)]),
+            "token_f1": mean([token_f1(str(a), b) for a, b in zip(p, g)]),
+            "fallback_rate": mean([float(x.fallback) for x in p]),
+        }
     if spec.kind == "answerability":
         g = [x for x in golds if isinstance(x, AnswerabilityOutput)]
         p = [x for x in preds if isinstance(x, AnswerabilityOutput)]
         unans = binary_prf([not x.answerable for x in g], [not x.answerable for x in p])
         return {"accuracy": accuracy([x.label for x in g], [x.label for x in p]), "unanswerable_f1": unans.f1}
-    as_key = [x.model_dump_json() for x in golds], [x.model_dump_json() if x is not None else None for x in preds]
+    as_key = (
+        [x.model_dump_json() for x in golds],
+        [x.model_dump_json() if x is not None else None for x in preds],
+    )
     return {"accuracy": accuracy(*as_key)}
 
 
-def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: Sequence[Predictor],
-                  *, on_progress: Callable[[str, int], None] | None = None,
-                  predictions: str | Path | None = None) -> list[EvalRow]:
+def evaluate_spec(
+    spec: IntrinsicSpec,
+    examples: Sequence[Example],
+    predictors: Sequence[Predictor],
+    *,
+    on_progress: Callable[[str, int], None] | None = None,
+    predictions: str | Path | None = None,
+) -> list[EvalRow]:
     """Run every predictor on every example of ``spec``; one :class:`EvalRow` per predictor.
 
     ``predictions``: a directory to write ``<intrinsic>.<system>.jsonl`` into, one line per example
@@ -272,44 +343,69 @@ def evaluate_spec(spec: IntrinsicSpec, examples: Sequence[Example], predictors: 
         for i, ex in enumerate(kept):
             _, context = example_context(spec, ex)
             raw = predictor.predict(spec, ex)
-            pred, bad = _safe_parse(spec, raw, lambda: RawOutput(text=trivial_text(spec, context, ""), context=context))
+            pred, bad = _safe_parse(
+                spec,
+                raw,
+                lambda context=context: RawOutput(text=trivial_text(spec, context, ""), context=context),
+            )
             preds.append(pred)
             malformed += bad
             if predictions is not None:
-                records.append({"last_message": ex.messages[-1].content, "gold": golds[i].model_dump(mode="json"),
-                                "prediction": pred.model_dump(mode="json") if pred is not None else None,
-                                "raw": raw.text, "malformed": bad, **({"meta": ex.meta} if ex.meta else {})})
+                records.append(
+                    {
+                        "last_message": ex.messages[-1].content,
+                        "gold": golds[i].model_dump(mode="json"),
+                        "prediction": pred.model_dump(mode="json") if pred is not None else None,
+                        "raw": raw.text,
+                        "malformed": bad,
+                        **({"meta": ex.meta} if ex.meta else {}),
+                    }
+                )
             if on_progress:
                 on_progress(predictor.name, i + 1)
         metrics = score(spec, golds, preds, kept) if kept else {}
         all_preds.append(preds)
         if predictions is not None:
             write_jsonl(Path(predictions) / f"{spec.name}.{predictor.name}.jsonl", records)
-        rows.append(EvalRow(intrinsic=spec.name, system=predictor.name, n=len(kept), malformed=malformed,
-                            seconds=round(time.perf_counter() - start, 3),
-                            metrics={k: (round(v, 4) if not math.isnan(v) else v) for k, v in metrics.items()}))
+        rows.append(
+            EvalRow(
+                intrinsic=spec.name,
+                system=predictor.name,
+                n=len(kept),
+                malformed=malformed,
+                seconds=round(time.perf_counter() - start, 3),
+                metrics={k: (round(v, 4) if not math.isnan(v) else v) for k, v in metrics.items()},
+            )
+        )
     if kept:
         _add_intervals(spec, golds, kept, rows, all_preds)
     return rows
 
 
-def _add_intervals(spec: IntrinsicSpec, golds: Sequence[BaseModel], examples: Sequence[Example],
-                   rows: Sequence[EvalRow], preds: Sequence[Sequence[BaseModel | None]]) -> None:
+def _add_intervals(
+    spec: IntrinsicSpec,
+    golds: Sequence[BaseModel],
+    examples: Sequence[Example],
+    rows: Sequence[EvalRow],
+    preds: Sequence[Sequence[BaseModel | None]],
+) -> None:
     """Fill each row's ``ci``: the headline metric, and its paired difference from the first row
     (the same resampled examples for both systems, so shared hard examples cancel out). Each
     system's metric is computed once per resample; the differences reuse those values."""
     key = HEADLINE.get(spec.kind, "accuracy")
 
     def metric(system: int) -> Callable[[Sequence[int]], float]:
-        return lambda idx: score(spec, [golds[i] for i in idx], [preds[system][i] for i in idx],
-                                 [examples[i] for i in idx])[key]
+        return lambda idx: score(
+            spec, [golds[i] for i in idx], [preds[system][i] for i in idx], [examples[i] for i in idx]
+        )[key]
 
     values = [bootstrap_values(metric(k), len(examples)) for k in range(len(rows))]
     for k, row in enumerate(rows):
         row.ci[key] = percentile_interval(values[k])
         if k:
             row.ci[f"{key} - {rows[0].system}"] = percentile_interval(
-                [a - b for a, b in zip(values[k], values[0])])
+                [a - b for a, b in zip(values[k], values[0])]
+            )
 
 
 def format_interval(interval: Sequence[float] | None) -> str:
@@ -336,19 +432,33 @@ def rows_table(rows: Sequence[EvalRow]):
     for col in ("intrinsic", "system", "n", "malformed", *names, *(f"{k} 95%" for k in intervals), "seconds"):
         table.add_column(col, justify="left" if col in ("intrinsic", "system") else "right")
     for row in rows:
-        cells = [f"{row.metrics[k]:.3f}" if k in row.metrics and not math.isnan(row.metrics[k]) else "-"
-                 for k in names]
-        table.add_row(row.intrinsic, row.system, str(row.n), str(row.malformed), *cells,
-                      *(format_interval(row.ci.get(k)) for k in intervals), f"{row.seconds:.1f}")
+        cells = [
+            f"{row.metrics[k]:.3f}" if k in row.metrics and not math.isnan(row.metrics[k]) else "-"
+            for k in names
+        ]
+        table.add_row(
+            row.intrinsic,
+            row.system,
+            str(row.n),
+            str(row.malformed),
+            *cells,
+            *(format_interval(row.ci.get(k)) for k in intervals),
+            f"{row.seconds:.1f}",
+        )
     return table
 
 
 def write_rows(rows: Sequence[EvalRow], path: str | Path) -> Path:
     """JSON list of rows (NaN written as null, so any JSON reader accepts it)."""
     path = Path(path)
-    data = [{**r.model_dump(), "metrics": {k: None if math.isnan(v) else v for k, v in r.metrics.items()},
-             "ci": {k: [None if math.isnan(v) else round(v, 4) for v in ci] for k, ci in r.ci.items()}}
-            for r in rows]
+    data = [
+        {
+            **r.model_dump(),
+            "metrics": {k: None if math.isnan(v) else v for k, v in r.metrics.items()},
+            "ci": {k: [None if math.isnan(v) else round(v, 4) for v in ci] for k, ci in r.ci.items()},
+        }
+        for r in rows
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))
     return path
@@ -360,18 +470,33 @@ def read_rows(path: str | Path) -> list[EvalRow]:
     if not path.is_file():
         return []
     nan = float("nan")
-    return [EvalRow.model_validate({**r, "metrics": {k: nan if v is None else v for k, v in r["metrics"].items()},
-                                    "ci": {k: [nan if v is None else v for v in ci]
-                                           for k, ci in r.get("ci", {}).items()}})
-            for r in json.loads(path.read_text())]
+    return [
+        EvalRow.model_validate(
+            {
+                **r,
+                "metrics": {k: nan if v is None else v for k, v in r["metrics"].items()},
+                "ci": {k: [nan if v is None else v for v in ci] for k, ci in r.get("ci", {}).items()},
+            }
+        )
+        for r in json.loads(path.read_text())
+    ]
 
 
-def evaluate_file(data: str | Path, *, backend, alora: Mapping[str, str | Path] | None = None,
-                  lora: Mapping[str, str | Path] | None = None, intrinsics: Sequence[str] | None = None,
-                  include_base: bool = True, include_trivial: bool = True, base_model=None,
-                  train_data: str | Path | None = None, limit: int | None = None,
-                  base_dir: str | Path | None = None,
-                  predictions: str | Path | None = None) -> list[EvalRow]:
+def evaluate_file(
+    data: str | Path,
+    *,
+    backend,
+    alora: Mapping[str, str | Path] | None = None,
+    lora: Mapping[str, str | Path] | None = None,
+    intrinsics: Sequence[str] | None = None,
+    include_base: bool = True,
+    include_trivial: bool = True,
+    base_model=None,
+    train_data: str | Path | None = None,
+    limit: int | None = None,
+    base_dir: str | Path | None = None,
+    predictions: str | Path | None = None,
+) -> list[EvalRow]:
     """Evaluate every intrinsic in ``data`` (or ``intrinsics``) with every available system.
 
     ``alora`` maps intrinsic name -> ``"builtin"`` or a directory (loaded into ``backend`` and run
@@ -379,16 +504,19 @@ def evaluate_file(data: str | Path, *, backend, alora: Mapping[str, str | Path] 
     LoRA systems need an unmodified base model: ``base_model``, or a copy of ``backend.base_model``
     taken here before any adapter is added (PEFT modifies the model it wraps).
     """
+    from intrinsics.known import get_spec
+    from intrinsics.registry import load_intrinsic
     from intrinsics.training.data_format import read_jsonl
-    from intrinsics.registry import get_spec, load_intrinsic
 
     alora, lora = dict(alora or {}), dict(lora or {})
     examples = read_jsonl(data)
     names = list(intrinsics or dict.fromkeys(ex.intrinsic for ex in examples if ex.intrinsic))
     if base_model is None and (lora or include_base):
         if backend.adapters:
-            raise AloraFlowsError("pass base_model: the backend already has adapters, so its base model "
-                                       "is wrapped by PEFT and cannot serve the LoRA/base systems")
+            raise AloraFlowsError(
+                "pass base_model: the backend already has adapters, so its base model "
+                "is wrapped by PEFT and cannot serve the LoRA/base systems"
+            )
         base_model = copy.deepcopy(backend.base_model)
     reference = read_jsonl(train_data) if train_data else examples
     rows: list[EvalRow] = []
@@ -397,8 +525,9 @@ def evaluate_file(data: str | Path, *, backend, alora: Mapping[str, str | Path] 
         spec = get_spec(name)
         predictors: list[Any] = []
         if name in alora:
-            resolved = load_intrinsic(name, alora[name], backend.model_id, base_dir=base_dir,
-                                      tokenizer=backend.tokenizer)
+            resolved = load_intrinsic(
+                name, alora[name], backend.model_id, base_dir=base_dir, tokenizer=backend.tokenizer
+            )
             spec = resolved.spec
             adapter_name = f"eval_{name}"
             if adapter_name not in backend.adapters:

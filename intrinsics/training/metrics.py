@@ -61,7 +61,9 @@ def auroc(labels: Sequence[bool | int], scores: Sequence[float]) -> float:
     return u / (len(pos) * len(neg))
 
 
-def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool | int], n_bins: int = 10) -> float:
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool | int], n_bins: int = 10
+) -> float:
     """ECE with ``n_bins`` equal-width bins over [0, 1]: sum_b (n_b / n) * |accuracy_b - confidence_b|.
 
     A confidence of exactly 1.0 falls in the last bin; bins are (lo, hi] except the first, [0, hi].
@@ -97,7 +99,9 @@ def binary_prf(y_true: Sequence[bool], y_pred: Sequence[bool]) -> PRF:
     return PRF(precision=precision, recall=recall, f1=f1, support=tp + fn)
 
 
-def sentence_prf(gold: Sequence[dict[int, str]], pred: Sequence[dict[int, str]], positive: str = "unfaithful") -> PRF:
+def sentence_prf(
+    gold: Sequence[dict[int, str]], pred: Sequence[dict[int, str]], positive: str = "unfaithful"
+) -> PRF:
     """Sentence-level P/R/F1 for ``positive`` over responses: each item maps sentence index -> label.
 
     Every gold sentence is scored; a sentence the prediction skipped counts as not ``positive``;
@@ -134,7 +138,9 @@ class ThresholdPoint(BaseModel):
         return self.cut_wrong - self.cut_correct
 
 
-def threshold_sweep(scores: Sequence[float], correct: Sequence[bool | int], step: float = 0.05) -> list[ThresholdPoint]:
+def threshold_sweep(
+    scores: Sequence[float], correct: Sequence[bool | int], step: float = 0.05
+) -> list[ThresholdPoint]:
     """One :class:`ThresholdPoint` per threshold ``step, 2*step, ...`` below 1; an answer is cut
     when its score is below the threshold (the ``certainty < t`` edge of a flow)."""
     _same_length(scores, correct)
@@ -144,12 +150,15 @@ def threshold_sweep(scores: Sequence[float], correct: Sequence[bool | int], step
     for i in range(1, math.ceil(1 / step - 1e-9)):
         t = round(i * step, 6)
         cut = [s < t for s in scores]
-        points.append(ThresholdPoint(
-            threshold=t,
-            kept_correct=sum(1 for c, x in zip(correct, cut) if c and not x),
-            cut_correct=sum(1 for c, x in zip(correct, cut) if c and x),
-            kept_wrong=sum(1 for c, x in zip(correct, cut) if not c and not x),
-            cut_wrong=sum(1 for c, x in zip(correct, cut) if not c and x)))
+        points.append(
+            ThresholdPoint(
+                threshold=t,
+                kept_correct=sum(1 for c, x in zip(correct, cut) if c and not x),
+                cut_correct=sum(1 for c, x in zip(correct, cut) if c and x),
+                kept_wrong=sum(1 for c, x in zip(correct, cut) if not c and not x),
+                cut_wrong=sum(1 for c, x in zip(correct, cut) if not c and x),
+            )
+        )
     return points
 
 
@@ -161,8 +170,9 @@ def best_threshold(points: Sequence[ThresholdPoint]) -> ThresholdPoint:
     return max(points, key=lambda p: (p.net, -p.threshold))
 
 
-def bootstrap_values(statistic: Callable[[Sequence[int]], float], n: int, *, resamples: int = 1000,
-                     seed: int = 0) -> list[float]:
+def bootstrap_values(
+    statistic: Callable[[Sequence[int]], float], n: int, *, resamples: int = 1000, seed: int = 0
+) -> list[float]:
     """``statistic(indices)`` for each of ``resamples`` draws of ``n`` item indices with
     replacement, in draw order (``nan`` kept).
 
@@ -188,8 +198,14 @@ def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
     return kept[int(tail * (len(kept) - 1))], kept[math.ceil((1 - tail) * (len(kept) - 1))]
 
 
-def bootstrap_ci(statistic: Callable[[Sequence[int]], float], n: int, *, resamples: int = 1000,
-                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    statistic: Callable[[Sequence[int]], float],
+    n: int,
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(indices)`` (:func:`bootstrap_values`, then
     :func:`percentile_interval`).
 

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 from alora_flows.errors import AloraFlowsError
-
 from intrinsics.training.metrics import ThresholdPoint, answer_correct, best_threshold, threshold_sweep
 
 
@@ -41,7 +40,8 @@ def read_scored_answers(path: str | Path) -> tuple[list[float], list[bool], int]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise PredictionsFileError(
                 f"{path}:{number}: not an uncertainty prediction (expected gold.score and prediction.score; "
-                f"write one with eval-intrinsics --predictions DIR): {exc}") from None
+                f"write one with eval-intrinsics --predictions DIR): {exc}"
+            ) from None
         if pred is None or "score" not in pred:
             skipped += 1
             continue
@@ -57,15 +57,31 @@ def sweep_table(points: list[ThresholdPoint], best: ThresholdPoint):
     from rich.table import Table
 
     table = Table(title="Abstain when certainty < t")
-    for col in ("t", "keeps correct", "cuts wrong", "loses correct", "lets wrong through", "cut wrong - lost correct"):
+    for col in (
+        "t",
+        "keeps correct",
+        "cuts wrong",
+        "loses correct",
+        "lets wrong through",
+        "cut wrong - lost correct",
+    ):
         table.add_column(col, justify="right")
     for p in points:
-        table.add_row(f"{p.threshold:.2f}", str(p.kept_correct), str(p.cut_wrong), str(p.cut_correct),
-                      str(p.kept_wrong), str(p.net), style="bold" if p is best else None)
+        table.add_row(
+            f"{p.threshold:.2f}",
+            str(p.kept_correct),
+            str(p.cut_wrong),
+            str(p.cut_correct),
+            str(p.kept_wrong),
+            str(p.net),
+            style="bold" if p is best else None,
+        )
     return table
 
 
-def choose_threshold(path: str | Path, step: float = 0.05) -> tuple[list[ThresholdPoint], ThresholdPoint, int]:
+def choose_threshold(
+    path: str | Path, step: float = 0.05
+) -> tuple[list[ThresholdPoint], ThresholdPoint, int]:
     """Sweep a predictions file: ``(points, best, skipped)``."""
     scores, correct, skipped = read_scored_answers(path)
     points = threshold_sweep(scores, correct, step)

@@ -39,11 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alora_flows.core.backend import cache_kwarg
 from alora_flows.errors import AloraFlowsError
-
-from intrinsics.training.data_format import DataError, Encoded, Encoder, Example, read_jsonl
-from intrinsics.registry import canonical_name, get_spec
+from intrinsics.known import canonical_name, get_spec
 from intrinsics.spec import IntrinsicSpec
 from intrinsics.specfile import read_spec_file, write_spec_file
+from intrinsics.training.data_format import DataError, Encoded, Encoder, Example, read_jsonl
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trainer_state.pt"
@@ -124,7 +123,7 @@ def split_data(config: TrainConfig, spec: IntrinsicSpec) -> tuple[list[Example],
     names = {spec.name, canonical_name(spec.name)} | ({config.intrinsic} if config.intrinsic else set())
     examples = read_jsonl(config.data, intrinsic=names)
     if config.limit:
-        examples = examples[:config.limit]
+        examples = examples[: config.limit]
     if not examples:
         raise DataError(f"{config.data}: no examples for intrinsic '{spec.name}'")
     if config.val_data is not None:
@@ -168,9 +167,13 @@ def make_peft_model(model, config: TrainConfig, invocation_ids: Sequence[int]):
     from peft import LoraConfig, get_peft_model
 
     lora_config = LoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=list(config.target_modules), task_type="CAUSAL_LM",
-        alora_invocation_tokens=None if config.lora else list(invocation_ids))
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+        alora_invocation_tokens=None if config.lora else list(invocation_ids),
+    )
     try:
         return get_peft_model(model, lora_config)
     except ValueError as exc:  # e.g. target modules not found
@@ -235,32 +238,54 @@ def batch_loss(model, batch: dict[str, Any], *, prefix_cache: bool = False) -> t
             cache = DynamicCache()
             base = model.get_base_model()
             with torch.no_grad(), model.disable_adapter():
-                base(input_ids=kwargs["input_ids"][:, :split], attention_mask=kwargs["attention_mask"][:, :split],
-                     position_ids=kwargs["position_ids"][:, :split], use_cache=True, logits_to_keep=1,
-                     **{cache_kwarg(base): cache})
-            kwargs = {"input_ids": kwargs["input_ids"][:, split:], "attention_mask": kwargs["attention_mask"],
-                      "position_ids": kwargs["position_ids"][:, split:], "alora_offsets": kwargs["alora_offsets"],
-                      cache_kwarg(base): cache, "use_cache": True}
+                base(
+                    input_ids=kwargs["input_ids"][:, :split],
+                    attention_mask=kwargs["attention_mask"][:, :split],
+                    position_ids=kwargs["position_ids"][:, :split],
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{cache_kwarg(base): cache},
+                )
+            kwargs = {
+                "input_ids": kwargs["input_ids"][:, split:],
+                "attention_mask": kwargs["attention_mask"],
+                "position_ids": kwargs["position_ids"][:, split:],
+                "alora_offsets": kwargs["alora_offsets"],
+                cache_kwarg(base): cache,
+                "use_cache": True,
+            }
     kwargs.setdefault("use_cache", False)
     logits = model(**kwargs, logits_to_keep=keep).logits
-    targets = batch["labels"][:, -keep + 1:] if keep > 1 else batch["labels"][:, :0]
+    targets = batch["labels"][:, -keep + 1 :] if keep > 1 else batch["labels"][:, :0]
     logits = logits[:, :-1, :].float()
     count = int((targets != -100).sum())
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                             ignore_index=-100, reduction="sum")
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+    )
     return loss, count
 
 
 @torch.no_grad()
-def evaluate_loss(model, items: Sequence[Encoded], pad_id: int, device: torch.device, *, alora: bool,
-                  batch_size: int, prefix_cache: bool = False) -> float:
+def evaluate_loss(
+    model,
+    items: Sequence[Encoded],
+    pad_id: int,
+    device: torch.device,
+    *,
+    alora: bool,
+    batch_size: int,
+    prefix_cache: bool = False,
+) -> float:
     """Token-weighted mean loss over ``items`` (the keep-best criterion)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(items), batch_size):
-        loss, n = batch_loss(model, collate(items[start:start + batch_size], pad_id, device, alora=alora),
-                             prefix_cache=prefix_cache)
+        loss, n = batch_loss(
+            model,
+            collate(items[start : start + batch_size], pad_id, device, alora=alora),
+            prefix_cache=prefix_cache,
+        )
         total, count = total + float(loss), count + n
     model.train(was_training)
     return total / max(count, 1)
@@ -279,12 +304,22 @@ def _save_checkpoint(ckpt: Path, peft_model, optimizer, scheduler, state: dict[s
     from peft import get_peft_model_state_dict
 
     ckpt.mkdir(parents=True, exist_ok=True)
-    payload = {"adapter": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(
-        peft_model, save_embedding_layers=_embedding_mode(peft_model)).items()},
-               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-               **state}
+    payload = {
+        "adapter": {
+            k: v.detach().cpu()
+            for k, v in get_peft_model_state_dict(
+                peft_model, save_embedding_layers=_embedding_mode(peft_model)
+            ).items()
+        },
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        **state,
+    }
     tmp = ckpt / (STATE_FILE + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(ckpt / STATE_FILE)  # atomic: an interrupted save never leaves a broken checkpoint
@@ -299,8 +334,10 @@ def _load_checkpoint(ckpt: Path, peft_model, optimizer, scheduler, expect: dict[
     payload = torch.load(file, map_location="cpu", weights_only=False)
     for key, value in expect.items():
         if payload.get(key) != value:
-            raise TrainError(f"checkpoint {ckpt} was made with {key}={payload.get(key)!r}, this run has "
-                             f"{key}={value!r}: resume with the same options or start over without --resume")
+            raise TrainError(
+                f"checkpoint {ckpt} was made with {key}={payload.get(key)!r}, this run has "
+                f"{key}={value!r}: resume with the same options or start over without --resume"
+            )
     set_peft_model_state_dict(peft_model, payload["adapter"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
@@ -311,29 +348,64 @@ def _load_checkpoint(ckpt: Path, peft_model, optimizer, scheduler, expect: dict[
     return payload
 
 
-def save_adapter(peft_model, out: Path, spec: IntrinsicSpec, *, base_model_id: str, lora: bool,
-                 invocation_ids: Sequence[int], meta: dict[str, Any]) -> None:
+def save_adapter(
+    peft_model,
+    out: Path,
+    spec: IntrinsicSpec,
+    *,
+    base_model_id: str,
+    lora: bool,
+    invocation_ids: Sequence[int],
+    meta: dict[str, Any],
+) -> None:
     """A standard PEFT adapter directory plus ``intrinsic.yaml``."""
     cfg = peft_model.peft_config["default"]
     cfg.base_model_name_or_path = base_model_id
     out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out), save_embedding_layers=_embedding_mode(peft_model))
-    write_spec_file(spec, out, adapter={"type": "lora" if lora else "alora", "base_model": base_model_id,
-                                        "invocation_tokens": None if lora else list(invocation_ids), **meta})
+    write_spec_file(
+        spec,
+        out,
+        adapter={
+            "type": "lora" if lora else "alora",
+            "base_model": base_model_id,
+            "invocation_tokens": None if lora else list(invocation_ids),
+            **meta,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------- the loop
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
 
 
-def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: IntrinsicSpec | None = None,
-                    model_id: str | None = None) -> TrainResult:
+def train_intrinsic(
+    config: TrainConfig,
+    *,
+    model=None,
+    tokenizer=None,
+    spec: IntrinsicSpec | None = None,
+    model_id: str | None = None,
+) -> TrainResult:
     """Train and save an adapter for one intrinsic. Returns a :class:`TrainResult`.
 
     ``model``/``tokenizer`` (in-memory objects, e.g. the tiny test model) replace ``config.model``;
@@ -357,7 +429,9 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
     train_items, skipped = encode_all(encoder, train_ex, config.max_length)
     val_items, skipped_val = encode_all(encoder, val_ex, config.max_length)
     if not train_items:
-        raise DataError(f"{config.data}: all {len(train_ex)} examples are longer than --max-length {config.max_length}")
+        raise DataError(
+            f"{config.data}: all {len(train_ex)} examples are longer than --max-length {config.max_length}"
+        )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else encoder.end_id
     alora = not config.lora
 
@@ -371,12 +445,24 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     warmup = int(total_steps * config.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(warmup, 1) if s < warmup else
-        max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
+        optimizer,
+        lambda s: (
+            (s + 1) / max(warmup, 1)
+            if s < warmup
+            else max(0.0, (total_steps - s) / max(total_steps - warmup, 1))
+        ),
+    )
 
     ckpt = config.out / CHECKPOINT_DIR
-    identity = {"intrinsic": spec.name, "lora": config.lora, "r": config.r, "n_train": len(train_items),
-                "batch_size": config.batch_size, "grad_accum": config.grad_accum, "seed": config.seed}
+    identity = {
+        "intrinsic": spec.name,
+        "lora": config.lora,
+        "r": config.r,
+        "n_train": len(train_items),
+        "batch_size": config.batch_size,
+        "grad_accum": config.grad_accum,
+        "seed": config.seed,
+    }
     step, epoch, micro_done = 0, 0, 0
     best_val, best_step = None, None
     train_losses: list[float] = []
@@ -388,28 +474,65 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
         train_losses, val_losses = list(state["train_losses"]), [tuple(v) for v in state["val_losses"]]
 
     def meta() -> dict[str, Any]:
-        return {"trained": {"steps": step, "best_step": best_step,
-                            "best_val_loss": None if best_val is None else round(best_val, 5),
-                            "n_train": len(train_items), "n_val": len(val_items), "epochs": epochs,
-                            "r": config.r, "alpha": config.alpha, "lr": config.lr,
-                            "target_modules": list(config.target_modules), "data": str(config.data)}}
+        return {
+            "trained": {
+                "steps": step,
+                "best_step": best_step,
+                "best_val_loss": None if best_val is None else round(best_val, 5),
+                "n_train": len(train_items),
+                "n_val": len(val_items),
+                "epochs": epochs,
+                "r": config.r,
+                "alpha": config.alpha,
+                "lr": config.lr,
+                "target_modules": list(config.target_modules),
+                "data": str(config.data),
+            }
+        }
 
     def validate() -> None:
         nonlocal best_val, best_step
         if not val_items:
             return
-        loss = evaluate_loss(peft_model, val_items, pad_id, device, alora=alora, batch_size=config.batch_size,
-                             prefix_cache=config.prefix_cache)
+        loss = evaluate_loss(
+            peft_model,
+            val_items,
+            pad_id,
+            device,
+            alora=alora,
+            batch_size=config.batch_size,
+            prefix_cache=config.prefix_cache,
+        )
         val_losses.append((step, loss))
         if best_val is None or loss < best_val:
             best_val, best_step = loss, step
-            save_adapter(peft_model, config.out, spec, base_model_id=base_id, lora=config.lora,
-                         invocation_ids=invocation, meta=meta())
+            save_adapter(
+                peft_model,
+                config.out,
+                spec,
+                base_model_id=base_id,
+                lora=config.lora,
+                invocation_ids=invocation,
+                meta=meta(),
+            )
 
     def checkpoint() -> None:
-        _save_checkpoint(ckpt, peft_model, optimizer, scheduler, {
-            **identity, "step": step, "epoch": epoch, "micro_done": micro_done, "best_val": best_val,
-            "best_step": best_step, "train_losses": train_losses, "val_losses": val_losses})
+        _save_checkpoint(
+            ckpt,
+            peft_model,
+            optimizer,
+            scheduler,
+            {
+                **identity,
+                "step": step,
+                "epoch": epoch,
+                "micro_done": micro_done,
+                "best_val": best_val,
+                "best_step": best_step,
+                "train_losses": train_losses,
+                "val_losses": val_losses,
+            },
+        )
 
     kind = "LoRA" if config.lora else "aLoRA"
     with _progress(config.progress) as progress:
@@ -419,13 +542,17 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
         while step < total_steps:
             order = list(range(len(train_items)))
             random.Random(config.seed + epoch).shuffle(order)
-            batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+            batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
             accum_loss, accum_tokens, in_accum = 0.0, 0, 0
             while micro_done < len(batches) and step < total_steps:
                 batch = collate([train_items[i] for i in batches[micro_done]], pad_id, device, alora=alora)
                 loss_sum, count = batch_loss(peft_model, batch, prefix_cache=config.prefix_cache)
                 (loss_sum / max(count, 1) / config.grad_accum).backward()
-                accum_loss, accum_tokens, in_accum = accum_loss + float(loss_sum.detach()), accum_tokens + count, in_accum + 1
+                accum_loss, accum_tokens, in_accum = (
+                    accum_loss + float(loss_sum.detach()),
+                    accum_tokens + count,
+                    in_accum + 1,
+                )
                 micro_done += 1
                 if in_accum < config.grad_accum and micro_done < len(batches):
                     continue
@@ -436,7 +563,9 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
                 step += 1
                 train_losses.append(accum_loss / max(accum_tokens, 1))
                 accum_loss, accum_tokens, in_accum = 0.0, 0, 0
-                info = f"loss {train_losses[-1]:.4f}" + (f"  best val {best_val:.4f}" if best_val is not None else "")
+                info = f"loss {train_losses[-1]:.4f}" + (
+                    f"  best val {best_val:.4f}" if best_val is not None else ""
+                )
                 progress.update(task, completed=step, info=info)
                 if config.eval_every and step % config.eval_every == 0 and step < total_steps:
                     validate()
@@ -450,15 +579,31 @@ def train_intrinsic(config: TrainConfig, *, model=None, tokenizer=None, spec: In
                     checkpoint()
         validate()
         if not val_items:
-            save_adapter(peft_model, config.out, spec, base_model_id=base_id, lora=config.lora,
-                         invocation_ids=invocation, meta=meta())
+            save_adapter(
+                peft_model,
+                config.out,
+                spec,
+                base_model_id=base_id,
+                lora=config.lora,
+                invocation_ids=invocation,
+                meta=meta(),
+            )
     if config.keep_checkpoint:
         checkpoint()
     else:
         shutil.rmtree(ckpt, ignore_errors=True)
-    return TrainResult(out=config.out, adapter_type="lora" if config.lora else "alora", steps=step,
-                       total_steps=total_steps, best_step=best_step, best_val_loss=best_val,
-                       train_losses=train_losses, val_losses=val_losses, n_train=len(train_items),
-                       n_val=len(val_items), skipped=skipped + skipped_val,
-                       seconds=time.perf_counter() - started, invocation_tokens=None if config.lora else invocation)
-
+    return TrainResult(
+        out=config.out,
+        adapter_type="lora" if config.lora else "alora",
+        steps=step,
+        total_steps=total_steps,
+        best_step=best_step,
+        best_val_loss=best_val,
+        train_losses=train_losses,
+        val_losses=val_losses,
+        n_train=len(train_items),
+        n_val=len(val_items),
+        skipped=skipped + skipped_val,
+        seconds=time.perf_counter() - started,
+        invocation_tokens=None if config.lora else invocation,
+    )

@@ -42,11 +42,12 @@ class NodeCheck(Protocol):
     node's own YAML mapping, so errors land on the right line)."""
 
     name: str
-    flow: Any            # the FlowSpec being validated
+    flow: Any  # the FlowSpec being validated
     base_dir: Path | None
 
-    def error(self, message: str, path: PathParts = (),
-              cls: type[FlowDefinitionError] = FlowDefinitionError) -> None: ...
+    def error(
+        self, message: str, path: PathParts = (), cls: type[FlowDefinitionError] = FlowDefinitionError
+    ) -> None: ...
     def wrap(self, exc: FlowDefinitionError, path: PathParts, what: str) -> None: ...
     def template(self, source: Any, path: PathParts, what: str) -> None: ...
     def literal(self, value: Any, path: PathParts, what: str) -> None: ...
@@ -82,8 +83,7 @@ class Params(BaseModel):
 class Node(BaseModel):
     """Base class of node kinds. Subclasses set :attr:`kind` and implement :meth:`execute`."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True,
-                              populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, populate_by_name=True)
 
     #: The key that names this kind in a flow file (exactly one kind key per node).
     kind: ClassVar[str] = ""

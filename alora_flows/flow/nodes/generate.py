@@ -41,13 +41,16 @@ class GenerateNode(Node):
 
     def execute(self, ctx: StepContext) -> str:
         params = self.generate
-        messages = [{"role": role, "content": ctx.render(text, role)}
-                    for role, text in (("system", params.system), ("user", params.user))
-                    if text is not None]
+        messages = [
+            {"role": role, "content": ctx.render(text, role)}
+            for role, text in (("system", params.system), ("user", params.user))
+            if text is not None
+        ]
         if messages:
             ctx.session.extend(messages)
         seed = None if ctx.seed is None else ctx.seed + ctx.index
-        result = ctx.session.generate(params.max_new_tokens, temperature=params.temperature,
-                                      seed=seed, on_token=ctx.stream)
+        result = ctx.session.generate(
+            params.max_new_tokens, temperature=params.temperature, seed=seed, on_token=ctx.stream
+        )
         ctx.write(self.output, result.text)
         return str(result.text)

@@ -30,8 +30,7 @@ class IntrinsicNode(Node):
     def execute(self, ctx: StepContext) -> Any:
         spec = ctx.intrinsic(self.intrinsic)
         override = None if self.input is None else ctx.render(self.input, "input")
-        output, _stats = spec.run(ctx.session, self.intrinsic, ctx.values(),
-                                  input_override=override)
+        output, _stats = spec.run(ctx.session, self.intrinsic, ctx.values(), input_override=override)
         ctx.write(self.output, output)
         return output
 

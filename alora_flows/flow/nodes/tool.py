@@ -11,8 +11,7 @@ from pydantic import TypeAdapter, ValidationError, field_validator
 from alora_flows.errors import AloraFlowsError, FlowRuntimeError
 from alora_flows.flow.nodes.base import Node, NodeCheck, StepContext, register_node_kind
 from alora_flows.flow.state import type_name
-from alora_flows.flow.tools import (TOOL_REF_RE, parameter_types, return_type, tool_label,
-                                    wants_value)
+from alora_flows.flow.tools import TOOL_REF_RE, parameter_types, return_type, tool_label, wants_value
 from alora_flows.sandbox.templates import TemplateError, evaluate_native, single_expression
 
 
@@ -37,7 +36,8 @@ class ToolNode(Node):
         if isinstance(value, str) and not TOOL_REF_RE.match(value):
             raise ValueError(
                 f"tool must look like 'package.module:function' (got {value!r}); "
-                "names starting with '_' are not allowed")
+                "names starting with '_' are not allowed"
+            )
         return value
 
     def prepare(self, ctx: NodeCheck) -> Callable[..., Any] | None:
@@ -57,8 +57,9 @@ class ToolNode(Node):
         except AloraFlowsError:
             raise
         except Exception as exc:
-            raise FlowRuntimeError(f"tool {tool_label(self.tool)} raised "
-                                   f"{type(exc).__name__}: {exc}") from exc
+            raise FlowRuntimeError(
+                f"tool {tool_label(self.tool)} raised {type(exc).__name__}: {exc}"
+            ) from exc
         ctx.write(self.output, value)
         return value
 
@@ -81,8 +82,8 @@ class ToolNode(Node):
                     value = _adapter(annotation).validate_python(value)
                 except ValidationError as exc:
                     raise FlowRuntimeError(
-                        f"argument '{key}' must be {type_name(annotation)}: "
-                        f"{exc.errors()[0]['msg']}") from None
+                        f"argument '{key}' must be {type_name(annotation)}: {exc.errors()[0]['msg']}"
+                    ) from None
             args[key] = value
         return args
 

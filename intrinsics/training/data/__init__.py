@@ -11,5 +11,15 @@ from intrinsics.training.data.kb import Doc, Entity, KnowledgeBase, generate_kb
 from intrinsics.training.data.text import SYSTEM_DOCS, docs_prompt, normalize_question, split_sentences
 from intrinsics.training.data.uncertainty import is_correct, label_uncertainty
 
-__all__ = ["Doc", "Entity", "KnowledgeBase", "generate_kb", "SYSTEM_DOCS", "docs_prompt",
-           "normalize_question", "split_sentences", "is_correct", "label_uncertainty"]
+__all__ = [
+    "Doc",
+    "Entity",
+    "KnowledgeBase",
+    "generate_kb",
+    "SYSTEM_DOCS",
+    "docs_prompt",
+    "normalize_question",
+    "split_sentences",
+    "is_correct",
+    "label_uncertainty",
+]

@@ -42,12 +42,18 @@ def build_example(ctx: Context, answerable: bool) -> tuple[dict, str]:
         docs = []
         if kind in ("attr_missing", "both"):
             docs.append(ctx.doc(entity, ctx.doc_keys(entity, exclude=(asked,))))
-        n_other = {"attr_missing": rng.choice((0, 1, 1, 2)), "entity_missing": rng.choice((1, 2, 2, 3)),
-                   "both": rng.choice((1, 2))}[kind]
+        n_other = {
+            "attr_missing": rng.choice((0, 1, 1, 2)),
+            "entity_missing": rng.choice((1, 2, 2, 3)),
+            "both": rng.choice((1, 2)),
+        }[kind]
         for j, other in enumerate(ctx.others(entity, n_other, same_type_p=0.8, key=asked)):
             # In the hard kinds the first distractor states the asked attribute when it can.
-            include = asked if asked in other.attrs and (j == 0 and kind != "attr_missing"
-                                                         or rng.random() < 0.4) else None
+            include = (
+                asked
+                if asked in other.attrs and (j == 0 and kind != "attr_missing" or rng.random() < 0.4)
+                else None
+            )
             docs.append(ctx.doc(other, ctx.doc_keys(other, include=include)))
     rng.shuffle(docs)
     question = fill(rng.choice(entity.attr_spec(asked).question[ctx.tsplit]), entity)

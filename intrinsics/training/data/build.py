@@ -44,8 +44,9 @@ def _label_key(name: str, row: dict) -> str:
     return row["output"]
 
 
-def build_all(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None,
-              only: list[str] | None = None) -> dict:
+def build_all(
+    out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None, only: list[str] | None = None
+) -> dict:
     """Builds every dataset into ``out``; returns the manifest it also writes."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     out = Path(out)
@@ -61,16 +62,19 @@ def build_all(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = Non
             manifest["datasets"][f"{name}.{split}"] = {
                 "n": len(rows),
                 "labels": dict(sorted(Counter(_label_key(name, r) for r in rows).items())),
-                "est_tokens": {"mean": round(statistics.fmean(lengths), 1) if lengths else 0,
-                               "max": max(lengths, default=0)},
+                "est_tokens": {
+                    "mean": round(statistics.fmean(lengths), 1) if lengths else 0,
+                    "max": max(lengths, default=0),
+                },
             }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m intrinsics.training.data.build",
-                                description="Build the synthetic intrinsic datasets.")
+    p = argparse.ArgumentParser(
+        prog="python -m intrinsics.training.data.build", description="Build the synthetic intrinsic datasets."
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", type=int, default=DEFAULT_SIZES["train"])
@@ -85,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     manifest = build_all(args.out, args.seed, {"train": args.train, "val": args.val, "eval": args.eval}, only)
     for name, info in manifest["datasets"].items():
-        print(f"{name:34s} n={info['n']:5d}  tokens~mean {info['est_tokens']['mean']:6.1f} "
-              f"max {info['est_tokens']['max']:4d}  {info['labels']}")
+        print(
+            f"{name:34s} n={info['n']:5d}  tokens~mean {info['est_tokens']['mean']:6.1f} "
+            f"max {info['est_tokens']['max']:4d}  {info['labels']}"
+        )
     return 0
 
 

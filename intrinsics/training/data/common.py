@@ -22,10 +22,10 @@ class Context:
     kb: KnowledgeBase
     split: str
     rng: random.Random
-    names: NameGenerator               # fresh invented names (perturbations), never a KB name
+    names: NameGenerator  # fresh invented names (perturbations), never a KB name
     pool: list[Entity] = field(default_factory=list)
     by_type: dict[str, list[Entity]] = field(default_factory=dict)
-    paraphrases: bool = False          # widen train-split document wordings (see doc_templates)
+    paraphrases: bool = False  # widen train-split document wordings (see doc_templates)
 
     @property
     def tsplit(self) -> str:
@@ -34,8 +34,9 @@ class Context:
     def entity(self) -> Entity:
         return self.rng.choice(self.pool)
 
-    def others(self, exclude: Entity | list[Entity], n: int, *, same_type_p: float = 0.6,
-               key: str | None = None) -> list[Entity]:
+    def others(
+        self, exclude: Entity | list[Entity], n: int, *, same_type_p: float = 0.6, key: str | None = None
+    ) -> list[Entity]:
         """``n`` distinct entities other than ``exclude``; each of the same type with probability
         ``same_type_p`` (hard distractors), and, if ``key`` is given, of those same-type ones only
         entities that have ``key`` (so the distractor states the asked attribute)."""
@@ -44,8 +45,11 @@ class Context:
         chosen: list[Entity] = []
         for _ in range(n):
             if self.rng.random() < same_type_p:
-                cands = [e for e in self.by_type[ref.etype]
-                         if e.id not in excluded and (key is None or key in e.attrs)]
+                cands = [
+                    e
+                    for e in self.by_type[ref.etype]
+                    if e.id not in excluded and (key is None or key in e.attrs)
+                ]
             else:
                 cands = [e for e in self.pool if e.id not in excluded]
             if not cands:
@@ -61,8 +65,9 @@ class Context:
     def doc_templates(self, entity: Entity, key: str) -> tuple[str, ...]:
         return doc_templates(entity.attr_spec(key), self.tsplit, paraphrases=self.paraphrases)
 
-    def doc_keys(self, entity: Entity, *, include: str | None = None, exclude: tuple[str, ...] = (),
-                 k_max: int = 3) -> list[str]:
+    def doc_keys(
+        self, entity: Entity, *, include: str | None = None, exclude: tuple[str, ...] = (), k_max: int = 3
+    ) -> list[str]:
         """1..k_max attribute keys for a document (a short 1-3 sentence document), containing
         ``include`` if given and none of ``exclude``, in the entity's attribute order."""
         pool = [k for k in entity.attrs if k not in exclude and k != include]
@@ -76,8 +81,9 @@ class Context:
         return keys
 
 
-def make_context(kb: KnowledgeBase, split: str, seed: int, intrinsic: str, *,
-                 paraphrases: bool = False) -> Context:
+def make_context(
+    kb: KnowledgeBase, split: str, seed: int, intrinsic: str, *, paraphrases: bool = False
+) -> Context:
     """A fresh RNG per (seed, intrinsic, split): datasets do not shift when another builder or
     another split changes size. ``paraphrases`` is opt-in per builder, so that widening one
     intrinsic's wordings leaves every other dataset (and its shipped adapter) byte-identical."""
@@ -88,5 +94,4 @@ def make_context(kb: KnowledgeBase, split: str, seed: int, intrinsic: str, *,
     for e in pool:
         by_type.setdefault(e.etype, []).append(e)
     names = NameGenerator(random.Random(f"names:{intrinsic}:{split}:{seed}"), kb.names.used)
-    return Context(kb, split, random.Random(f"{intrinsic}:{split}:{seed}"), names, pool, by_type,
-                   paraphrases)
+    return Context(kb, split, random.Random(f"{intrinsic}:{split}:{seed}"), names, pool, by_type, paraphrases)

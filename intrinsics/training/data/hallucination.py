@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from intrinsics.builtin import hallucination_spec
 from intrinsics.parsers import EVIDENCE_PREFIX, NOT_STATED
 from intrinsics.training.data.common import Context, make_context
-from intrinsics.training.data.kb import Doc, Entity, KnowledgeBase, fill, make_value, perturb_value, render_fact
+from intrinsics.training.data.kb import (
+    Doc,
+    Entity,
+    KnowledgeBase,
+    fill,
+    make_value,
+    perturb_value,
+    render_fact,
+)
 from intrinsics.training.data.schema import ABSTAIN_SENTENCES
 from intrinsics.training.data.text import SYSTEM_DOCS, compact_json, docs_prompt, split_sentences
 
@@ -68,8 +76,9 @@ class _Planner:
         if prefer is not None:
             mode = "absent" if prefer not in self.target.facts else ("wrong" if mode == "absent" else mode)
         in_doc = [k for k in self.target.facts if k not in self.used]
-        hidden = [k for k in list(e.attrs) + e.missing_keys()
-                  if k not in self.target.facts and k not in self.used]
+        hidden = [
+            k for k in list(e.attrs) + e.missing_keys() if k not in self.target.facts and k not in self.used
+        ]
         if mode == "absent" and not hidden:
             mode = "wrong"
         if mode in ("wrong", "swap") and not in_doc:
@@ -100,8 +109,9 @@ def _render_sentence(ctx: Context, entity: Entity, facts: list[Fact], first: boo
     """One or two facts as one sentence; the second clause opens with a pronoun."""
     rng = ctx.rng
     if facts[0].abstain:
-        return fill(rng.choice(ABSTAIN_SENTENCES[ctx.tsplit]), entity,
-                    noun=entity.attr_spec(facts[0].key).noun)
+        return fill(
+            rng.choice(ABSTAIN_SENTENCES[ctx.tsplit]), entity, noun=entity.attr_spec(facts[0].key).noun
+        )
     t0 = rng.choice(ctx.doc_templates(entity, facts[0].key))
     use_pronoun = not first and t0.startswith(("{S}", "{P}")) and rng.random() < 0.5
     text = render_fact(entity, facts[0].key, t0, facts[0].value, pronoun=use_pronoun)
@@ -127,8 +137,9 @@ def _plan_labels(ctx: Context, n_sent: int, corrupt: bool) -> list[str]:
     return labels
 
 
-def _plan_answer(ctx: Context, entity: Entity, asked: str, target: Doc, distractors: list[Doc],
-                 corrupt: bool) -> list[list[Fact]]:
+def _plan_answer(
+    ctx: Context, entity: Entity, asked: str, target: Doc, distractors: list[Doc], corrupt: bool
+) -> list[list[Fact]]:
     """Facts of each answer sentence. The first sentence answers the asked attribute (or, when
     the documents lack it, abstains faithfully / asserts a value unfaithfully)."""
     rng = ctx.rng
@@ -162,8 +173,7 @@ def build_example(ctx: Context, *, explain: bool = True) -> dict:
     entity = ctx.entity()
     asked = rng.choice(list(entity.attrs))
     asked_in_doc = rng.random() < 0.88
-    keys = (ctx.doc_keys(entity, include=asked) if asked_in_doc
-            else ctx.doc_keys(entity, exclude=(asked,)))
+    keys = ctx.doc_keys(entity, include=asked) if asked_in_doc else ctx.doc_keys(entity, exclude=(asked,))
     target = ctx.doc(entity, keys)
     distractor_docs = []
     for other in ctx.others(entity, rng.choice((0, 1, 1, 2)), key=asked):
@@ -182,8 +192,13 @@ def build_example(ctx: Context, *, explain: bool = True) -> dict:
             break
         sentences = sentences or plan
     if not sentences:  # fall back: answer faithfully, or abstain
-        sentences = [[Fact(asked, target.facts[asked], True, target.facts[asked])
-                      if asked in target.facts else Fact(asked, "", True, abstain=True)]]
+        sentences = [
+            [
+                Fact(asked, target.facts[asked], True, target.facts[asked])
+                if asked in target.facts
+                else Fact(asked, "", True, abstain=True)
+            ]
+        ]
 
     texts = [_render_sentence(ctx, entity, facts, i == 0) for i, facts in enumerate(sentences)]
     answer = " ".join(texts)
@@ -195,15 +210,21 @@ def build_example(ctx: Context, *, explain: bool = True) -> dict:
             item["e"] = EVIDENCE_PREFIX + "; ".join(f.evidence for f in facts)
         item["f"] = _label(facts)
         out.append(item)
-    msgs = [{"role": "system", "content": SYSTEM_DOCS},
-            {"role": "user", "content": docs_prompt([d.text for d in docs], question)},
-            {"role": "assistant", "content": answer}]
-    return {"intrinsic": INTRINSIC, "messages": hallucination_spec().training_messages(msgs),
-            "output": compact_json(out)}
+    msgs = [
+        {"role": "system", "content": SYSTEM_DOCS},
+        {"role": "user", "content": docs_prompt([d.text for d in docs], question)},
+        {"role": "assistant", "content": answer},
+    ]
+    return {
+        "intrinsic": INTRINSIC,
+        "messages": hallucination_spec().training_messages(msgs),
+        "output": compact_json(out),
+    }
 
 
-def build(kb: KnowledgeBase, split: str, n: int, seed: int = 0, *, explain: bool = True,
-          paraphrases: bool = True) -> list[dict]:
+def build(
+    kb: KnowledgeBase, split: str, n: int, seed: int = 0, *, explain: bool = True, paraphrases: bool = True
+) -> list[dict]:
     """``n`` hallucination examples for ``split``; ``explain`` (the shipped format) writes the
     evidence ``"e"`` before each label, ``explain=False`` the labels alone. ``paraphrases`` (the
     shipped data) renders train/val documents and answers with eight wordings per attribute

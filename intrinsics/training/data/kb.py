@@ -84,6 +84,7 @@ class KnowledgeBase:
 
 # --------------------------------------------------------------------------------------- values
 
+
 def gold(value: str) -> str:
     """The short gold answer for a stored value: drop a leading article ("the salt harvest")."""
     return value[4:] if value.startswith("the ") else value
@@ -165,6 +166,7 @@ def perturb_value(spec: AttrSpec, value: str, rng: random.Random, names: NameGen
 
 # ----------------------------------------------------------------------------------- generation
 
+
 def _entity_name(etype: str, rng: random.Random, names: NameGenerator) -> str:
     if etype == "inventor":
         return names.person()
@@ -191,8 +193,7 @@ def generate_kb(seed: int = 0, pool_sizes: dict[str, int] | None = None) -> Know
         name = _entity_name(spec.name, rng, names)
         pronoun = rng.choice(spec.pronouns)
         n_attrs = rng.randint(4, min(6, len(spec.attrs)))
-        keys = sorted(rng.sample([a.key for a in spec.attrs], n_attrs),
-                      key=[a.key for a in spec.attrs].index)
+        keys = sorted(rng.sample([a.key for a in spec.attrs], n_attrs), key=[a.key for a in spec.attrs].index)
         attrs = {k: make_value(spec.attr(k), rng, names) for k in keys}
         entities.append(Entity(f"e{i:04d}", spec.name, name, pronoun, attrs))
     # Deal per type so every pool has a balanced mix.
@@ -203,7 +204,7 @@ def generate_kb(seed: int = 0, pool_sizes: dict[str, int] | None = None) -> Know
     dealt += [e for e in entities if e not in dealt]
     start = 0
     for pool in POOLS:
-        for e in dealt[start:start + sizes.get(pool, 0)]:
+        for e in dealt[start : start + sizes.get(pool, 0)]:
             e.pool = pool
         start += sizes.get(pool, 0)
     return KnowledgeBase(seed, entities, names)
@@ -211,12 +212,12 @@ def generate_kb(seed: int = 0, pool_sizes: dict[str, int] | None = None) -> Know
 
 # ------------------------------------------------------------------------------------ rendering
 
+
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def fill(template: str, entity: Entity, value: str = "", *, pronoun: bool = False,
-         noun: str = "") -> str:
+def fill(template: str, entity: Entity, value: str = "", *, pronoun: bool = False, noun: str = "") -> str:
     """Fills a template for ``entity``: with the name, or (``pronoun=True``) with pronouns."""
     obj, poss = _PRONOUNS[entity.pronoun]
     if pronoun:
@@ -228,14 +229,22 @@ def fill(template: str, entity: Entity, value: str = "", *, pronoun: bool = Fals
     return _capitalise(text)
 
 
-def render_fact(entity: Entity, key: str, template: str, value: str | None = None, *,
-                pronoun: bool = False) -> str:
+def render_fact(
+    entity: Entity, key: str, template: str, value: str | None = None, *, pronoun: bool = False
+) -> str:
     """One sentence stating ``key`` of ``entity`` (``value`` overrides the true value)."""
     return fill(template, entity, entity.attrs[key] if value is None else value, pronoun=pronoun)
 
 
-def render_doc(entity: Entity, keys: list[str], rng: random.Random, tsplit: str, *,
-               pronoun_rate: float = 0.5, paraphrases: bool = False) -> Doc:
+def render_doc(
+    entity: Entity,
+    keys: list[str],
+    rng: random.Random,
+    tsplit: str,
+    *,
+    pronoun_rate: float = 0.5,
+    paraphrases: bool = False,
+) -> Doc:
     """A short document: one sentence per key, the first naming the entity, later ones opening
     with a pronoun at ``pronoun_rate`` (only templates that start with {S}/{P} can);
     ``paraphrases``: see :func:`~intrinsics.training.data.schema.doc_templates`."""

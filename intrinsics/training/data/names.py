@@ -11,8 +11,36 @@ from __future__ import annotations
 
 import random
 
-ONSETS = ("b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "r", "s", "sk",
-          "st", "t", "th", "tr", "v", "z", "sh", "h", "j", "q", "vr", "zh")
+ONSETS = (
+    "b",
+    "br",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gr",
+    "k",
+    "kr",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "sk",
+    "st",
+    "t",
+    "th",
+    "tr",
+    "v",
+    "z",
+    "sh",
+    "h",
+    "j",
+    "q",
+    "vr",
+    "zh",
+)
 VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "i", "ae", "ei", "ou")
 MID_CODAS = ("", "", "", "", "l", "n", "r", "s", "m")
 END_CODAS = ("", "n", "r", "l", "th", "k", "m", "sk", "nd", "rn", "x", "v")
@@ -22,7 +50,8 @@ SURNAME_ENDINGS = ("", "", "ov", "ek", "ane", "orn", "ith", "ard", "el", "ari")
 
 # Common real names, places, words and brands that a syllable generator could plausibly produce.
 # Best effort: the check is on the lower-cased full token.
-BLOCKLIST = frozenset("""
+BLOCKLIST = frozenset(
+    """
 paris rome lima oslo kiev kyiv dover bern milan sara maria anna tara dana nina vera mara lena rosa
 bella kara tina tom sam ben dan don ken kim tim jim bill dave peter john mark paul luke lisa lola
 pluto mars venus terra sonora toledo verona sirena malta cuba peru chad mali togo benin niger nile
@@ -87,7 +116,8 @@ ranger raven razor river robin rocket rubber saddle salmon sister soldier spider
 tender thunder timber tinder tower trader turtle velvet viper walker warden water winter wonder
 zealot tundra savanna sahara gobi arctic alaska texas dakota nevada utah idaho oregon montana
 vermont maine ohio iowa kansas arizona florida georgia carolina virginia indiana illinois
-""".split())
+""".split()
+)
 
 
 def _syllable(rng: random.Random, coda_pool: tuple[str, ...]) -> str:
@@ -126,8 +156,9 @@ class NameGenerator:
     def used(self) -> frozenset[str]:
         return frozenset(self._used)
 
-    def stem(self, syllables: tuple[int, int] = (2, 3), endings: tuple[str, ...] = ("",),
-             max_len: int = 8) -> str:
+    def stem(
+        self, syllables: tuple[int, int] = (2, 3), endings: tuple[str, ...] = ("",), max_len: int = 8
+    ) -> str:
         """A fresh capitalised word of 2-3 syllables plus an optional ending, at most ``max_len``
         letters: short names cost the 135M model fewer tokens and are easier to copy exactly."""
         for _ in range(10_000):

@@ -77,8 +77,7 @@ def _history(ctx: Context, entity: Entity, n_turns: int) -> tuple[list[dict], li
         by_pronoun = prev is subject and rng.random() < 0.6
         question, template, _ = _ask(ctx, subject, key, pronoun=by_pronoun)
         msgs.append({"role": "user", "content": question})
-        msgs.append({"role": "assistant",
-                     "content": _reply(ctx, subject, key, pronoun=rng.random() < 0.4)})
+        msgs.append({"role": "assistant", "content": _reply(ctx, subject, key, pronoun=rng.random() < 0.4)})
         prev = subject
         if subject is entity:
             asked.append((key, template))
@@ -130,8 +129,11 @@ def build_example(ctx: Context) -> dict:
         target = normalize_question(target)
         follow_up = _sloppy(ctx, follow_up, 0.08)
     msgs.append({"role": "user", "content": follow_up})
-    return {"intrinsic": INTRINSIC, "messages": msgs,
-            "output": json.dumps({"rewritten_question": target}, ensure_ascii=False)}
+    return {
+        "intrinsic": INTRINSIC,
+        "messages": msgs,
+        "output": json.dumps({"rewritten_question": target}, ensure_ascii=False),
+    }
 
 
 def build(kb: KnowledgeBase, split: str, n: int, seed: int = 0) -> list[dict]:

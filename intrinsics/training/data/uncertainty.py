@@ -52,7 +52,7 @@ def is_correct(answer: str, gold_answer: str) -> bool:
     g, a = _tokens(gold_answer), _tokens(answer)
     if not g:
         return False
-    return any(a[i:i + len(g)] == g for i in range(len(a) - len(g) + 1))
+    return any(a[i : i + len(g)] == g for i in range(len(a) - len(g) + 1))
 
 
 def digit_for(n_correct: int, n_total: int) -> str:
@@ -77,10 +77,16 @@ def build_prompt(ctx: Context, index: int) -> dict:
         docs.append(ctx.doc(other, ctx.doc_keys(other, include=include, k_max=2)))
     rng.shuffle(docs)
     question = fill(rng.choice(entity.attr_spec(asked).question[ctx.tsplit]), entity)
-    msgs = [{"role": "system", "content": SYSTEM_DOCS},
-            {"role": "user", "content": docs_prompt([d.text for d in docs], question)}]
-    return {"id": f"unc-{ctx.split}-{index:05d}", "messages": msgs,
-            "gold": gold(entity.attrs[asked]), "variant": variant}
+    msgs = [
+        {"role": "system", "content": SYSTEM_DOCS},
+        {"role": "user", "content": docs_prompt([d.text for d in docs], question)},
+    ]
+    return {
+        "id": f"unc-{ctx.split}-{index:05d}",
+        "messages": msgs,
+        "gold": gold(entity.attrs[asked]),
+        "variant": variant,
+    }
 
 
 def build_prompts(kb: KnowledgeBase, split: str, n: int, seed: int = 0) -> list[dict]:
@@ -89,7 +95,7 @@ def build_prompts(kb: KnowledgeBase, split: str, n: int, seed: int = 0) -> list[
     return [build_prompt(ctx, i) for i in range(n)]
 
 
-Answer = str | Sequence[str]            # one answer, or several sampled answers (greedy first)
+Answer = str | Sequence[str]  # one answer, or several sampled answers (greedy first)
 Answers = Mapping[str, Answer] | Sequence[Answer]
 
 
