@@ -131,7 +131,7 @@ def save_random_alora(
         peft_model = get_peft_model(copy.deepcopy(model), config)
         peft_model.peft_config["default"].base_model_name_or_path = base_model_name
         path = Path(path)
-        peft_model.save_pretrained(path)
+        peft_model.save_pretrained(str(path))
     return path
 
 

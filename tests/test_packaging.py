@@ -27,8 +27,21 @@ def _run(args: list[str], cwd: Path) -> str:
 @pytest.mark.slow
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-          str(dist), str(ROOT)], cwd=tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
+        cwd=tmp_path,
+    )
     [wheel] = dist.glob("alora_flows-*.whl")
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
@@ -36,8 +49,15 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], cwd=tmp_path)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    where = _run([str(python), "-c", "import alora_flows, intrinsics, alora_flows.demo as d; "
-                  "print(alora_flows.__file__); print(intrinsics.__file__); print(d.FLOW_FILE)"], cwd=work)
+    where = _run(
+        [
+            str(python),
+            "-c",
+            "import alora_flows, intrinsics, alora_flows.demo as d; "
+            "print(alora_flows.__file__); print(intrinsics.__file__); print(d.FLOW_FILE)",
+        ],
+        cwd=work,
+    )
     package, library, flow = where.split()
     for path in (package, library, flow):
         assert path.startswith(str(env_dir)), f"{path} does not come from the wheel"

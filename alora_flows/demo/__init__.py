@@ -10,6 +10,7 @@ growing conversation's cache and the rewrite intrinsic resolves "it"/"its" again
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ class DemoRunner:
         self.backend, self.specs = load_flow_backend(self.flow, flow_file.parent, device=device)
         self.session = Session(self.backend, reuse=reuse)
 
-    def ask(self, question: str, *, seed: int | None = None, listeners: list[Any] = ()) -> Any:
+    def ask(self, question: str, *, seed: int | None = None, listeners: Sequence[Any] = ()) -> Any:
         return self.flow.run(
             self.session,
             {"question": question},

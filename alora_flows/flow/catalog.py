@@ -103,16 +103,14 @@ class ChainCatalog:
         )
 
     def spec(self, name: str, source: str | None = None, base_dir: Path | None = None) -> Intrinsic:
-        return self._first(name, lambda c: c.spec(name, source, base_dir))  # type: ignore[no-any-return]
+        return self._first(name, lambda c: c.spec(name, source, base_dir))
 
     def resolve(
         self, name: str, source: str, model_id: str, *, base_dir: Path | None, tokenizer: Any
     ) -> ResolvedAdapter:
         return self._first(
             name,
-            lambda c: c.resolve(  # type: ignore[no-any-return]
-                name, source, model_id, base_dir=base_dir, tokenizer=tokenizer
-            ),
+            lambda c: c.resolve(name, source, model_id, base_dir=base_dir, tokenizer=tokenizer),
         )
 
 

@@ -87,11 +87,11 @@ def tool_label(tool: str | Callable[..., Any]) -> str:
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    target = fn
-    if not (hasattr(fn, "__annotations__") or isinstance(fn, type)):
-        target = fn.__call__  # a callable object: its __call__ carries the hints
+    target: Any = fn
     if isinstance(fn, type):
-        target = fn.__init__
+        target = fn.__init__  # type: ignore[misc] # a class: its __init__ carries the hints
+    elif not hasattr(fn, "__annotations__"):
+        target = type(fn).__call__  # a callable object: its __call__ carries the hints
     try:
         return typing.get_type_hints(target)
     except Exception:

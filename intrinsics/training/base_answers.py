@@ -8,7 +8,7 @@ to reuse, and batching is what makes it take seconds on a GPU. Prompts are rende
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -46,7 +46,7 @@ def answer_all(
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
         ids, mask = ids.to(device), mask.to(device)
-        runs = [dict(do_sample=False)]
+        runs: list[dict[str, Any]] = [dict(do_sample=False)]
         if samples:
             runs.append(
                 dict(do_sample=True, temperature=temperature, top_p=1.0, num_return_sequences=samples)
