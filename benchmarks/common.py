@@ -30,11 +30,12 @@ def quiet_cpu(threads: int) -> None:
 
 
 def embedded_backend(adapter_dir: str | Path, name: str = "certainty"):
-    """The embedded model with one random aLoRA adapter (timing does not depend on trained weights)."""
-    from alora_flows.core.backend import Backend
+    """The embedded model with one random aLoRA adapter (timing does not depend on trained weights),
+    loaded as the CLI loads it (with the process's CPU tuning)."""
+    from alora_flows.app import load_backend
     from alora_flows.testing import save_random_alora
 
-    backend = Backend.load("embedded", progress=False)
+    backend = load_backend("embedded", progress=False)
     path = save_random_alora(
         backend.base_model,
         backend.tokenizer,
