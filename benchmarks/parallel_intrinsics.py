@@ -67,7 +67,9 @@ def build(adapter_dir: str):
 def calls(backend, shape: str):
     from alora_flows.core.parallel import IntrinsicCall
 
-    reread = backend.tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:24] if shape == "reread" else []
+    reread = (
+        backend.tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:24] if shape == "reread" else []
+    )
     return [IntrinsicCall(name, adapted_input=reread, max_new_tokens=1) for name in INVOCATIONS]
 
 
@@ -129,7 +131,12 @@ def memory_probe(length: int, shape: str, mode: str) -> None:
 
 
 def measure_memory(length: int, shape: str, mode: str) -> int:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "MALLOC_TRIM_THRESHOLD_": "0",
+        "OMP_NUM_THREADS": "1",
+    }
     out = subprocess.run(
         [sys.executable, __file__, "--memory-probe", str(length), shape, mode],
         capture_output=True,

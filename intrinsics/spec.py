@@ -87,6 +87,16 @@ def conversation_context(messages: Sequence[Mapping[str, str]]) -> dict[str, Any
     return {"messages": msgs, "last_user": last["user"], "last_assistant": last["assistant"]}
 
 
+class PreparedCall(BaseModel):
+    """One intrinsic call, ready to run: the session call, its decoding plan, the parser context."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    call: Any  # alora_flows.core.parallel.IntrinsicCall
+    plan: DecodingPlan
+    context: dict[str, Any]
+
+
 class IntrinsicSpec(BaseModel):
     """One intrinsic: invocation, optional input turn, decoding constraints, output type, parser.
 
@@ -295,6 +305,39 @@ class IntrinsicSpec(BaseModel):
                 text = plan.first_token_labels[token_ids[0]]
         return RawOutput(text=text, token_ids=list(token_ids), label_probs=label_probs, context=context or {})
 
+    def prepare(
+        self,
+        session,
+        adapter_name: str,
+        state: Any = None,
+        input_override: str | Sequence[Mapping[str, str]] | None = None,
+    ) -> PreparedCall:
+        """The call :meth:`run` makes, without making it: several prepared calls can share one
+        packed forward (:func:`alora_flows.core.parallel.invoke_parallel`); :meth:`finish` parses."""
+        from alora_flows.core.parallel import IntrinsicCall
+
+        tokenizer = session.backend.tokenizer
+        context = self.template_context(state, session.messages)
+        extra = self.input_messages(state, session.messages, input_override)
+        context["input"] = extra[-1]["content"] if extra else None
+        plan = self.decoding_plan(tokenizer)
+        call = IntrinsicCall(
+            adapter=adapter_name,
+            messages=extra,
+            adapted_input=self.adapted_input_ids(tokenizer, context),
+            max_new_tokens=plan.max_new_tokens,
+            allowed_token_ids=plan.allowed_token_ids,
+            return_probs=plan.return_probs,
+        )
+        return PreparedCall(call=call, plan=plan, context=context)
+
+    def finish(self, prepared: PreparedCall, result: Any) -> BaseModel:
+        """The typed output of a prepared call, given the session's ``InvokeResult``."""
+        raw = self.raw_from_tokens(
+            result.text, result.token_ids, result.probs, prepared.plan, prepared.context
+        )
+        return self.parse(raw)
+
     def run(
         self,
         session,
@@ -307,21 +350,17 @@ class IntrinsicSpec(BaseModel):
         The session's conversation and cache are unchanged afterwards (``Session.invoke`` rolls
         back the input turn, the invocation and the adapted input).
         """
-        tokenizer = session.backend.tokenizer
-        context = self.template_context(state, session.messages)
-        extra = self.input_messages(state, session.messages, input_override)
-        context["input"] = extra[-1]["content"] if extra else None
-        plan = self.decoding_plan(tokenizer)
+        prepared = self.prepare(session, adapter_name, state, input_override)
+        call = prepared.call
         result = session.invoke(
-            adapter_name,
-            messages=extra,
-            adapted_input=self.adapted_input_ids(tokenizer, context),
-            max_new_tokens=plan.max_new_tokens,
-            allowed_token_ids=plan.allowed_token_ids,
-            return_probs=plan.return_probs,
+            call.adapter,
+            messages=call.messages,
+            adapted_input=call.adapted_input,
+            max_new_tokens=call.max_new_tokens,
+            allowed_token_ids=call.allowed_token_ids,
+            return_probs=call.return_probs,
         )
-        raw = self.raw_from_tokens(result.text, result.token_ids, result.probs, plan, context)
-        return self.parse(raw), result.stats
+        return self.finish(prepared, result), result.stats
 
     def replace(self, **changes: Any) -> IntrinsicSpec:
         """A validated copy with some fields changed (e.g. another invocation for another model)."""

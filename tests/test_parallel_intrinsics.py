@@ -25,7 +25,8 @@ def strong(tmp_path_factory):
     from alora_flows.testing import tiny_backend
 
     backend = tiny_backend(
-        tmp_path_factory.mktemp("strong"), {"alpha": "<|im_start|>certainty\n", "beta": "<|im_start|>rewrite\n"}
+        tmp_path_factory.mktemp("strong"),
+        {"alpha": "<|im_start|>certainty\n", "beta": "<|im_start|>rewrite\n"},
     )
     with torch.no_grad():
         for module in backend.model.modules():
@@ -52,7 +53,9 @@ def _calls(backend) -> list[IntrinsicCall]:
     vocab = list(range(len(tok)))
     return [
         IntrinsicCall("alpha", max_new_tokens=6, allowed_token_ids=vocab, return_probs=True),
-        IntrinsicCall("beta", adapted_input=answer_ids, max_new_tokens=9, allowed_token_ids=vocab, return_probs=True),
+        IntrinsicCall(
+            "beta", adapted_input=answer_ids, max_new_tokens=9, allowed_token_ids=vocab, return_probs=True
+        ),
         IntrinsicCall(
             "alpha",
             messages=[{"role": "user", "content": "Is it right?"}],

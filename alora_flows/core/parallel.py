@@ -59,7 +59,7 @@ class PackedLoRA:
         from peft.tuners.lora import LoraLayer
 
         self.plan: list[tuple[str, torch.Tensor]] = []  # (adapter, bool mask over the tokens)
-        self.layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+        self.layers: list[torch.nn.Module] = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
         for layer in self.layers:
             layer.register_forward_hook(self._hook)
 
@@ -93,7 +93,7 @@ def _packed_lora(backend: Any) -> PackedLoRA:
         packed = PackedLoRA(backend.model)
         packed.model = backend.model  # type: ignore[attr-defined]
         backend._packed_lora = packed
-    return packed  # type: ignore[no-any-return]
+    return packed
 
 
 def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[InvokeResult]:

@@ -4,6 +4,7 @@ from alora_flows.flow.nodes.base import NODE_KINDS, Node, NodeCheck, Params, Ste
 from alora_flows.flow.nodes.generate import GenerateNode, GenerateParams
 from alora_flows.flow.nodes.intrinsic import IntrinsicNode
 from alora_flows.flow.nodes.message import MessageNode, MessageParams
+from alora_flows.flow.nodes.parallel import ParallelNode
 from alora_flows.flow.nodes.set import SetNode
 from alora_flows.flow.nodes.tool import ToolNode
 
@@ -15,6 +16,7 @@ __all__ = [
     "MessageNode",
     "MessageParams",
     "Node",
+    "ParallelNode",
     "NodeCheck",
     "Params",
     "SetNode",
