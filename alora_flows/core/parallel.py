@@ -59,7 +59,7 @@ class PackedLoRA:
         from peft.tuners.lora import LoraLayer
 
         self.plan: list[tuple[str, torch.Tensor]] = []  # (adapter, bool mask over the tokens)
-        self.layers: list[torch.nn.Module] = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+        self.layers: list[Any] = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
         for layer in self.layers:
             layer.register_forward_hook(self._hook)
 
