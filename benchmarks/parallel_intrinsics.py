@@ -136,6 +136,7 @@ def measure_memory(length: int, shape: str, mode: str) -> int:
         "MALLOC_MMAP_THRESHOLD_": "65536",
         "MALLOC_TRIM_THRESHOLD_": "0",
         "OMP_NUM_THREADS": "1",
+        "ALORA_FLOWS_NO_CPU_TUNING": "1",  # its mallopt keeps freed memory resident, hiding the peak
     }
     out = subprocess.run(
         [sys.executable, __file__, "--memory-probe", str(length), shape, mode],
