@@ -58,7 +58,7 @@ class PackedLoRA:
     def __init__(self, peft_model: Any) -> None:
         from peft.tuners.lora import LoraLayer
 
-        self.plan: list[tuple[str, torch.Tensor]] = []  # (adapter, bool mask over the tokens)
+        self.plan: list[tuple[str, int, int]] = []  # (adapter, first token, end): contiguous spans
         self.layers: list[Any] = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
         for layer in self.layers:
             layer.register_forward_hook(self._hook)
@@ -66,20 +66,19 @@ class PackedLoRA:
     def _hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
         if not self.plan:
             return None
-        x = args[0]
-        flat_x = x.reshape(-1, x.shape[-1])
-        flat_out = output.reshape(-1, output.shape[-1])
-        for adapter, mask in self.plan:
+        x = args[0][0]  # one packed row: (tokens, features)
+        out = output[0]
+        for adapter, start, end in self.plan:
             if adapter not in module.lora_A:
                 continue
             lora_a, lora_b = module.lora_A[adapter], module.lora_B[adapter]
-            picked = flat_x[mask].to(lora_a.weight.dtype)
+            picked = x[start:end].to(lora_a.weight.dtype)
             delta = lora_b(lora_a(module.lora_dropout[adapter](picked))) * module.scaling[adapter]
-            flat_out[mask] += delta.to(flat_out.dtype)
+            out[start:end] += delta.to(out.dtype)
         return output
 
     @contextmanager
-    def active(self, plan: list[tuple[str, torch.Tensor]]) -> Any:
+    def active(self, plan: list[tuple[str, int, int]]) -> Any:
         self.plan = plan
         try:
             yield
@@ -187,17 +186,12 @@ def _forward_packed(
     ids: list[int] = []
     positions: list[int] = []
     ends: list[int] = []
-    owners: list[_Row] = []
-    plan_masks: dict[str, list[int]] = {}
+    plan: list[tuple[str, int, int]] = []  # each row's adapted tokens are the tail of its feed
     for row, tokens, adapted in feeds:
         base = prefix_len + len(row.kv)  # the row's own position, as if it ran alone
-        for j, token in enumerate(tokens):
-            index = len(ids)
-            ids.append(token)
-            positions.append(base + j)
-            owners.append(row)
-            if j >= len(tokens) - adapted:
-                plan_masks.setdefault(row.call.adapter, []).append(index)
+        ids.extend(tokens)
+        positions.extend(range(base, base + len(tokens)))
+        plan.append((row.call.adapter, len(ids) - adapted, len(ids)))
         ends.append(len(ids) - 1)
     q = len(ids)
     # visibility: the shared prefix, the row's earlier tokens, and its new tokens causally
@@ -212,11 +206,6 @@ def _forward_packed(
         mask[0, 0, cursor : cursor + n, past + cursor : past + cursor + n] = own
         row.kv.extend(range(past + cursor, past + cursor + n))
         cursor += n
-    plan = []
-    for adapter, indices in plan_masks.items():
-        token_mask = torch.zeros(q, dtype=torch.bool, device=device)
-        token_mask[indices] = True
-        plan.append((adapter, token_mask))
     model = backend.model.get_base_model() if backend.adapters else backend.model
     kwargs = {backend._cache_kwarg: cache}
     with backend.lock, torch.inference_mode(), packed.active(plan):
