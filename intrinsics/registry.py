@@ -193,13 +193,13 @@ catalog = RegistryCatalog()
 def _single_model(folder: Path) -> bool:
     from intrinsics.granite import scan_library
 
-    return len([e for e in scan_library(folder) if e.adapter_type != "lora"]) <= 1
+    return len([e for e in scan_library(folder, intrinsic=folder.name) if e.adapter_type != "lora"]) <= 1
 
 
 def _first_alora(folder: Path) -> Path | None:
     from intrinsics.granite import scan_library
 
-    for entry in scan_library(folder):
+    for entry in scan_library(folder, intrinsic=folder.name):
         if entry.adapter_type == "alora" or (entry.adapter_type is None and is_activated(read_adapter_config(entry.path))):
             return entry.path
     return None

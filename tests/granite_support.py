@@ -106,3 +106,47 @@ def write_adapter(
     if io_yaml is not None:
         (path / "io.yaml").write_text(io_yaml)
     return path
+
+
+ASSISTANT_PROMPT = START + "assistant" + END_ROLE
+CERTAINTY_PROMPT = START + "certainty" + END_ROLE
+
+
+def with_budget(io_yaml: str, tokens: int) -> str:
+    """``io_yaml`` with another ``max_completion_tokens``: random weights need room for the
+    whitespace the schema allows between JSON tokens (a trained adapter emits none)."""
+    import re
+
+    return re.sub(r"max_completion_tokens: \d+", f"max_completion_tokens: {tokens}", io_yaml)
+
+
+def build_library(root: Path, backend: Backend) -> Path:
+    """A small Granite library in IBM's layouts, with random aLoRAs for ``backend``:
+
+    - ``uncertainty/alora/granite-tiny`` (Granite 4.1 shape, PEFT config) and its ``lora`` twin;
+    - ``certainty/alora/granite-tiny`` (Granite 3.x shape, old ``invocation_string`` config);
+    - ``answerability/alora/granite-tiny`` (converted config: both keys, agreeing);
+    - ``requirement_check/granite-tiny/alora`` (the newer layout);
+    - ``citations/alora/granite-tiny``;
+    - ``broken/alora/granite-tiny`` (both keys, disagreeing): refused.
+    """
+    from tests import granite_fixtures as F
+
+    def alora(rel: str, io_yaml: str, seed: int, **kw) -> Path:
+        return write_adapter(backend, root / rel, io_yaml=io_yaml, seed=seed, **kw)
+
+    alora("uncertainty/alora/granite-tiny", with_budget(F.UNCERTAINTY_41, 120), 1, invocation=ASSISTANT_PROMPT)
+    lora = alora("uncertainty/lora/granite-tiny", F.UNCERTAINTY_41, 2, invocation=ASSISTANT_PROMPT)
+    config = json.loads((lora / "adapter_config.json").read_text())
+    config.pop("alora_invocation_tokens")
+    (lora / "adapter_config.json").write_text(json.dumps(config))
+    alora("certainty/alora/granite-tiny", F.UNCERTAINTY_3X, 3, invocation=CERTAINTY_PROMPT, old_format=True)
+    alora("answerability/alora/granite-tiny", with_budget(F.ANSWERABILITY, 40), 4,
+          invocation=START + "answerability" + END_ROLE, both_keys=True)
+    alora("requirement_check/granite-tiny/alora", with_budget(F.REQUIREMENT_CHECK, 120), 5, invocation=ASSISTANT_PROMPT)
+    alora("citations/alora/granite-tiny", F.CITATIONS, 6, invocation=ASSISTANT_PROMPT)
+    broken = alora("broken/alora/granite-tiny", F.ANSWERABILITY, 7, invocation=CERTAINTY_PROMPT)
+    config = json.loads((broken / "adapter_config.json").read_text())
+    config["invocation_string"] = CERTAINTY_PROMPT  # beside all of its tokens: one token too early
+    (broken / "adapter_config.json").write_text(json.dumps(config))
+    return root

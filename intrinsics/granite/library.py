@@ -36,8 +36,9 @@ def _normalise(model: str) -> str:
     return model.rstrip("/").split("/")[-1].lower()
 
 
-def scan_library(root: str | Path) -> list[LibraryEntry]:
-    """Every adapter directory under ``root`` (sorted), located in the library layout."""
+def scan_library(root: str | Path, *, intrinsic: str | None = None) -> list[LibraryEntry]:
+    """Every adapter directory under ``root`` (sorted), located in the library layout. With
+    ``intrinsic``, ``root`` is that intrinsic's folder (its subfolders are types and models)."""
     root = Path(root)
     entries = []
     for config in sorted(root.rglob(ADAPTER_CONFIG)):
@@ -45,12 +46,15 @@ def scan_library(root: str | Path) -> list[LibraryEntry]:
         parts = folder.relative_to(root).parts
         adapter_type = next((p for p in parts if p in ADAPTER_TYPES), None)
         others = [p for p in parts if p not in ADAPTER_TYPES]
-        intrinsic = others[0] if others else folder.name
-        model = others[-1] if len(others) > 1 else None
+        if intrinsic is not None:
+            name, model = intrinsic, (others[-1] if others else None)
+        else:
+            name = others[0] if others else folder.name
+            model = others[-1] if len(others) > 1 else None
         entries.append(
             LibraryEntry(
                 path=folder,
-                intrinsic=intrinsic,
+                intrinsic=name,
                 adapter_type=adapter_type,  # type: ignore[arg-type]
                 model=model,
             )
@@ -65,7 +69,7 @@ def resolve_in_library(folder: str | Path, model_id: str | None) -> Path | None:
     folder = Path(folder)
     if (folder / ADAPTER_CONFIG).is_file():
         return folder
-    candidates = [e for e in scan_library(folder) if e.adapter_type == "alora" or (
+    candidates = [e for e in scan_library(folder, intrinsic=folder.name) if e.adapter_type == "alora" or (
         e.adapter_type is None and is_activated(_config(e.path))
     )]
     if not candidates:
