@@ -183,7 +183,8 @@ def check_adapter(entry: LibraryEntry, tokenizer=None) -> CheckReport:
     if tokenizer is None and config.get("alora_invocation_tokens") and not config.get("invocation_string"):
         report.activation += " (pass --model to see the tokens as text)"
     if spec.shape.last_role:
-        report.conversation = f"must end with a '{spec.shape.last_role}' turn"
+        article = "an" if spec.shape.last_role == "assistant" else "a"
+        report.conversation = f"must end with {article} '{spec.shape.last_role}' turn"
     bounds = (io.sentence_boundaries if io else None) or {}
     docs = "required" if spec.shape.needs_documents else "optional"
     how = f"as turns ({io.docs_as_message})" if io and io.docs_as_message else "by the chat template"
@@ -216,7 +217,8 @@ def check_library(root: str | Path, tokenizer=None) -> list[CheckReport]:
 def format_report(report: CheckReport) -> str:
     """Plain-text lines of one report, as ``intrinsics check`` prints them."""
     head = f"{report.intrinsic} [{report.adapter_type or '?'}{', ' + report.model if report.model else ''}]"
-    lines = [f"{'ok  ' if report.loads else 'FAIL'} {head}", f"     path: {report.path}"]
+    status = "ok  " if report.loads else "skip" if report.adapter_type == "lora" else "FAIL"
+    lines = [f"{status} {head}", f"     path: {report.path}"]
     if not report.loads:
         lines.append(f"     why not: {report.problem}")
         return "\n".join(lines)
