@@ -134,7 +134,7 @@ def load_intrinsic(
     path = resolve_adapter(name, source, model_id, base_dir=base_dir)
     spec = spec_for_adapter(name, path, tokenizer=tokenizer)
     config = read_adapter_config(path, name=name)
-    adapter_type = "alora" if is_activated(config) else "lora"
+    adapter_type: Literal["alora", "lora"] = "alora" if is_activated(config) else "lora"
     tokens = None
     if tokenizer is not None:
         act = activation(config, tokenizer, name=name, path=path)
@@ -200,6 +200,8 @@ def _first_alora(folder: Path) -> Path | None:
     from intrinsics.granite import scan_library
 
     for entry in scan_library(folder, intrinsic=folder.name):
-        if entry.adapter_type == "alora" or (entry.adapter_type is None and is_activated(read_adapter_config(entry.path))):
+        if entry.adapter_type == "alora" or (
+            entry.adapter_type is None and is_activated(read_adapter_config(entry.path))
+        ):
             return entry.path
     return None

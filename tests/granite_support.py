@@ -37,7 +37,7 @@ _CORPUS = [
     "faithful partial unfaithful rewritten_question clarification correction label Yes No Ambiguous",
     "answer_relevance_judgment answer_relevance_category answer_relevance_analysis answer_relevance_rewrite",
     "requirement guardian policy true false null yes no document user assistant system",
-    '0 1 2 3 4 5 6 7 8 9 10 { } [ ] : , " \' . ? ! < > r c e f i',
+    "0 1 2 3 4 5 6 7 8 9 10 { } [ ] : , \" ' . ? ! < > r c e f i",
     "The square root of 4 is 2. Velmora was founded in 1832 by Tarsk Olden. Who founded Velmora?",
     "Purple fish are yellow. Green fish are also yellow. The only yellow fish is the purple fish.",
 ]
@@ -93,7 +93,9 @@ def write_adapter(
     """A random aLoRA for ``backend`` at ``path``, in the new (tokens), old (string) or converted
     (both keys) config format, with ``io_yaml`` next to it."""
     tok = backend.tokenizer
-    path = save_random_alora(backend.base_model, tok, invocation, path, seed=seed, base_model_name="granite-tiny")
+    path = save_random_alora(
+        backend.base_model, tok, invocation, path, seed=seed, base_model_name="granite-tiny"
+    )
     config = json.loads((path / "adapter_config.json").read_text())
     full = tok(invocation, add_special_tokens=False)["input_ids"]
     if old_format:
@@ -135,15 +137,27 @@ def build_library(root: Path, backend: Backend) -> Path:
     def alora(rel: str, io_yaml: str, seed: int, **kw) -> Path:
         return write_adapter(backend, root / rel, io_yaml=io_yaml, seed=seed, **kw)
 
-    alora("uncertainty/alora/granite-tiny", with_budget(F.UNCERTAINTY_41, 120), 1, invocation=ASSISTANT_PROMPT)
+    alora(
+        "uncertainty/alora/granite-tiny", with_budget(F.UNCERTAINTY_41, 120), 1, invocation=ASSISTANT_PROMPT
+    )
     lora = alora("uncertainty/lora/granite-tiny", F.UNCERTAINTY_41, 2, invocation=ASSISTANT_PROMPT)
     config = json.loads((lora / "adapter_config.json").read_text())
     config.pop("alora_invocation_tokens")
     (lora / "adapter_config.json").write_text(json.dumps(config))
     alora("certainty/alora/granite-tiny", F.UNCERTAINTY_3X, 3, invocation=CERTAINTY_PROMPT, old_format=True)
-    alora("answerability/alora/granite-tiny", with_budget(F.ANSWERABILITY, 40), 4,
-          invocation=START + "answerability" + END_ROLE, both_keys=True)
-    alora("requirement_check/granite-tiny/alora", with_budget(F.REQUIREMENT_CHECK, 120), 5, invocation=ASSISTANT_PROMPT)
+    alora(
+        "answerability/alora/granite-tiny",
+        with_budget(F.ANSWERABILITY, 40),
+        4,
+        invocation=START + "answerability" + END_ROLE,
+        both_keys=True,
+    )
+    alora(
+        "requirement_check/granite-tiny/alora",
+        with_budget(F.REQUIREMENT_CHECK, 120),
+        5,
+        invocation=ASSISTANT_PROMPT,
+    )
     alora("citations/alora/granite-tiny", F.CITATIONS, 6, invocation=ASSISTANT_PROMPT)
     broken = alora("broken/alora/granite-tiny", F.ANSWERABILITY, 7, invocation=CERTAINTY_PROMPT)
     config = json.loads((broken / "adapter_config.json").read_text())

@@ -32,7 +32,12 @@ def test_the_rule_for_each_format():
     full = tok(CERTAINTY, add_special_tokens=False)["input_ids"]
     assert len(full) == 3 and tok.convert_ids_to_tokens(full[0]) == "<|start_of_role|>"
     old = activation({"invocation_string": CERTAINTY}, tok, name="c")
-    assert (old.tokens, old.offset, old.adapter_tokens, old.source) == (full, 1, full[1:], "invocation_string")
+    assert (old.tokens, old.offset, old.adapter_tokens, old.source) == (
+        full,
+        1,
+        full[1:],
+        "invocation_string",
+    )
     both = activation({"invocation_string": CERTAINTY, "alora_invocation_tokens": full[1:]}, tok, name="c")
     assert (both.tokens, both.offset, both.source) == (full, 1, "both")
     native = activation({"alora_invocation_tokens": full}, tok, name="c")
@@ -83,7 +88,9 @@ def test_the_session_switches_the_adapter_on_where_it_was_trained(tmp_path, fmt)
     info = backend.add_adapter("certainty", path)
     full = backend.tokenizer(CERTAINTY, add_special_tokens=False)["input_ids"]
     assert info.invocation_tokens == full and info.activation_offset == (0 if fmt == "native" else 1)
-    session = Session(backend, messages=[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}])
+    session = Session(
+        backend, messages=[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]
+    )
     result = session.invoke("certainty", max_new_tokens=1, return_logits=True)
     ids = session.ids + full
     trained = reference_logits(backend, "certainty", ids, len(full) - info.activation_offset)
@@ -94,7 +101,9 @@ def test_the_session_switches_the_adapter_on_where_it_was_trained(tmp_path, fmt)
 
 def test_converting_an_old_adapter_keeps_its_activation(tmp_path):
     backend = granite_backend()
-    old = write_adapter(backend, tmp_path / "old", invocation=CERTAINTY, old_format=True, io_yaml="model: ~\n")
+    old = write_adapter(
+        backend, tmp_path / "old", invocation=CERTAINTY, old_format=True, io_yaml="model: ~\n"
+    )
     out = convert_granite_adapter(old, backend.tokenizer, tmp_path / "converted")
     config = json.loads((out / "adapter_config.json").read_text())
     full = backend.tokenizer(CERTAINTY, add_special_tokens=False)["input_ids"]

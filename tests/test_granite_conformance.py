@@ -29,7 +29,9 @@ def make_spec(tmp_path, io_yaml, name, *, invocation=ASSISTANT_PROMPT, old_forma
     path = tmp_path / name
     path.mkdir()
     key = "invocation_string" if old_format else "alora_invocation_tokens"
-    value = invocation if old_format else granite_tokenizer()(invocation, add_special_tokens=False)["input_ids"]
+    value = (
+        invocation if old_format else granite_tokenizer()(invocation, add_special_tokens=False)["input_ids"]
+    )
     (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, key: value}))
     (path / "io.yaml").write_text(io_yaml)
     return load_granite_spec(path, name=name, tokenizer=granite_tokenizer())
@@ -72,7 +74,11 @@ DOCS = [Document(doc_id="1", text="Velmora was founded by Tarsk Olden.")]
 # ---------------------------------------------------------------------------------- uncertainty
 def test_uncertainty_granite_3x_old_format_digit(tmp_path):
     spec = make_spec(
-        tmp_path, F.UNCERTAINTY_3X, "certainty", invocation="<|start_of_role|>certainty<|end_of_role|>", old_format=True
+        tmp_path,
+        F.UNCERTAINTY_3X,
+        "certainty",
+        invocation="<|start_of_role|>certainty<|end_of_role|>",
+        old_format=True,
     )
     assert spec.shape.name == "uncertainty" and spec.activation_offset == 1
     request = spec.build_request(QA, [], {})
@@ -90,7 +96,9 @@ def test_uncertainty_granite_41_score_object(tmp_path):
     assert spec.shape.name == "uncertainty" and spec.activation_offset == 0
     request = spec.build_request(QA, [], {})
     assert request.extra == ({"role": "user", "content": "<certainty>"},)
-    assert prompt(request).endswith("Tarsk Olden.<|end_of_text|>\n<|start_of_role|>user<|end_of_role|><certainty><|end_of_text|>\n")
+    assert prompt(request).endswith(
+        "Tarsk Olden.<|end_of_text|>\n<|start_of_role|>user<|end_of_role|><certainty><|end_of_text|>\n"
+    )
     text = '{"score": "8"}'
     tokens = [
         TokenLogprob(text='{"', logprob=0.0),
@@ -129,7 +137,9 @@ def test_answerability_likelihood(tmp_path):
     request = spec.build_request(conversation, DOCS, {})
     assert request.extra == () and request.documents is None  # the session's documents, by the template
     text = prompt(request, DOCS)
-    assert "<|start_of_role|>document 1<|end_of_role|>Velmora was founded by Tarsk Olden.<|end_of_text|>" in text
+    assert (
+        "<|start_of_role|>document 1<|end_of_role|>Velmora was founded by Tarsk Olden.<|end_of_text|>" in text
+    )
     tokens = [
         TokenLogprob(text='"', logprob=0.0),
         TokenLogprob(text="un", logprob=lp(0.8), top=(("un", lp(0.8)), ("answer", lp(0.2)))),
@@ -196,10 +206,20 @@ def test_hallucination_detection(tmp_path):
     raw = '[{"r": 0, "f": "faithful", "e": "Stated."}, {"r": 1, "f": "unfaithful", "e": "Not stated."}]'
     out = process(spec, request, raw)
     assert dump(out) == [
-        {"response_begin": 0, "response_end": 24, "response_text": "Purple fish are yellow. ",
-         "faithfulness": "faithful", "explanation": "Stated."},
-        {"response_begin": 24, "response_end": 51, "response_text": "Green fish are also yellow.",
-         "faithfulness": "unfaithful", "explanation": "Not stated."},
+        {
+            "response_begin": 0,
+            "response_end": 24,
+            "response_text": "Purple fish are yellow. ",
+            "faithfulness": "faithful",
+            "explanation": "Stated.",
+        },
+        {
+            "response_begin": 24,
+            "response_end": 51,
+            "response_text": "Green fish are also yellow.",
+            "faithfulness": "unfaithful",
+            "explanation": "Not stated.",
+        },
     ]
     assert len(out) == 2 and out[1].faithfulness == "unfaithful"
 
@@ -221,8 +241,11 @@ def test_query_rewrite_sends_the_question_once(tmp_path):
 def test_query_clarification(tmp_path):
     spec = make_spec(tmp_path, F.QUERY_CLARIFICATION, "query_clarification")
     assert spec.shape.name == "query_clarification"
-    out = process(spec, spec.build_request([{"role": "user", "content": "Is it spoken?"}], [], {}),
-                  '{"clarification": "Which language do you mean?"}')
+    out = process(
+        spec,
+        spec.build_request([{"role": "user", "content": "Is it spoken?"}], [], {}),
+        '{"clarification": "Which language do you mean?"}',
+    )
     assert dump(out) == {"clarification": "Which language do you mean?"}
 
 
@@ -262,7 +285,9 @@ def test_answer_relevance_rewriter_keeps_its_output(tmp_path):
 
 
 CITE_DOCS = [
-    Document(doc_id="0", text="Velmora was founded in 1832. It lies on the river Quell. Tarsk Olden founded it."),
+    Document(
+        doc_id="0", text="Velmora was founded in 1832. It lies on the river Quell. Tarsk Olden founded it."
+    ),
     Document(doc_id="1", text="Nothing here. Still nothing."),
 ]
 CITE_CONVERSATION = [
@@ -279,15 +304,40 @@ def test_citations(tmp_path):
         "<c0> Velmora was founded in 1832. <c1> It lies on the river Quell. <c2> Tarsk Olden founded it.",
         "<c3> Nothing here. <c4> Still nothing.",
     ]
-    assert request.sent[-1]["content"] == "<r0> Velmora was founded in 1832 by Tarsk Olden. <r1> It is on the Quell."
+    assert (
+        request.sent[-1]["content"]
+        == "<r0> Velmora was founded in 1832 by Tarsk Olden. <r1> It is on the Quell."
+    )
     text = prompt(request)
-    assert "<|start_of_role|>document 1<|end_of_role|><c3> Nothing here. <c4> Still nothing.<|end_of_text|>" in text
+    assert (
+        "<|start_of_role|>document 1<|end_of_role|><c3> Nothing here. <c4> Still nothing.<|end_of_text|>"
+        in text
+    )
     raw = '[{"r": 0, "c": [0, 2, 0]}, {"r": 0, "c": [2]}, {"r": 1, "c": [1]}, {"r": 1, "c": []}]'
-    r0 = {"response_begin": 0, "response_end": 44, "response_text": "Velmora was founded in 1832 by Tarsk Olden. "}
+    r0 = {
+        "response_begin": 0,
+        "response_end": 44,
+        "response_text": "Velmora was founded in 1832 by Tarsk Olden. ",
+    }
     r1 = {"response_begin": 44, "response_end": 63, "response_text": "It is on the Quell."}
-    c0 = {"citation_doc_id": "0", "citation_begin": 0, "citation_end": 29, "citation_text": "Velmora was founded in 1832. "}
-    c1 = {"citation_doc_id": "0", "citation_begin": 29, "citation_end": 57, "citation_text": "It lies on the river Quell. "}
-    c2 = {"citation_doc_id": "0", "citation_begin": 57, "citation_end": 80, "citation_text": "Tarsk Olden founded it."}
+    c0 = {
+        "citation_doc_id": "0",
+        "citation_begin": 0,
+        "citation_end": 29,
+        "citation_text": "Velmora was founded in 1832. ",
+    }
+    c1 = {
+        "citation_doc_id": "0",
+        "citation_begin": 29,
+        "citation_end": 57,
+        "citation_text": "It lies on the river Quell. ",
+    }
+    c2 = {
+        "citation_doc_id": "0",
+        "citation_begin": 57,
+        "citation_end": 80,
+        "citation_text": "Tarsk Olden founded it.",
+    }
     assert dump(process(spec, request, raw)) == [{**r0, **c0}, {**r0, **c2}, {**r1, **c1}]
 
 
@@ -304,10 +354,22 @@ def test_context_attribution_numbers_documents_then_earlier_turns(tmp_path):
     out = process(spec, request, '[{"r": 0, "c": [1, 2]}]')
     r0 = {"response_begin": 0, "response_end": 23, "response_text": "Tarsk Olden founded it."}
     assert dump(out) == [
-        {**r0, "attribution_doc_id": "0", "attribution_msg_index": None,
-         "attribution_begin": 27, "attribution_end": 50, "attribution_text": "Tarsk Olden founded it."},
-        {**r0, "attribution_doc_id": None, "attribution_msg_index": 0,
-         "attribution_begin": 0, "attribution_end": 20, "attribution_text": "Who founded Velmora?"},
+        {
+            **r0,
+            "attribution_doc_id": "0",
+            "attribution_msg_index": None,
+            "attribution_begin": 27,
+            "attribution_end": 50,
+            "attribution_text": "Tarsk Olden founded it.",
+        },
+        {
+            **r0,
+            "attribution_doc_id": None,
+            "attribution_msg_index": 0,
+            "attribution_begin": 0,
+            "attribution_end": 20,
+            "attribution_text": "Who founded Velmora?",
+        },
     ]
 
 

@@ -14,7 +14,7 @@ from alora_flows.errors import DocumentError, IntrinsicSpecError, UnsafeExpressi
 from alora_flows.testing import tiny_tokenizer
 from intrinsics.granite.decoding import DecodeProcessor, compile_schema
 from intrinsics.granite.inputs import build_request, instruction_template, tag_sentences, untag
-from intrinsics.granite.io_yaml import IoConfig, parse_io, read_io_yaml
+from intrinsics.granite.io_yaml import IoConfig, read_io_yaml
 from intrinsics.granite.jsonpos import Literal, parse_with_positions
 from intrinsics.granite.likelihood import TokenLogprob, expected_value
 from intrinsics.granite.shapes import model_from_schema
@@ -60,7 +60,14 @@ def test_io_yaml_is_found_next_to_the_adapter_or_above_it(tmp_path):
         ([{"type": "nest", "input_path": "x", "field_name": "x"}], "'input_path' must be a list"),
         ([{"type": "likelihood", "input_path": [], "categories_to_values": {"a": "high"}}], "to a number"),
         (
-            [{"type": "decode_sentences", "input_path": [None, "r"], "source": "last_message", "output_names": {"begin": "b"}}],
+            [
+                {
+                    "type": "decode_sentences",
+                    "input_path": [None, "r"],
+                    "source": "last_message",
+                    "output_names": {"begin": "b"},
+                }
+            ],
             "sentence_boundaries has no 'last_message'",
         ),
     ],
@@ -94,8 +101,14 @@ def test_instruction_placeholders_must_be_plain_names(bad):
 def test_underscore_placeholders_are_refused_by_the_sandbox():
     template, names = instruction_template("{_secret}", "x")
     with pytest.raises(UnsafeExpressionError):
-        build_request(IoConfig(instruction="{_secret}"), [{"role": "user", "content": "q"}], [], {"_secret": 1},
-                      adapter="x", instruction=(template, names))
+        build_request(
+            IoConfig(instruction="{_secret}"),
+            [{"role": "user", "content": "q"}],
+            [],
+            {"_secret": 1},
+            adapter="x",
+            instruction=(template, names),
+        )
 
 
 # ---------------------------------------------------------------------------------- sentences
@@ -112,7 +125,10 @@ def test_sentence_boundaries_change_only_what_they_name():
     io = IoConfig(sentence_boundaries={"last_message": "i"})
     conversation = [{"role": "user", "content": "Q. Really?"}, {"role": "assistant", "content": "A. B."}]
     request = build_request(io, conversation, [Document(doc_id="1", text="D. E.")], {}, adapter="x")
-    assert request.sent == ({"role": "user", "content": "Q. Really?"}, {"role": "assistant", "content": "<i0> A. <i1> B."})
+    assert request.sent == (
+        {"role": "user", "content": "Q. Really?"},
+        {"role": "assistant", "content": "<i0> A. <i1> B."},
+    )
     assert request.documents is None and request.sent_documents[0].text == "D. E."
 
 
@@ -136,21 +152,28 @@ def test_documents_render_through_the_template_or_as_one_documented_turn():
 @pytest.mark.parametrize(
     "how,first",
     [
-        ("string", {"role": "user", "content": "You have access to the following documents:\n\n[Document 7]\nV."}),
+        (
+            "string",
+            {"role": "user", "content": "You have access to the following documents:\n\n[Document 7]\nV."},
+        ),
         ("json", {"role": "user", "content": '[{"text": "V.", "doc_id": "7"}]'}),
         ("roles", {"role": "document 7", "content": "V."}),
     ],
 )
 def test_docs_as_message_forms(how, first):
     out, kwargs = chat_inputs(
-        [{"role": "user", "content": "Q"}], DocumentSet(documents=(Document(doc_id="7", text="V."),), render_as=how),
+        [{"role": "user", "content": "Q"}],
+        DocumentSet(documents=(Document(doc_id="7", text="V."),), render_as=how),
         granite_tokenizer(),
     )
     assert kwargs == {} and out[0] == first and out[-1]["content"] == "Q"
 
 
 def test_documents_from_strings_mappings_and_errors():
-    assert as_documents(["a", {"doc_id": 3, "text": "b"}]) == [Document(doc_id="0", text="a"), Document(doc_id="3", text="b")]
+    assert as_documents(["a", {"doc_id": 3, "text": "b"}]) == [
+        Document(doc_id="0", text="a"),
+        Document(doc_id="3", text="b"),
+    ]
     with pytest.raises(DocumentError, match="document 0"):
         as_documents([{"id": 1}])
 
@@ -166,8 +189,14 @@ def apply(io: IoConfig, value, text=None, tokens=None, request=None):
 
 def test_explode_drop_duplicates_project_nest():
     io = IoConfig(
-        response_format={"type": "array", "items": {"type": "object", "required": ["k", "v"], "properties": {
-            "k": {"type": "string"}, "v": {"type": "array", "items": {"type": "integer"}}}}},
+        response_format={
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["k", "v"],
+                "properties": {"k": {"type": "string"}, "v": {"type": "array", "items": {"type": "integer"}}},
+            },
+        },
         transformations=[
             {"type": "explode", "input_path": [], "target_field": "v"},
             {"type": "drop_duplicates", "input_path": [], "target_fields": ["k", "v"]},
@@ -183,8 +212,18 @@ def test_explode_drop_duplicates_project_nest():
 
 
 def test_merge_spans_joins_adjacent_spans_of_a_group():
-    io = IoConfig(transformations=[{"type": "merge_spans", "input_path": [], "group_fields": ["doc"],
-                                    "begin_field": "b", "end_field": "e", "text_field": "t"}])
+    io = IoConfig(
+        transformations=[
+            {
+                "type": "merge_spans",
+                "input_path": [],
+                "group_fields": ["doc"],
+                "begin_field": "b",
+                "end_field": "e",
+                "text_field": "t",
+            }
+        ]
+    )
     records = [
         {"doc": "1", "b": 5, "e": 9, "t": "two "},
         {"doc": "1", "b": 0, "e": 5, "t": "one "},
@@ -202,7 +241,9 @@ def test_merge_spans_joins_adjacent_spans_of_a_group():
 
 
 def test_likelihood_needs_logprobs_and_categories():
-    io = IoConfig(transformations=[{"type": "likelihood", "input_path": [], "categories_to_values": {"a": 1, "b": 0}}])
+    io = IoConfig(
+        transformations=[{"type": "likelihood", "input_path": [], "categories_to_values": {"a": 1, "b": 0}}]
+    )
     with pytest.raises(ValueError, match="log-probabilities"):
         apply(io, "a")
     with pytest.raises(ValueError, match="not one of the categories"):

@@ -32,8 +32,13 @@ def test_both_layouts_are_read(library):
     assert ("uncertainty", "alora", "granite-tiny") in entries
     assert ("uncertainty", "lora", "granite-tiny") in entries
     assert ("requirement_check", "alora", "granite-tiny") in entries  # <intrinsic>/<model>/alora
-    assert resolve_in_library(root / "uncertainty", "org/Granite-Tiny") == root / "uncertainty/alora/granite-tiny"
-    assert resolve_in_library(root / "requirement_check", None) == root / "requirement_check/granite-tiny/alora"
+    assert (
+        resolve_in_library(root / "uncertainty", "org/Granite-Tiny")
+        == root / "uncertainty/alora/granite-tiny"
+    )
+    assert (
+        resolve_in_library(root / "requirement_check", None) == root / "requirement_check/granite-tiny/alora"
+    )
     with pytest.raises(AdapterError, match="no aLoRA for base model 'granite-9b'.*granite-tiny"):
         resolve_in_library(root / "uncertainty", "granite-9b")
 
@@ -53,10 +58,17 @@ def test_check_reports_what_loads_how_and_why_not(library):
     converted = reports[("answerability", "alora")]
     assert converted.loads and converted.activation_offset == 1 and "they agree" in converted.activation
     new = reports[("uncertainty", "alora")]
-    assert new.loads and new.activation_offset == 0 and new.output_fields == "GraniteUncertainty {certainty: number}"
+    assert (
+        new.loads
+        and new.activation_offset == 0
+        and new.output_fields == "GraniteUncertainty {certainty: number}"
+    )
     assert reports[("requirement_check", "alora")].instruction_arguments == ["requirement"]
     assert "tagged in last_message <rN>, documents <cN>" in reports[("citations", "alora")].documents
-    assert not reports[("uncertainty", "lora")].loads and "plain LoRA" in reports[("uncertainty", "lora")].problem
+    assert (
+        not reports[("uncertainty", "lora")].loads
+        and "plain LoRA" in reports[("uncertainty", "lora")].problem
+    )
     broken = reports[("broken", "alora")]
     assert not broken.loads and "InvocationMismatchError" in broken.problem
 
@@ -67,10 +79,15 @@ def test_the_cli_prints_the_check_and_fails_on_a_broken_adapter(library):
     assert result.exit_code == 1, result.output
     out = result.output
     assert "ok   certainty [alora, granite-tiny]" in out
-    assert "activation: invocation_string only (old alora package format): the adapter switches on after the first invocation token" in out
+    assert (
+        "activation: invocation_string only (old alora package format): the adapter switches on after the first invocation token"
+        in out
+    )
     assert "FAIL broken [alora, granite-tiny]" in out and "different activation points" in out
     assert "5 loaded, 1 failed, 1 plain LoRA skipped" in out
-    lines = runner.invoke(app, ["intrinsics", "check", str(root / "uncertainty"), "--json"]).output.splitlines()
+    lines = runner.invoke(
+        app, ["intrinsics", "check", str(root / "uncertainty"), "--json"]
+    ).output.splitlines()
     data = [json.loads(line) for line in lines]
     assert {d["adapter_type"] for d in data} == {"alora", "lora"}
 

@@ -89,7 +89,9 @@ def test_reuse_and_no_reuse_agree(lib):
 
 def test_tagged_turns_reuse_the_cache_up_to_the_tags(tmp_path):
     backend = granite_backend()
-    io = with_budget(F.REQUIREMENT_CHECK, 120).replace("parameters:", "sentence_boundaries: {last_message: i}\nparameters:")
+    io = with_budget(F.REQUIREMENT_CHECK, 120).replace(
+        "parameters:", "sentence_boundaries: {last_message: i}\nparameters:"
+    )
     path = write_adapter(backend, tmp_path / "rc", invocation=ASSISTANT_PROMPT, io_yaml=io)
     spec = load_granite_spec(path, name="rc", tokenizer=backend.tokenizer)
     backend.add_adapter("rc", path)
@@ -100,13 +102,17 @@ def test_tagged_turns_reuse_the_cache_up_to_the_tags(tmp_path):
     assert request.sent[-1]["content"] == "<i0> Tarsk Olden."
     sent = session._renderer.ids(list(request.sent) + list(request.extra))
     assert stats.reused_tokens >= before_answer  # everything before the tagged answer came from the cache
-    assert stats.reused_tokens + stats.prefill_tokens == len(sent) + len(backend.adapters["rc"].invocation_tokens)
+    assert stats.reused_tokens + stats.prefill_tokens == len(sent) + len(
+        backend.adapters["rc"].invocation_tokens
+    )
     assert session.messages == QA  # the tags were for that call only
 
 
 def test_documents_reach_the_template_and_calls_may_bring_their_own(lib):
     backend, _, specs = lib
-    session = Session(backend, messages=[{"role": "user", "content": "When was Velmora founded?"}], documents=DOCS)
+    session = Session(
+        backend, messages=[{"role": "user", "content": "When was Velmora founded?"}], documents=DOCS
+    )
     assert "document 1" in backend.tokenizer.decode(session.ids)
     own = [{"doc_id": "9", "text": "Nothing about Velmora."}]
     spec = specs["answerability"]
@@ -132,7 +138,9 @@ def test_calls_that_do_not_fit_the_adapter_are_typed_errors(lib, tmp_path):
 
 def test_a_cut_output_says_so(tmp_path):
     backend = granite_backend()
-    path = write_adapter(backend, tmp_path / "qr", invocation=ASSISTANT_PROMPT, io_yaml=with_budget(F.QUERY_REWRITE, 3))
+    path = write_adapter(
+        backend, tmp_path / "qr", invocation=ASSISTANT_PROMPT, io_yaml=with_budget(F.QUERY_REWRITE, 3)
+    )
     spec = load_granite_spec(path, name="qr", tokenizer=backend.tokenizer)
     backend.add_adapter("qr", path)
     with pytest.raises(IntrinsicOutputError, match="'qr'.*not valid JSON.*3-token limit"):

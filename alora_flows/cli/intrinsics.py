@@ -27,9 +27,13 @@ def check(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="A library or adapter directory.")],
     model: Annotated[
         Optional[str],
-        typer.Option("--model", "-m", help="Base model (embedded, a directory or a hub id) whose tokenizer to use."),
+        typer.Option(
+            "--model", "-m", help="Base model (embedded, a directory or a hub id) whose tokenizer to use."
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per adapter instead of text.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per adapter instead of text.")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Check every adapter directory under DIR and say how it is interpreted."""

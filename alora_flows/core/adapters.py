@@ -135,7 +135,8 @@ def activation(
     if not tokens and not string:
         return None
     if tokens is not None and (
-        not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens)
+        not isinstance(tokens, list)
+        or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens)
     ):
         raise InvocationNotFoundError(
             f"adapter '{name}'{where}: alora_invocation_tokens must be a list of token ids, got {tokens!r}"
@@ -149,7 +150,7 @@ def activation(
             f"vocabulary ({vocab} tokens): the adapter belongs to another tokenizer"
         )
     if not string:
-        return Activation(tokens=[int(t) for t in tokens], source="alora_invocation_tokens")
+        return Activation(tokens=[int(t) for t in tokens or []], source="alora_invocation_tokens")
     full = [int(t) for t in tokenizer(string, add_special_tokens=False)["input_ids"]]
     if len(full) < 2:
         raise InvocationNotFoundError(

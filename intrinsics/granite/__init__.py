@@ -40,7 +40,9 @@ __all__ = [
 ]
 
 
-def convert_granite_adapter(path: str | Path, tokenizer, out_dir: str | Path, *, name: str | None = None) -> Path:
+def convert_granite_adapter(
+    path: str | Path, tokenizer, out_dir: str | Path, *, name: str | None = None
+) -> Path:
     """Copy a Granite adapter into a directory any PEFT tool loads: ``alora_invocation_tokens``
     set to where the adapter switches on (an old-format adapter keeps its ``invocation_string``
     beside them, agreeing under the activation rule, as IBM's converted configs do), keys unknown

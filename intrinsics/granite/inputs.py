@@ -99,7 +99,9 @@ def instruction_template(instruction: str, adapter: str) -> tuple[str, tuple[str
     try:
         parsed = list(string.Formatter().parse(instruction))
     except ValueError as exc:
-        raise IntrinsicSpecError(f"intrinsic '{adapter}': instruction is not a valid format string: {exc}") from None
+        raise IntrinsicSpecError(
+            f"intrinsic '{adapter}': instruction is not a valid format string: {exc}"
+        ) from None
     for literal, field, spec, conversion in parsed:
         if literal:
             parts.append("{% raw %}" + literal + "{% endraw %}")
@@ -151,7 +153,9 @@ def build_request(
     changed = False
     if bounds.get("last_message"):
         if not msgs:
-            raise IntrinsicInputError(f"intrinsic '{adapter}' tags the sentences of the last turn, but the conversation is empty")
+            raise IntrinsicInputError(
+                f"intrinsic '{adapter}' tags the sentences of the last turn, but the conversation is empty"
+            )
         tagged, _ = tag_sentences([msgs[-1]["content"]], bounds["last_message"])
         msgs[-1] = {**msgs[-1], "content": tagged[0]}
         changed = True
@@ -189,7 +193,12 @@ def build_request(
             )
         from alora_flows.sandbox.templates import render_template
 
-        extra = [{"role": "user", "content": render_template(template, context, what=f"intrinsic '{adapter}' instruction")}]
+        extra = [
+            {
+                "role": "user",
+                "content": render_template(template, context, what=f"intrinsic '{adapter}' instruction"),
+            }
+        ]
     return GraniteRequest(
         conversation=tuple(msgs) if changed else None,
         sent=tuple(msgs),

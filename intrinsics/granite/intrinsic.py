@@ -88,7 +88,9 @@ class GraniteParser:
             try:
                 value = rule.apply(value, octx)
             except ValueError as exc:
-                raise IntrinsicOutputError(f"intrinsic '{self.name}': {exc}; output {_snippet(raw.text)}") from None
+                raise IntrinsicOutputError(
+                    f"intrinsic '{self.name}': {exc}; output {_snippet(raw.text)}"
+                ) from None
         try:
             return self.model.model_validate(value)
         except ValidationError as exc:
@@ -100,7 +102,11 @@ class GraniteParser:
             ) from None
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, GraniteParser) and (other.name, other.io, other.model) == (self.name, self.io, self.model)
+        return isinstance(other, GraniteParser) and (other.name, other.io, other.model) == (
+            self.name,
+            self.io,
+            self.model,
+        )
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -135,7 +141,9 @@ class GraniteSpec(IntrinsicSpec):
         return super().invocation_ids(tokenizer)
 
     # ------------------------------------------------------------------ one call
-    def call_documents(self, arguments: Mapping[str, Any], session_documents: Sequence[Document]) -> tuple[list[Document], bool]:
+    def call_documents(
+        self, arguments: Mapping[str, Any], session_documents: Sequence[Document]
+    ) -> tuple[list[Document], bool]:
         """The documents of a call: its ``documents`` argument, else the session's."""
         given = arguments.get("documents")
         if given is None:
@@ -143,7 +151,9 @@ class GraniteSpec(IntrinsicSpec):
         try:
             return as_documents(given), True
         except AloraFlowsError as exc:
-            raise IntrinsicInputError(f"intrinsic '{self.name}': argument 'documents': {exc.detail}") from None
+            raise IntrinsicInputError(
+                f"intrinsic '{self.name}': argument 'documents': {exc.detail}"
+            ) from None
 
     def check_call(self, conversation: Sequence[Mapping[str, str]], documents: Sequence[Document]) -> None:
         """The conversation ends where the adapter reads it; documents are there if it reads them."""
@@ -214,7 +224,11 @@ class GraniteSpec(IntrinsicSpec):
         documents, overridden = self.call_documents(arguments, session.documents)
         self.check_call(session.messages, documents)
         request = self.build_request(
-            session.messages, documents, arguments, documents_overridden=overridden, input_override=input_override
+            session.messages,
+            documents,
+            arguments,
+            documents_overridden=overridden,
+            input_override=input_override,
         )
         backend = session.backend
         processor = self.decode_processor(backend.tokenizer, backend.stop_token_ids)
@@ -285,11 +299,15 @@ def load_granite_spec(path: str | Path, *, name: str | None = None, tokenizer=No
     if tokenizer is not None:
         act = activation(config, tokenizer, name=spec_name, path=path)
         assert act is not None
-        invocation, ids, offset = act.invocation_string or tokenizer.decode(act.tokens), act.tokens, act.offset
+        invocation, ids, offset = (
+            act.invocation_string or tokenizer.decode(act.tokens),
+            act.tokens,
+            act.offset,
+        )
     elif string:
         invocation, ids, offset = string, None, 1
     else:
-        invocation, ids = f"<invocation tokens {tokens}>", [int(t) for t in tokens]
+        invocation, ids = f"<invocation tokens {tokens}>", [int(t) for t in tokens or []]
     shape = shape_of(io)
     rules = build_rules(io, spec_name) if io else []
     schema = output_schema(io, rules) if io else None

@@ -69,9 +69,11 @@ def resolve_in_library(folder: str | Path, model_id: str | None) -> Path | None:
     folder = Path(folder)
     if (folder / ADAPTER_CONFIG).is_file():
         return folder
-    candidates = [e for e in scan_library(folder, intrinsic=folder.name) if e.adapter_type == "alora" or (
-        e.adapter_type is None and is_activated(_config(e.path))
-    )]
+    candidates = [
+        e
+        for e in scan_library(folder, intrinsic=folder.name)
+        if e.adapter_type == "alora" or (e.adapter_type is None and is_activated(_config(e.path)))
+    ]
     if not candidates:
         return None
     if model_id is not None:
@@ -195,7 +197,9 @@ def check_adapter(entry: LibraryEntry, tokenizer=None) -> CheckReport:
 
         _, names = instruction_template(io.instruction, spec.name)
         report.instruction_arguments = [n for n in names if n != LAST_MESSAGE]
-    constraint = "constrained to response_format (llguidance)" if io and io.response_format else "unconstrained"
+    constraint = (
+        "constrained to response_format (llguidance)" if io and io.response_format else "unconstrained"
+    )
     temperature = io.temperature if io else 0.0
     rules = ", ".join(r.get("type", "?") for r in (io.transformations or [])) if io else ""
     report.decoding = (

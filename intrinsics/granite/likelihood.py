@@ -56,9 +56,7 @@ def expected_value(
         raise ValueError(f"value {literal.value!r} is not one of the categories {sorted(values)}")
     start = literal.begin + (1 if isinstance(literal.value, str) else 0)
     starts = token_starts(tokens)
-    index = next(
-        (i for i, (s, t) in enumerate(zip(starts, tokens)) if s <= start < s + len(t.text)), None
-    )
+    index = next((i for i, (s, t) in enumerate(zip(starts, tokens)) if s <= start < s + len(t.text)), None)
     if index is None:
         raise ValueError(f"no emitted token covers offset {start} (the output and its tokens disagree)")
     token = tokens[index]

@@ -39,7 +39,11 @@ class ShapeInfo(BaseModel):
 
 def _enum(schema: dict[str, Any]) -> list[str] | None:
     values = schema.get("enum")
-    return [str(v) if not isinstance(v, bool) else str(v).lower() for v in values] if isinstance(values, list) else None
+    return (
+        [str(v) if not isinstance(v, bool) else str(v).lower() for v in values]
+        if isinstance(values, list)
+        else None
+    )
 
 
 def _single_property(schema: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -77,43 +81,79 @@ def shape_of(io: IoConfig | None) -> ShapeInfo:
     item_props = set((items.get("properties") or {}).keys())
     bounds = io.sentence_boundaries or {}
     if enum and sorted(enum) == DIGITS:
-        return ShapeInfo(name="uncertainty", last_role="assistant", summary="certainty of the last answer (digit 0-9)")
+        return ShapeInfo(
+            name="uncertainty", last_role="assistant", summary="certainty of the last answer (digit 0-9)"
+        )
     if enum and {"answerable", "unanswerable"} <= set(enum):
         return ShapeInfo(
-            name="answerability", last_role="user", needs_documents=True,
+            name="answerability",
+            last_role="user",
+            needs_documents=True,
             summary="whether the documents answer the last question",
         )
     if enum and set(enum) <= RELEVANCE and len(enum) >= 2:
-        return ShapeInfo(name="context_relevance", last_role="user", summary="relevance of a document to the last question")
+        return ShapeInfo(
+            name="context_relevance", last_role="user", summary="relevance of a document to the last question"
+        )
     if schema.get("type") == "array" and {"r", "f"} <= item_props:
         return ShapeInfo(
-            name="hallucination_detection", last_role="assistant", needs_documents=True,
+            name="hallucination_detection",
+            last_role="assistant",
+            needs_documents=True,
             summary="faithfulness of each sentence of the last answer",
         )
     if schema.get("type") == "array" and {"r", "c"} <= item_props:
         if "all_but_last_message" in bounds:
-            return ShapeInfo(name="context_attribution", last_role="assistant", summary="context sentences behind each answer sentence")
+            return ShapeInfo(
+                name="context_attribution",
+                last_role="assistant",
+                summary="context sentences behind each answer sentence",
+            )
         return ShapeInfo(
-            name="citations", last_role="assistant", needs_documents=True,
+            name="citations",
+            last_role="assistant",
+            needs_documents=True,
             summary="document sentences cited by each answer sentence",
         )
     if "rewritten_question" in props:
-        return ShapeInfo(name="query_rewrite", last_role="user", summary="standalone rewrite of the last question")
+        return ShapeInfo(
+            name="query_rewrite", last_role="user", summary="standalone rewrite of the last question"
+        )
     if "clarification" in props:
-        return ShapeInfo(name="query_clarification", last_role="user", summary="clarifying question, if the last question is ambiguous")
+        return ShapeInfo(
+            name="query_clarification",
+            last_role="user",
+            summary="clarifying question, if the last question is ambiguous",
+        )
     if "answer_relevance_judgment" in props:
-        return ShapeInfo(name="answer_relevance_classifier", last_role="assistant", summary="whether the last answer addresses the question")
+        return ShapeInfo(
+            name="answer_relevance_classifier",
+            last_role="assistant",
+            summary="whether the last answer addresses the question",
+        )
     if "answer_relevance_rewrite" in props:
-        return ShapeInfo(name="answer_relevance_rewriter", last_role="assistant", summary="the last answer, rewritten to address the question")
+        return ShapeInfo(
+            name="answer_relevance_rewriter",
+            last_role="assistant",
+            summary="the last answer, rewritten to address the question",
+        )
     if "correction" in props:
-        return ShapeInfo(name="factuality_correction", last_role="assistant", summary="the last answer, corrected")
+        return ShapeInfo(
+            name="factuality_correction", last_role="assistant", summary="the last answer, corrected"
+        )
     if enum and {"yes", "no", "ambiguous"} <= {e.lower() for e in enum} and props & {"label", "score"}:
         return ShapeInfo(name="policy", summary="compliance with a policy (Yes/No/Ambiguous)")
     if enum and sorted(e.lower() for e in enum) == ["no", "yes"]:
         nested = _nested_field(io)
         if nested == "requirement_check":
-            return ShapeInfo(name="requirement_check", last_role="assistant", summary="whether the last answer meets a requirement")
-        return ShapeInfo(name=nested or "yes_no", summary=f"yes/no judgement{f' ({nested})' if nested else ''}")
+            return ShapeInfo(
+                name="requirement_check",
+                last_role="assistant",
+                summary="whether the last answer meets a requirement",
+            )
+        return ShapeInfo(
+            name=nested or "yes_no", summary=f"yes/no judgement{f' ({nested})' if nested else ''}"
+        )
     return ShapeInfo(name="generic", summary="output typed from its schema")
 
 
@@ -144,7 +184,7 @@ class GraniteList(RootModel[list[Any]]):
 
     model_config = ConfigDict(frozen=True)
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self):
         return iter(self.root)
 
     def __len__(self) -> int:
@@ -182,7 +222,7 @@ def _type(schema: dict[str, Any], name: str) -> Any:
         return Optional[inner] if len(non_null) < len(options) else inner
     enum = schema.get("enum")
     if isinstance(enum, list) and enum and all(isinstance(v, (str, int, bool)) for v in enum):
-        return Literal[tuple(enum)]  # type: ignore[misc]
+        return Literal[tuple(enum)]
     kind = schema.get("type")
     if isinstance(kind, list):
         non_null = [k for k in kind if k != "null"]
@@ -213,7 +253,11 @@ def _object_model(schema: dict[str, Any], name: str) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for i, (key, sub) in enumerate(props.items()):
         annotation = _type(sub or {}, name + _class_name(key))
-        attr = key if key.isidentifier() and not keyword.iskeyword(key) and not key.startswith("_") else f"field_{i}"
+        attr = (
+            key
+            if key.isidentifier() and not keyword.iskeyword(key) and not key.startswith("_")
+            else f"field_{i}"
+        )
         if key in required:
             fields[attr] = (annotation, Field(alias=key) if attr != key else ...)
         else:

@@ -82,7 +82,11 @@ def replace(value: Any, path: Path, new: Any) -> Any:
 
 def schema_at(schema: dict[str, Any], path: Sequence[Any]) -> dict[str, Any]:
     for part in path:
-        schema = (schema.get("properties") or {}).get(part, {}) if isinstance(part, str) else schema.get("items", {})
+        schema = (
+            (schema.get("properties") or {}).get(part, {})
+            if isinstance(part, str)
+            else schema.get("items", {})
+        )
     return schema
 
 
@@ -181,7 +185,11 @@ class Likelihood(Rule):
 
     def setup(self) -> None:
         cats = self.args["categories_to_values"]
-        if not isinstance(cats, dict) or not cats or not all(isinstance(v, (int, float)) for v in cats.values()):
+        if (
+            not isinstance(cats, dict)
+            or not cats
+            or not all(isinstance(v, (int, float)) for v in cats.values())
+        ):
             raise self.fail("categories_to_values must map each category to a number")
         self.categories = cats
 
@@ -264,7 +272,12 @@ class DecodeSentences(Rule):
             for role, name in self.output_names.items():
                 props[name] = self.FIELDS[role]
                 required.append(name)
-            return {**parent, "type": "object", "properties": props, "required": list(dict.fromkeys(required))}
+            return {
+                **parent,
+                "type": "object",
+                "properties": props,
+                "required": list(dict.fromkeys(required)),
+            }
 
         return _map_schema(schema, self.path_expr[:-1], add)
 
@@ -370,7 +383,9 @@ class Nest(Rule):
     def schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         name = self.args["field_name"]
         return _map_schema(
-            schema, self.path_expr, lambda old: {"type": "object", "properties": {name: old}, "required": [name]}
+            schema,
+            self.path_expr,
+            lambda old: {"type": "object", "properties": {name: old}, "required": [name]},
         )
 
 
