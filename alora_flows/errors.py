@@ -81,6 +81,15 @@ class InvocationNotFoundError(AdapterError):
     """The adapter's invocation sequence is not where the adapter is supposed to start."""
 
 
+class InvocationMismatchError(AdapterError):
+    """An adapter config records its invocation twice (the old ``invocation_string`` and PEFT's
+    ``alora_invocation_tokens``) and the two name different activation points."""
+
+
+class DocumentError(AloraFlowsError):
+    """A document given to a session or an intrinsic is malformed (it needs an id and a text)."""
+
+
 class ContextLengthError(AloraFlowsError):
     """The conversation (plus the tokens to generate) would exceed the model's context length."""
 
@@ -88,6 +97,11 @@ class ContextLengthError(AloraFlowsError):
 # ---------------------------------------------------------------------- intrinsics
 class IntrinsicOutputError(AloraFlowsError):
     """An intrinsic produced output that its parser could not turn into the typed result."""
+
+
+class IntrinsicInputError(AloraFlowsError):
+    """An intrinsic call lacks an input its adapter reads (an instruction placeholder without a
+    value, documents it needs, a conversation that does not end where the adapter expects)."""
 
 
 class IntrinsicSpecError(AloraFlowsError, ValueError):

@@ -3,18 +3,20 @@
 Specs live in a process-wide registry (the four built-ins are registered on import; users add
 their own with :func:`register_spec`). Adapter weights come from a *source*: ``"builtin"`` (the
 adapters shipped in ``intrinsics/adapters/<model_key>/<name>/`` for a given base model) or a local
-directory. :func:`load_intrinsic` puts both together for the engine, preferring a spec file that
-travels with the adapter (``intrinsic.yaml``, or a Granite ``io.yaml``/``invocation_string``).
+directory — an adapter directory, or an intrinsic's folder of a Granite library (one aLoRA per
+base model, :func:`intrinsics.granite.resolve_in_library`). :func:`load_intrinsic` puts both
+together for the engine, preferring a spec file that travels with the adapter (``intrinsic.yaml``,
+or a Granite ``io.yaml``/``invocation_string``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from alora_flows.core.adapters import ADAPTER_CONFIG, activation, is_activated, read_adapter_config
 from alora_flows.errors import (
     AdapterError,
     AdapterMismatchError,
@@ -59,7 +61,8 @@ def available_builtin() -> dict[str, list[str]]:
 def resolve_adapter(
     name: str, source: str | Path, model_id: str, *, base_dir: str | Path | None = None
 ) -> Path:
-    """Directory of the adapter for intrinsic ``name``: ``source`` is ``"builtin"`` or a path.
+    """Directory of the adapter for intrinsic ``name``: ``source`` is ``"builtin"`` or a path
+    (an adapter directory, or an intrinsic's folder in a Granite library, resolved for ``model_id``).
 
     Relative paths are taken from ``base_dir`` (the flow file's folder) when given.
     """
@@ -83,10 +86,16 @@ def resolve_adapter(
             f"intrinsic '{name}': adapter directory {path} does not exist "
             "(use 'builtin' or a directory written by `alora-flows train`)"
         )
-    if not (path / "adapter_config.json").is_file():
-        raise AdapterError(
-            f"intrinsic '{name}': {path} has no adapter_config.json; it is not a PEFT adapter directory"
-        )
+    if not (path / ADAPTER_CONFIG).is_file():
+        from intrinsics.granite import resolve_in_library
+
+        found = resolve_in_library(path, model_id)
+        if found is None:
+            raise AdapterError(
+                f"intrinsic '{name}': {path} has no adapter_config.json; it is neither a PEFT adapter "
+                "directory nor an intrinsic's folder of a Granite library (alora/<model>/ or <model>/alora/)"
+            )
+        return found
     return path
 
 
@@ -100,13 +109,6 @@ class ResolvedIntrinsic(BaseModel):
     path: Path
     adapter_type: Literal["alora", "lora"]
     invocation_tokens: list[int] | None = None
-
-
-def _adapter_config(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / "adapter_config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AdapterError(f"{path / 'adapter_config.json'} cannot be read: {exc}") from exc
 
 
 def spec_for_adapter(name: str, path: Path, *, tokenizer=None) -> IntrinsicSpec:
@@ -125,16 +127,18 @@ def load_intrinsic(
 ) -> ResolvedIntrinsic:
     """Resolve weights and spec for the flow entry ``name: source``.
 
-    With a ``tokenizer``, the spec's invocation is checked against the adapter's recorded
-    ``alora_invocation_tokens``: a mismatch means the spec and weights do not belong together.
+    With a ``tokenizer``, the spec's invocation is checked against the tokens the adapter is
+    called with (:func:`alora_flows.core.adapters.activation`, both config formats): a mismatch
+    means the spec and weights do not belong together.
     """
     path = resolve_adapter(name, source, model_id, base_dir=base_dir)
     spec = spec_for_adapter(name, path, tokenizer=tokenizer)
-    config = _adapter_config(path)
-    tokens = config.get("alora_invocation_tokens")
-    if tokens is None and config.get("invocation_string") and tokenizer is not None:
-        tokens = tokenizer(config["invocation_string"], add_special_tokens=False)["input_ids"]
-    adapter_type = "alora" if tokens or config.get("invocation_string") else "lora"
+    config = read_adapter_config(path, name=name)
+    adapter_type: Literal["alora", "lora"] = "alora" if is_activated(config) else "lora"
+    tokens = None
+    if tokenizer is not None:
+        act = activation(config, tokenizer, name=name, path=path)
+        tokens = act.tokens if act else None
     if tokens and tokenizer is not None:
         expected = spec.invocation_ids(tokenizer)
         if list(tokens) != expected:
@@ -167,6 +171,12 @@ class RegistryCatalog:
                     f"the adapter directory {path} of intrinsic '{name}' does not exist: "
                     "fix the path under intrinsics:, or use 'builtin'"
                 )
+            if not (path / ADAPTER_CONFIG).is_file():
+                from intrinsics.granite import resolve_in_library
+
+                # before the model is known: any one base model's adapter gives the spec
+                found = resolve_in_library(path, None) if _single_model(path) else _first_alora(path)
+                path = found or path
             return spec_for_adapter(name, path)
         return get_spec(name)
 
@@ -178,3 +188,20 @@ class RegistryCatalog:
 
 #: The entry point ``alora_flows.intrinsics: builtin`` (pyproject.toml).
 catalog = RegistryCatalog()
+
+
+def _single_model(folder: Path) -> bool:
+    from intrinsics.granite import scan_library
+
+    return len([e for e in scan_library(folder, intrinsic=folder.name) if e.adapter_type != "lora"]) <= 1
+
+
+def _first_alora(folder: Path) -> Path | None:
+    from intrinsics.granite import scan_library
+
+    for entry in scan_library(folder, intrinsic=folder.name):
+        if entry.adapter_type == "alora" or (
+            entry.adapter_type is None and is_activated(read_adapter_config(entry.path))
+        ):
+            return entry.path
+    return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from alora_flows.cli import demo, flows, train
+from alora_flows.cli import demo, flows, intrinsics, train
 
 app = typer.Typer(
     name="alora-flows",
@@ -25,6 +25,7 @@ app.command("demo")(demo.demo)
 app.command("train")(train.train)
 app.command("eval-intrinsics")(train.eval_intrinsics)
 app.command("threshold")(train.threshold)
+app.add_typer(intrinsics.app, name="intrinsics")
 
 
 def main() -> None:

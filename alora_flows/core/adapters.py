@@ -11,29 +11,48 @@ import json
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from alora_flows.errors import AdapterError, AdapterMismatchError, NotAnALoRAError
+from alora_flows.errors import (
+    AdapterError,
+    AdapterMismatchError,
+    InvocationMismatchError,
+    InvocationNotFoundError,
+    NotAnALoRAError,
+)
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PEFT_PREFIX = "base_model.model."
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
 class AdapterInfo(BaseModel):
-    """What the backend knows about one loaded adapter."""
+    """What the backend knows about one loaded adapter.
+
+    ``invocation_tokens`` are appended after the conversation to call the adapter; the adapter's
+    weights apply from ``invocation_tokens[activation_offset:]`` on (see :class:`Activation`).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     path: str
     invocation_tokens: list[int]
+    activation_offset: int = 0
     invocation_string: str | None = None
     target_modules: list[str]
     rank: int
     base_model: str | None = None
+
+    @property
+    def adapter_tokens(self) -> list[int]:
+        """The tokens the adapter is active on: PEFT's ``alora_invocation_tokens``."""
+        return self.invocation_tokens[self.activation_offset :]
 
 
 class AdapterFiles(BaseModel):
@@ -46,45 +65,133 @@ class AdapterFiles(BaseModel):
     state_dict: dict[str, torch.Tensor]
 
 
+# ---------------------------------------------------------------------------------- config
+def read_adapter_config(path: str | Path, *, name: str | None = None) -> dict[str, Any]:
+    """``adapter_config.json`` of the adapter directory ``path``: the one place it is read.
+
+    Typed errors name the adapter (``name``, else the directory) and say what is wrong.
+    """
+    path = Path(path)
+    who = f"adapter '{name}'" if name else f"adapter {path}"
+    file = path / ADAPTER_CONFIG
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AdapterError(
+            f"{who}: no {ADAPTER_CONFIG} in {path} (expected a PEFT adapter directory written by save_pretrained)"
+        ) from exc
+    except OSError as exc:
+        raise AdapterError(f"{who}: {file} cannot be read: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{who}: {file} is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise AdapterError(f"{who}: {file} must hold a JSON object")
+    return config
+
+
+def is_activated(config: dict[str, Any]) -> bool:
+    """An aLoRA (either invocation record present), not a plain LoRA."""
+    return bool(config.get("alora_invocation_tokens") or config.get("invocation_string"))
+
+
+class Activation(BaseModel):
+    """Where an adapter was trained to switch on, for both config formats.
+
+    ``tokens`` are appended after the conversation to call the adapter; the first ``offset`` of
+    them still run with the base weights. PEFT configs (``alora_invocation_tokens`` only) switch
+    on at the first of their tokens (offset 0). Configs written by the older ``alora`` package
+    record only ``invocation_string``: that package appended the whole string and applied the
+    adapter to all of its tokens but the first (``alora_offsets = [len(tokens) - 1]`` in its
+    ``tokenize_alora``), so those adapters switch on one token after the first token of the
+    tokenized string (offset 1). IBM's converted configs record exactly those later tokens
+    (Granite 3.2 certainty: ``[6989, 24933, 49153]`` for ``<|start_of_role|>certainty<|end_of_role|>``,
+    without ``<|start_of_role|>``), and llama.cpp's converter drops the first token for the same
+    reason. A config with both keys is accepted when they agree under that rule.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    tokens: list[int]
+    offset: int = 0
+    source: Literal["alora_invocation_tokens", "invocation_string", "both"]
+    invocation_string: str | None = None
+
+    @property
+    def adapter_tokens(self) -> list[int]:
+        return self.tokens[self.offset :]
+
+
+def activation(
+    config: dict[str, Any], tokenizer, *, name: str, path: str | Path | None = None
+) -> Activation | None:
+    """The :class:`Activation` of an adapter config; ``None`` for a plain LoRA.
+
+    Raises :class:`InvocationMismatchError` when the two records disagree and
+    :class:`InvocationNotFoundError` when the invocation cannot be placed with this tokenizer.
+    """
+    where = f" ({path})" if path else ""
+    tokens = config.get("alora_invocation_tokens")
+    string = config.get("invocation_string")
+    if not tokens and not string:
+        return None
+    if tokens is not None and (
+        not isinstance(tokens, list)
+        or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens)
+    ):
+        raise InvocationNotFoundError(
+            f"adapter '{name}'{where}: alora_invocation_tokens must be a list of token ids, got {tokens!r}"
+        )
+    if string is not None and not isinstance(string, str):
+        raise InvocationNotFoundError(f"adapter '{name}'{where}: invocation_string must be a string")
+    vocab = len(tokenizer)
+    if tokens and any(t < 0 or t >= vocab for t in tokens):
+        raise InvocationNotFoundError(
+            f"adapter '{name}'{where}: alora_invocation_tokens {tokens} are outside this tokenizer's "
+            f"vocabulary ({vocab} tokens): the adapter belongs to another tokenizer"
+        )
+    if not string:
+        return Activation(tokens=[int(t) for t in tokens or []], source="alora_invocation_tokens")
+    full = [int(t) for t in tokenizer(string, add_special_tokens=False)["input_ids"]]
+    if len(full) < 2:
+        raise InvocationNotFoundError(
+            f"adapter '{name}'{where}: invocation_string {string!r} tokenizes to {full}: an old-format "
+            "adapter switches on after the first token of its string, so it needs at least two tokens "
+            "(is this the tokenizer of the adapter's base model?)"
+        )
+    if not tokens:
+        return Activation(tokens=full, offset=1, source="invocation_string", invocation_string=string)
+    if list(tokens) == full[1:]:
+        return Activation(tokens=full, offset=1, source="both", invocation_string=string)
+    raise InvocationMismatchError(
+        f"adapter '{name}'{where}: adapter_config.json records invocation_string {string!r} "
+        f"(tokens {full}) and alora_invocation_tokens {list(tokens)}; an adapter trained from that "
+        f"string switches on at {full[1:]} (all its tokens but the first), so the two records name "
+        "different activation points. Remove the one that is wrong."
+    )
+
+
 def read_adapter(name: str, path: str | Path, tokenizer, *, model_id: str | None) -> AdapterFiles:
     """Read ``path`` and check it is a usable aLoRA adapter (format and recorded base model)."""
     path = Path(path)
-    config_file = path / "adapter_config.json"
-    if not config_file.is_file():
-        raise AdapterError(
-            f"adapter '{name}': no adapter_config.json in {path} "
-            "(expected a PEFT adapter directory written by save_pretrained)"
-        )
+    config = read_adapter_config(path, name=name)
     weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
     if weights is None:
         raise AdapterError(
             f"adapter '{name}': no {' or '.join(WEIGHT_FILES)} in {path}; "
             "the directory is incomplete (re-copy or re-train the adapter)"
         )
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"adapter '{name}': {config_file} is not valid JSON ({exc})") from exc
     if config.get("peft_type", "LORA") != "LORA":
         raise NotAnALoRAError(
             f"adapter '{name}' is a {config.get('peft_type')} adapter; "
             "only (activated) LoRA adapters can be invoked"
         )
-
-    tokens = config.get("alora_invocation_tokens")
-    invocation_string = config.get("invocation_string")
-    if not tokens and invocation_string:
-        # Older `alora` package format: only the string is stored; tokenize it the way it was trained.
-        tokens = tokenizer(invocation_string, add_special_tokens=False)["input_ids"]
-    if not tokens:
+    act = activation(config, tokenizer, name=name, path=path)
+    if act is None:
         raise NotAnALoRAError(
             f"adapter '{name}' at {path} is a plain LoRA (no alora_invocation_tokens or "
             "invocation_string in adapter_config.json): it would silently run as a full LoRA. "
             "Retrain it as an aLoRA (alora-flows train, without --lora)."
         )
-    if invocation_string is None:
-        invocation_string = tokenizer.decode(tokens)
-
     _check_base_model(name, config.get("base_model_name_or_path"), model_id)
     state = _load_weights(weights)
     target_modules = config.get("target_modules") or []
@@ -93,8 +200,9 @@ def read_adapter(name: str, path: str | Path, tokenizer, *, model_id: str | None
     info = AdapterInfo(
         name=name,
         path=str(path),
-        invocation_tokens=[int(t) for t in tokens],
-        invocation_string=invocation_string,
+        invocation_tokens=act.tokens,
+        activation_offset=act.offset,
+        invocation_string=act.invocation_string or tokenizer.decode(act.tokens),
         target_modules=sorted(target_modules),
         rank=int(config.get("r", 8)),
         base_model=config.get("base_model_name_or_path"),
@@ -162,6 +270,6 @@ def lora_config(files: AdapterFiles):
 
     known = {f.name for f in fields(LoraConfig)}
     kwargs = {k: v for k, v in files.config.items() if k in known}
-    kwargs["alora_invocation_tokens"] = files.info.invocation_tokens
+    kwargs["alora_invocation_tokens"] = files.info.adapter_tokens
     kwargs["inference_mode"] = True
     return LoraConfig(**kwargs)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from typing import Mapping, Sequence
 
+from alora_flows.core.documents import DocumentsLike, chat_inputs
+
 ZERO_WIDTH_SPACE = "\u200b"
 
 Message = Mapping[str, str]
@@ -44,16 +46,30 @@ class ChatRenderer:
             return text
         return self._pattern.sub(lambda m: m.group(0)[0] + ZERO_WIDTH_SPACE + m.group(0)[1:], text)
 
-    def text(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> str:
-        safe = [{"role": m["role"], "content": self.escape(m["content"])} for m in messages]
+    def text(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = False,
+        documents: DocumentsLike = None,
+    ) -> str:
+        """The template's rendering; ``documents`` as :func:`~alora_flows.core.documents.chat_inputs` places them."""
+        msgs, template_kwargs = chat_inputs(messages, documents, self.tokenizer, escape=self.escape)
+        safe = [{"role": m["role"], "content": self.escape(m["content"])} for m in msgs]
         if not safe:
             return ""
         return self.tokenizer.apply_chat_template(
-            safe, tokenize=False, add_generation_prompt=add_generation_prompt
+            safe, tokenize=False, add_generation_prompt=add_generation_prompt, **template_kwargs
         )
 
-    def ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[int]:
-        text = self.text(messages, add_generation_prompt=add_generation_prompt)
+    def ids(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = False,
+        documents: DocumentsLike = None,
+    ) -> list[int]:
+        text = self.text(messages, add_generation_prompt=add_generation_prompt, documents=documents)
         prefixes = [
             (p, ids)
             for p, ids in self._recent

@@ -25,9 +25,13 @@ from pydantic import BaseModel, Field
 
 from alora_flows.core.backend import Backend
 from alora_flows.core.chat import ChatRenderer
+from alora_flows.core.documents import Document, DocumentsLike, as_documents
 from alora_flows.errors import AdapterError, AloraFlowsError, ContextLengthError
 
 ROLES = ("system", "user", "assistant", "tool")
+#: ``(tokens generated so far, scores of the next token) -> scores``: a constraint (masked scores)
+#: or an observer (e.g. recording log-probabilities), called at every step of an intrinsic's decoding.
+LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
 class CallStats(BaseModel):
@@ -81,23 +85,30 @@ class Session:
     """A conversation with its KV cache, shared by every step of a flow run."""
 
     def __init__(
-        self, backend: Backend, *, reuse: bool = True, messages: Sequence[Mapping[str, str]] = ()
+        self,
+        backend: Backend,
+        *,
+        reuse: bool = True,
+        messages: Sequence[Mapping[str, str]] = (),
+        documents: DocumentsLike = (),
     ) -> None:
         self.backend = backend
         self.reuse = reuse
         self.messages: list[dict[str, str]] = []
+        #: The conversation's documents, rendered by the chat template (``core.documents``).
+        self.documents: list[Document] = []
         self.history: list[CallStats] = []
         self._renderer = ChatRenderer(backend.tokenizer)
         self._cache = backend.new_cache()
         self._cached_ids: list[int] = []
-        if messages:
-            self.extend(messages)
+        if messages or documents:
+            self.extend(messages, documents=documents)
 
     # ------------------------------------------------------------------ views
     @property
     def ids(self) -> list[int]:
         """The rendered conversation (without a generation prompt)."""
-        return self._renderer.ids(self.messages)
+        return self._renderer.ids(self.messages, documents=self.documents)
 
     @property
     def cached_tokens(self) -> int:
@@ -117,13 +128,14 @@ class Session:
         return {k: sum(getattr(s, k) for s in self.history) for k in keys}
 
     # ------------------------------------------------------------------ public calls
-    def extend(self, messages: Sequence[Mapping[str, str]]) -> CallStats:
-        """Append turns; in reuse mode prefill only the tokens not already cached."""
+    def extend(self, messages: Sequence[Mapping[str, str]], *, documents: DocumentsLike = ()) -> CallStats:
+        """Append turns (and documents); in reuse mode prefill only the tokens not already cached."""
         start = time.perf_counter()
         new = self.messages + [_as_message(m) for m in messages]
-        target = self._renderer.ids(new)
+        docs = self.documents + as_documents(documents)
+        target = self._renderer.ids(new, documents=docs)
         self._check_context(len(target), 0)
-        self.messages = new
+        self.messages, self.documents = new, docs
         reused = prefill = 0
         if self.reuse:
             reused, prefill = self._sync(target)
@@ -146,7 +158,7 @@ class Session:
     ) -> GenerateResult:
         """Answer with the base model (adapters off) and append the answer as an assistant turn."""
         start = time.perf_counter()
-        target = self._renderer.ids(self.messages, add_generation_prompt=True)
+        target = self._renderer.ids(self.messages, add_generation_prompt=True, documents=self.documents)
         self._check_context(len(target), max_new_tokens)
         cache = self._cache if self.reuse else self.backend.new_cache()
         cached = self._cached_ids if self.reuse else []
@@ -169,7 +181,7 @@ class Session:
             self._cached_ids = target + fed
             # Close the turn now (end-of-turn token, template suffix) so the cache matches
             # self.messages again and the next intrinsic reuses the whole conversation.
-            prefill += self._sync(self._renderer.ids(self.messages))[1]
+            prefill += self._sync(self.ids)[1]
         return GenerateResult(
             text=text,
             token_ids=tokens,
@@ -196,12 +208,20 @@ class Session:
         return_logits: bool = False,
         temperature: float = 0.0,
         seed: int | None = None,
+        conversation: Sequence[Mapping[str, str]] | None = None,
+        documents: DocumentsLike = None,
+        logits_processor: LogitsProcessor | None = None,
     ) -> InvokeResult:
         """Run an aLoRA adapter after the conversation (plus ``messages``), then roll back.
 
-        The adapter is active from its invocation tokens on; everything before them is base-model
-        KV, which in reuse mode comes from the session cache. ``adapted_input`` (token ids) follows
-        the invocation and is read by the adapter (``IntrinsicSpec.adapted_input_template``).
+        The adapter is active from its invocation tokens on (after the first
+        ``activation_offset`` of them, see ``core.adapters.Activation``); everything before is
+        base-model KV, which in reuse mode comes from the session cache. ``adapted_input`` (token
+        ids) follows the invocation and is read by the adapter
+        (``IntrinsicSpec.adapted_input_template``). ``conversation`` / ``documents`` replace the
+        session's for this call only (an intrinsic that reads sentence-tagged turns); the cache is
+        reused up to where the two renderings diverge. ``logits_processor`` sees (and may mask)
+        the scores of every decoded token.
         """
         start = time.perf_counter()
         info = self.backend.adapters.get(adapter)
@@ -210,13 +230,17 @@ class Session:
                 f"no adapter named '{adapter}' is loaded (loaded: {sorted(self.backend.adapters) or 'none'})"
             )
         extra = [_as_message(m) for m in messages]
-        prompt = self._renderer.ids(self.messages + extra)
-        adapted = info.invocation_tokens + [int(t) for t in adapted_input]
-        target = prompt + adapted
+        base = self.messages if conversation is None else [_as_message(m) for m in conversation]
+        prompt = self._renderer.ids(
+            base + extra, documents=self.documents if documents is None else documents
+        )
+        lead = info.invocation_tokens[: info.activation_offset]  # base weights, as trained
+        adapted = info.adapter_tokens + [int(t) for t in adapted_input]
+        target = prompt + lead + adapted
         self._check_context(len(target), max_new_tokens)
         prefill = 0
-        if self.reuse and extra:
-            prefill += self._sync(self._renderer.ids(self.messages))[1]
+        if self.reuse and (extra or conversation is not None or documents is not None):
+            prefill += self._sync(self.ids)[1]
         with self._rollback():
             cache = self._cache if self.reuse else self.backend.new_cache()
             cached = self._cached_ids[: len(prompt)] if self.reuse else []
@@ -233,6 +257,7 @@ class Session:
                 seed=seed,
                 on_token=None,
                 want_probs=return_probs,
+                processor=logits_processor,
             )
         return InvokeResult(
             text=self._text(tokens),
@@ -256,6 +281,7 @@ class Session:
         twin = Session.__new__(Session)
         twin.backend, twin.reuse = self.backend, self.reuse
         twin.messages = [dict(m) for m in self.messages]
+        twin.documents = list(self.documents)
         twin.history = list(self.history)
         twin._renderer = self._renderer.copy()
         twin._cache = copy.copy(self._cache)
@@ -333,6 +359,7 @@ class Session:
         seed: int | None,
         on_token: Callable[[str], None] | None,
         want_probs: bool,
+        processor: LogitsProcessor | None = None,
     ) -> tuple[list[int], list[int], dict[int, float] | None]:
         """Greedy or seeded sampling. Returns (tokens, tokens fed to the cache, first-step probs)."""
         stop = self.backend.stop_token_ids
@@ -353,6 +380,8 @@ class Session:
         emitted = ""
         for step in range(max_new_tokens):
             scores = logits.float()
+            if processor is not None:
+                scores = processor(tokens, scores)
             if allowed_idx is not None:
                 keep = allowed_idx if step == 0 else later_idx
                 masked = torch.full_like(scores, float("-inf"))
