@@ -77,8 +77,8 @@ def embedded_dir() -> Path:
 def resolve_model(spec: str = EMBEDDED, *, progress: bool = True) -> ResolvedModel:
     """Turn a model spec into a :class:`ResolvedModel`, converting the embedded model if needed."""
     if spec == EMBEDDED:
-        path = ensure_embedded(progress=progress)
-        return ResolvedModel(spec=spec, path=str(path), model_id=EMBEDDED_MODEL_ID, key=model_key(spec))
+        embedded = ensure_embedded(progress=progress)
+        return ResolvedModel(spec=spec, path=str(embedded), model_id=EMBEDDED_MODEL_ID, key=model_key(spec))
     local = Path(spec).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
@@ -86,8 +86,8 @@ def resolve_model(spec: str = EMBEDDED, *, progress: bool = True) -> ResolvedMod
                 f"{local} has no config.json: pass a directory written by save_pretrained, "
                 "'embedded', or a hub id"
             )
-        path = str(local.resolve())
-        return ResolvedModel(spec=spec, path=path, model_id=path, key=model_key(path))
+        resolved = str(local.resolve())
+        return ResolvedModel(spec=spec, path=resolved, model_id=resolved, key=model_key(resolved))
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return ResolvedModel(spec=spec, path=spec, model_id=spec, key=model_key(spec))
     raise ModelResolutionError(
