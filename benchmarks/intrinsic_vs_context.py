@@ -134,9 +134,7 @@ def main() -> None:
 
         def peft_pattern():
             with backend.lock, torch.inference_mode():
-                if backend._active != name:
-                    peft_model.set_adapter(name)
-                    backend._active = name
+                backend.select_adapter(name)
                 cache = copy.deepcopy(base_cache)
                 return peft_model.generate(
                     input_ids=full_ids, cache=cache, max_new_tokens=1, do_sample=False, pad_token_id=pad

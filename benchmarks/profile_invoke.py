@@ -67,8 +67,7 @@ def main() -> None:
     def peft_pattern():
         """(c) of intrinsic_vs_context: deep-copy the cache, then PEFT generate on the full ids."""
         with backend.lock, torch.inference_mode():
-            backend.model.set_adapter(name)
-            backend._active = name
+            backend.select_adapter(name)
             return backend.model.generate(
                 input_ids=full_ids,
                 cache=copy.deepcopy(session._cache),

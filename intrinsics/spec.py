@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from alora_flows.core.chat import escaper, tokenizer_cache
 from alora_flows.errors import IntrinsicOutputError, IntrinsicSpecError
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -48,7 +49,7 @@ Formatter = Callable[[BaseModel], str]
 
 
 class DecodingPlan(BaseModel):
-    """How to decode one intrinsic with one tokenizer (computed once, cached on the spec).
+    """How to decode one intrinsic with one tokenizer (computed once per tokenizer).
 
     When every allowed output starts with a distinct token, decoding one token is enough: the
     label is read off that token and ``return_probs`` gives a calibrated distribution over labels
@@ -153,16 +154,34 @@ class IntrinsicSpec(BaseModel):
 
     # ------------------------------------------------------------------ tokens
     def invocation_ids(self, tokenizer) -> list[int]:
-        """The adapter's invocation tokens: the invocation tokenized without added special tokens."""
-        ids = tokenizer(self.invocation, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise IntrinsicSpecError(
-                f"intrinsic '{self.name}': invocation {self.invocation!r} tokenizes to nothing"
-            )
+        """The adapter's invocation tokens: the invocation tokenized without added special tokens
+        (once per tokenizer and invocation string; a fresh list each call)."""
+        cache = tokenizer_cache(tokenizer)
+        key = ("invocation_ids", self.invocation)
+        ids = cache.get(key)
+        if ids is None:
+            ids = tuple(tokenizer(self.invocation, add_special_tokens=False)["input_ids"])
+            if not ids:
+                raise IntrinsicSpecError(
+                    f"intrinsic '{self.name}': invocation {self.invocation!r} tokenizes to nothing"
+                )
+            cache[key] = ids
         return list(ids)
 
     def decoding_plan(self, tokenizer) -> DecodingPlan:
-        """Turn ``allowed_outputs`` into token constraints for ``tokenizer`` (see :class:`DecodingPlan`)."""
+        """Turn ``allowed_outputs`` into token constraints for ``tokenizer`` (see :class:`DecodingPlan`).
+
+        Computed once per tokenizer and (``allowed_outputs``, ``max_new_tokens``): intrinsic calls
+        ask for it on every invocation. Returns a copy, so callers cannot alter the cached plan.
+        """
+        cache = tokenizer_cache(tokenizer)
+        key = ("decoding_plan", self.allowed_outputs, self.max_new_tokens)
+        plan = cache.get(key)
+        if plan is None:
+            plan = cache[key] = self._plan(tokenizer)
+        return plan.model_copy(deep=True)
+
+    def _plan(self, tokenizer) -> DecodingPlan:
         if not self.allowed_outputs:
             return DecodingPlan(max_new_tokens=self.max_new_tokens)
         encoded = {
@@ -218,9 +237,7 @@ class IntrinsicSpec(BaseModel):
         text = self.render_adapted_input(context)
         if not text:
             return []
-        from alora_flows.core.chat import ChatRenderer
-
-        return list(tokenizer(ChatRenderer(tokenizer).escape(text), add_special_tokens=False)["input_ids"])
+        return list(tokenizer(escaper(tokenizer)(text), add_special_tokens=False)["input_ids"])
 
     def example_context(
         self, messages: Sequence[Mapping[str, str]], state: Any = None
@@ -311,9 +328,11 @@ class IntrinsicSpec(BaseModel):
         adapter_name: str,
         state: Any = None,
         input_override: str | Sequence[Mapping[str, str]] | None = None,
-    ) -> PreparedCall:
+    ) -> PreparedCall | None:
         """The call :meth:`run` makes, without making it: several prepared calls can share one
-        packed forward (:func:`alora_flows.core.parallel.invoke_parallel`); :meth:`finish` parses."""
+        packed forward (:func:`alora_flows.core.parallel.invoke_parallel`); :meth:`finish` parses.
+        None when this intrinsic's call cannot be packed (a subclass whose :meth:`run` needs more
+        than a plain invocation); the caller then uses :meth:`run`."""
         from alora_flows.core.parallel import IntrinsicCall
 
         tokenizer = session.backend.tokenizer
@@ -350,7 +369,8 @@ class IntrinsicSpec(BaseModel):
         The session's conversation and cache are unchanged afterwards (``Session.invoke`` rolls
         back the input turn, the invocation and the adapted input).
         """
-        prepared = self.prepare(session, adapter_name, state, input_override)
+        prepared = IntrinsicSpec.prepare(self, session, adapter_name, state, input_override)
+        assert prepared is not None
         call = prepared.call
         result = session.invoke(
             call.adapter,

@@ -80,3 +80,10 @@ def test_adapted_input_cost_smoke(tmp_path):
         "reuse_128",
         "no_reuse",
     }
+
+
+@pytest.mark.slow
+def test_base_generate_overhead_smoke(tmp_path):
+    data = run_script("base_generate_overhead.py", tmp_path, "--reps", "1", "--tokens", "4", "--steps", "3")
+    assert [r["system"] for r in data["rows"]][:2] == ["none", "4 adapters"]
+    assert all(r["same_tokens_as_none"] for r in data["rows"])  # base logits do not depend on adapters

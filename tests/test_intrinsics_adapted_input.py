@@ -64,9 +64,8 @@ def test_invoke_with_adapted_input_equals_pefts_full_forward_and_rolls_back(back
     result = session.invoke("alpha", adapted_input=after, max_new_tokens=1, return_logits=True)
     inv = backend.adapters["alpha"].invocation_tokens
     full = session.ids + inv + after
-    backend.model.set_adapter("alpha")
-    backend._active = "alpha"
-    with torch.inference_mode():
+    with backend.lock, torch.inference_mode():
+        backend.select_adapter("alpha")
         expected = backend.model(input_ids=torch.tensor([full])).logits[0, -1]
     assert (result.logits - expected).abs().max().item() < 1e-4
     assert result.stats.reused_tokens == len(session.ids)

@@ -19,9 +19,8 @@ def conversation(n_repeats: int) -> list[dict]:
 
 def reference_logits(backend, ids: list[int], adapter: str) -> torch.Tensor:
     """A full no-cache adapter forward, with PEFT computing the aLoRA offset itself."""
-    backend.model.set_adapter(adapter)
-    backend._active = adapter
-    with torch.inference_mode():
+    with backend.lock, torch.inference_mode():
+        backend.select_adapter(adapter)
         out = backend.model(input_ids=torch.tensor([ids]))
     return out.logits[0, -1]
 

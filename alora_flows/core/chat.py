@@ -15,13 +15,34 @@ Two jobs:
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Hashable
+from typing import Any, Mapping, Sequence
 
 from alora_flows.core.documents import DocumentsLike, chat_inputs
 
 ZERO_WIDTH_SPACE = "\u200b"
 
 Message = Mapping[str, str]
+
+_PER_TOKENIZER: weakref.WeakKeyDictionary[Any, dict[Hashable, Any]] = weakref.WeakKeyDictionary()
+_PER_TOKENIZER_LOCK = threading.Lock()
+
+
+def tokenizer_cache(tokenizer: Any) -> dict[Hashable, Any]:
+    """A dict that lives exactly as long as ``tokenizer``, for what is derived from it once
+    (special-token escaping, an intrinsic's invocation ids and decoding plan).
+
+    Keyed weakly on the tokenizer object (never on ``id()``, which is reused after it dies), so
+    nothing here keeps a tokenizer alive. A tokenizer is taken as fixed once in use: sessions
+    already assume so. One that cannot be weakly referenced gets a fresh dict (no caching).
+    """
+    with _PER_TOKENIZER_LOCK:
+        try:
+            return _PER_TOKENIZER.setdefault(tokenizer, {})
+        except TypeError:
+            return {}
 
 
 def special_token_strings(tokenizer) -> list[str]:
@@ -31,20 +52,40 @@ def special_token_strings(tokenizer) -> list[str]:
     return sorted((s for s in specials if s), key=len, reverse=True)
 
 
+class Escaper:
+    """Breaks a tokenizer's special-token strings in text (see the module docstring)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.specials = special_token_strings(tokenizer)
+        self._pattern = re.compile("|".join(re.escape(s) for s in self.specials)) if self.specials else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(lambda m: m.group(0)[0] + ZERO_WIDTH_SPACE + m.group(0)[1:], text)
+
+
+def escaper(tokenizer) -> Escaper:
+    """The :class:`Escaper` of ``tokenizer``, built once per tokenizer."""
+    cache = tokenizer_cache(tokenizer)
+    found = cache.get(Escaper)
+    if found is None:
+        found = cache[Escaper] = Escaper(tokenizer)
+    return found
+
+
 class ChatRenderer:
     """Turns message lists into token ids with the tokenizer's chat template."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        self._specials = special_token_strings(tokenizer)
-        self._pattern = re.compile("|".join(re.escape(s) for s in self._specials)) if self._specials else None
+        self._escaper = escaper(tokenizer)
+        self._specials = self._escaper.specials
         self._recent: list[tuple[str, list[int]]] = []  # a few recent renderings, newest last
 
     def escape(self, text: str) -> str:
         """Break special-token strings in ``text`` so they tokenize as ordinary characters."""
-        if self._pattern is None or not text:
-            return text
-        return self._pattern.sub(lambda m: m.group(0)[0] + ZERO_WIDTH_SPACE + m.group(0)[1:], text)
+        return self._escaper(text)
 
     def text(
         self,

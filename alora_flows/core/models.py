@@ -52,6 +52,19 @@ class ModelSource(BaseModel):
     transformers_version: str
 
 
+def model_key(model_id: str) -> str:
+    """The one short name of a base model: the folder of its shipped adapters, and what adapter
+    configs' recorded base models are compared by.
+
+    The embedded model has several spellings (``embedded``, :data:`EMBEDDED_MODEL_ID`,
+    :data:`EMBEDDED_KEY`), all :data:`EMBEDDED_KEY`; any other id is its last path component,
+    lower-cased (``org/Granite-3.3-8B`` and ``/models/granite-3.3-8b/`` agree).
+    """
+    if model_id in (EMBEDDED, EMBEDDED_MODEL_ID, EMBEDDED_KEY):
+        return EMBEDDED_KEY
+    return str(model_id).rstrip("/").split("/")[-1].lower()
+
+
 def cache_root() -> Path:
     """The cache directory: ``$ALORA_FLOWS_CACHE`` or ``~/.cache/alora-flows``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "alora-flows")
@@ -64,8 +77,8 @@ def embedded_dir() -> Path:
 def resolve_model(spec: str = EMBEDDED, *, progress: bool = True) -> ResolvedModel:
     """Turn a model spec into a :class:`ResolvedModel`, converting the embedded model if needed."""
     if spec == EMBEDDED:
-        path = ensure_embedded(progress=progress)
-        return ResolvedModel(spec=spec, path=str(path), model_id=EMBEDDED_MODEL_ID, key=EMBEDDED_KEY)
+        embedded = ensure_embedded(progress=progress)
+        return ResolvedModel(spec=spec, path=str(embedded), model_id=EMBEDDED_MODEL_ID, key=model_key(spec))
     local = Path(spec).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
@@ -73,11 +86,10 @@ def resolve_model(spec: str = EMBEDDED, *, progress: bool = True) -> ResolvedMod
                 f"{local} has no config.json: pass a directory written by save_pretrained, "
                 "'embedded', or a hub id"
             )
-        return ResolvedModel(
-            spec=spec, path=str(local.resolve()), model_id=str(local.resolve()), key=local.name.lower()
-        )
+        resolved = str(local.resolve())
+        return ResolvedModel(spec=spec, path=resolved, model_id=resolved, key=model_key(resolved))
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        return ResolvedModel(spec=spec, path=spec, model_id=spec, key=spec.split("/")[1].lower())
+        return ResolvedModel(spec=spec, path=spec, model_id=spec, key=model_key(spec))
     raise ModelResolutionError(
         f"model '{spec}' is neither 'embedded', an existing local directory, nor a hub id (org/name)"
     )

@@ -120,8 +120,9 @@ def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[In
     for call in calls:
         info = backend.adapters[call.adapter]
         prompt = renderer.ids(session.messages + [dict(m) for m in call.messages])
-        adapted = info.invocation_tokens + [int(t) for t in call.adapted_input]
-        target = prompt + adapted
+        lead = info.invocation_tokens[: info.activation_offset]  # base weights, as trained
+        adapted = info.adapter_tokens + [int(t) for t in call.adapted_input]
+        target = prompt + lead + adapted
         session._check_context(len(target), call.max_new_tokens)
         if target[: len(prefix)] != prefix or len(target) == len(prefix):
             return [_sequential(session, c) for c in calls]  # the rendering diverged: no shared prefix

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from alora_flows.core.backend import Backend
 from alora_flows.core.chat import ChatRenderer
+from alora_flows.core.decoding import Decoded, TextStream, decode, detokenize
 from alora_flows.core.documents import Document, DocumentsLike, as_documents
 from alora_flows.errors import AdapterError, AloraFlowsError, ContextLengthError
 
@@ -164,16 +165,19 @@ class Session:
         cached = self._cached_ids if self.reuse else []
         reused, logits = self._feed(cache, cached, target, adapter=None, adapted=0)
         prefill = len(target) - reused
+        stream = (
+            None
+            if on_token is None
+            else TextStream(self.backend.tokenizer, self.backend.stop_token_ids, on_token)
+        )
         tokens, fed, _ = self._decode(
             cache,
             logits,
             adapter=None,
             max_new_tokens=max_new_tokens,
-            allowed=None,
             temperature=temperature,
             seed=seed,
-            on_token=on_token,
-            want_probs=False,
+            on_token=stream,
         )
         text = self._text(tokens)
         self.messages.append({"role": "assistant", "content": text})
@@ -255,7 +259,6 @@ class Session:
                 allowed=allowed_token_ids,
                 temperature=temperature,
                 seed=seed,
-                on_token=None,
                 want_probs=return_probs,
                 processor=logits_processor,
             )
@@ -347,70 +350,14 @@ class Session:
         logits = self.backend.forward(target[reused:], cache, adapter=adapter, adapted=adapted)
         return reused, logits
 
-    def _decode(
-        self,
-        cache,
-        logits: torch.Tensor,
-        *,
-        adapter: str | None,
-        max_new_tokens: int,
-        allowed: Sequence[int] | None,
-        temperature: float,
-        seed: int | None,
-        on_token: Callable[[str], None] | None,
-        want_probs: bool,
-        processor: LogitsProcessor | None = None,
-    ) -> tuple[list[int], list[int], dict[int, float] | None]:
-        """Greedy or seeded sampling. Returns (tokens, tokens fed to the cache, first-step probs)."""
-        stop = self.backend.stop_token_ids
-        allowed_idx = torch.tensor(sorted(set(allowed)), device=logits.device) if allowed else None
-        # After the first token, the end-of-turn tokens are allowed too (computed once, not per token).
-        later_idx = (
-            None
-            if allowed_idx is None
-            else torch.cat([allowed_idx, torch.tensor(sorted(stop), device=logits.device)])
-        )
-        generator = None
-        if temperature > 0:
-            generator = torch.Generator(device=logits.device)
-            generator.manual_seed(seed if seed is not None else 0)
-        tokens: list[int] = []
-        fed: list[int] = []
-        probs = None
-        emitted = ""
-        for step in range(max_new_tokens):
-            scores = logits.float()
-            if processor is not None:
-                scores = processor(tokens, scores)
-            if allowed_idx is not None:
-                keep = allowed_idx if step == 0 else later_idx
-                masked = torch.full_like(scores, float("-inf"))
-                masked[keep] = scores[keep]
-                scores = masked
-                if step == 0 and want_probs:
-                    p = torch.softmax(scores[allowed_idx], dim=-1)
-                    probs = {int(t): float(v) for t, v in zip(allowed_idx.tolist(), p.tolist())}
-            elif step == 0 and want_probs:
-                p = torch.softmax(scores, dim=-1)
-                top = torch.topk(p, k=min(10, p.numel()))
-                probs = {int(t): float(v) for t, v in zip(top.indices.tolist(), top.values.tolist())}
-            if temperature > 0:
-                dist = torch.softmax(scores / temperature, dim=-1)
-                token = int(torch.multinomial(dist, 1, generator=generator))
-            else:
-                token = int(torch.argmax(scores))
-            tokens.append(token)
-            if on_token is not None and token not in stop:
-                text = self._text(tokens)
-                if len(text) > len(emitted) and not text.endswith("\ufffd"):
-                    on_token(text[len(emitted) :])
-                    emitted = text
-            if token in stop or step == max_new_tokens - 1:
-                break
-            logits = self.backend.forward([token], cache, adapter=adapter, adapted=1 if adapter else 0)
-            fed.append(token)
-        return tokens, fed, probs
+    def _decode(self, cache, logits: torch.Tensor, *, adapter: str | None, **options: Any) -> Decoded:
+        """The shared decode loop (:func:`~alora_flows.core.decoding.decode`) on ``cache``; an
+        adapter stays active on every generated token, as it is on its invocation."""
+
+        def step(token: int) -> torch.Tensor:
+            return self.backend.forward([token], cache, adapter=adapter, adapted=1 if adapter else 0)
+
+        return decode(step, logits, stop=self.backend.stop_token_ids, **options)
 
     def _text(self, tokens: list[int]) -> str:
-        stop = self.backend.stop_token_ids
-        return self.backend.tokenizer.decode([t for t in tokens if t not in stop], skip_special_tokens=False)
+        return detokenize(self.backend.tokenizer, tokens, self.backend.stop_token_ids)

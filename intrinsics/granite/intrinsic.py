@@ -212,6 +212,11 @@ class GraniteSpec(IntrinsicSpec):
             adapter=self.name,
         )
 
+    def prepare(self, session, adapter_name: str, state: Any = None, input_override: Any = None) -> None:
+        """Granite calls need their own documents, conversation and a logits processor per call,
+        which a packed forward does not carry: they run one by one (:meth:`run`)."""
+        return None
+
     def run(
         self,
         session,

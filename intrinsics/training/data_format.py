@@ -26,9 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alora_flows.core.decoding import end_of_turn_id
 from alora_flows.errors import AloraFlowsError
-
-END_TOKENS = ("<|im_end|>", "<|end_of_text|>", "<|eot_id|>", "<|endoftext|>")
 
 
 class DataError(AloraFlowsError, ValueError):
@@ -99,14 +98,12 @@ def write_jsonl(path: str | Path, examples: Iterable[Example | dict[str, Any]]) 
 
 
 def end_token_id(tokenizer) -> int:
-    """The end-of-turn token the adapter learns to emit after its output (a session stop token)."""
-    vocab = tokenizer.get_vocab()
-    for token in END_TOKENS:
-        if token in vocab:
-            return int(vocab[token])
-    if tokenizer.eos_token_id is None:
+    """The end-of-turn token the adapter learns to emit after its output: one of the session's
+    stop tokens by construction (:func:`alora_flows.core.decoding.end_of_turn_id`)."""
+    tid = end_of_turn_id(tokenizer)
+    if tid is None:
         raise DataError("the tokenizer has no end-of-turn or EOS token to end intrinsic outputs with")
-    return int(tokenizer.eos_token_id)
+    return tid
 
 
 class Encoded(BaseModel):

@@ -26,12 +26,14 @@ from typing import Any, Protocol
 import torch
 from pydantic import BaseModel, Field
 
+from alora_flows.core.adapters import is_activated, read_adapter_config
 from alora_flows.core.backend import cache_kwarg
+from alora_flows.core.decoding import decode, detokenize, stop_token_ids
 from alora_flows.errors import AloraFlowsError, IntrinsicOutputError
 from alora_flows.sandbox.text import split_sentences
 from intrinsics.outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
 from intrinsics.spec import IntrinsicSpec, RawOutput
-from intrinsics.training.data_format import Encoder, Example, end_token_id, write_jsonl
+from intrinsics.training.data_format import Encoder, Example, write_jsonl
 from intrinsics.training.metrics import (
     PRF,
     accuracy,
@@ -140,8 +142,8 @@ class HFPredictor:
     """Greedy decoding with plain transformers/PEFT, for systems the Session does not serve.
 
     ``adapter`` = a LoRA or aLoRA directory (loaded on a private copy of ``model``), or None for the
-    base model prompted with ``spec.base_prompt``. Decoding constraints mirror ``Session.invoke``:
-    the first token from the allowed set, later ones from the allowed set plus stop tokens.
+    base model prompted with ``spec.base_prompt``. Decoding is ``Session.invoke``'s own loop
+    (:func:`alora_flows.core.decoding.decode`) with the session's stop tokens; only the forward differs.
     The prompt follows the ``intrinsic.yaml`` next to the adapter when there is one (so a twin
     trained without, say, an adapted input is prompted as it was trained); parsing and scoring
     always use the spec under evaluation.
@@ -158,15 +160,16 @@ class HFPredictor:
 
             from intrinsics.specfile import SPEC_FILE, read_spec_file
 
-            config = json.loads((Path(adapter) / "adapter_config.json").read_text())
-            self.alora = bool(config.get("alora_invocation_tokens"))
+            self.alora = is_activated(read_adapter_config(adapter))
             if (Path(adapter) / SPEC_FILE).is_file():
                 self.prompt_spec = read_spec_file(adapter)
             model = PeftModel.from_pretrained(copy.deepcopy(model), str(adapter))
         self.model = model.eval()
         self.adapter = adapter
         self.name = name or ("base" if adapter is None else ("alora-hf" if self.alora else "lora"))
-        self.stop = {end_token_id(tokenizer)} | ({tokenizer.eos_token_id} - {None})
+        # The session's stop tokens (one list: alora_flows.core.decoding), so both systems stop alike.
+        self.stop = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+        self.cache_key = cache_kwarg(model.get_base_model() if adapter is not None else model)
 
     def prompt_ids(self, spec: IntrinsicSpec, example: Example) -> tuple[list[int], int]:
         """Token ids to decode from, and how many trailing positions the adapter covers."""
@@ -184,45 +187,35 @@ class HFPredictor:
 
     @torch.inference_mode()
     def predict(self, spec: IntrinsicSpec, example: Example) -> RawOutput:
+        from transformers import DynamicCache
+
         _, context = example_context(spec, example)
         plan = spec.decoding_plan(self.tokenizer)
         ids, adapted = self.prompt_ids(spec, example)
         device = next(self.model.parameters()).device
-        allowed = (
-            torch.tensor(sorted(set(plan.allowed_token_ids)), device=device)
-            if plan.allowed_token_ids
-            else None
-        )
-        stop = torch.tensor(sorted(self.stop), device=device)
-        from transformers import DynamicCache
+        cache = DynamicCache()
 
-        cache, feed, tokens, probs = DynamicCache(), ids, [], None
-        cache_key = cache_kwarg(self.model.get_base_model() if self.adapter else self.model)
-        for step in range(plan.max_new_tokens):
+        def forward(feed: list[int], offset: int) -> torch.Tensor:
             kwargs: dict[str, Any] = {
                 "input_ids": torch.tensor([feed], device=device),
-                cache_key: cache,
+                self.cache_key: cache,
                 "use_cache": True,
                 "logits_to_keep": 1,
             }
             if self.alora:
-                kwargs["alora_offsets"] = [adapted if step == 0 else 1]
-            logits = self.model(**kwargs).logits[0, -1].float()
-            if allowed is not None:
-                keep = allowed if step == 0 else torch.cat([allowed, stop])
-                masked = torch.full_like(logits, float("-inf"))
-                masked[keep] = logits[keep]
-                if step == 0 and plan.return_probs:
-                    p = torch.softmax(logits[allowed], dim=-1)
-                    probs = {int(t): float(v) for t, v in zip(allowed.tolist(), p.tolist())}
-                logits = masked
-            token = int(torch.argmax(logits))
-            tokens.append(token)
-            if token in self.stop:
-                break
-            feed = [token]
-        text = self.tokenizer.decode([t for t in tokens if t not in self.stop], skip_special_tokens=False)
-        return spec.raw_from_tokens(text, tokens, probs, plan, context)
+                kwargs["alora_offsets"] = [offset]
+            return self.model(**kwargs).logits[0, -1]
+
+        decoded = decode(
+            lambda token: forward([token], 1),
+            forward(ids, adapted),
+            stop=self.stop,
+            max_new_tokens=plan.max_new_tokens,
+            allowed=plan.allowed_token_ids,
+            want_probs=plan.return_probs,
+        )
+        text = detokenize(self.tokenizer, decoded.tokens, self.stop)
+        return spec.raw_from_tokens(text, decoded.tokens, decoded.probs, plan, context)
 
 
 class TrivialPredictor:

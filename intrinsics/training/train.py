@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import random
 import shutil
 import time
@@ -301,6 +302,8 @@ def _embedding_mode(peft_model) -> bool | str:
 
 
 def _save_checkpoint(ckpt: Path, peft_model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    """Write the resumable state as plain data (tensors, numbers, lists, tuples, dicts), which
+    :func:`_load_checkpoint` reads with ``torch.load(weights_only=True)``."""
     from peft import get_peft_model_state_dict
 
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -331,7 +334,15 @@ def _load_checkpoint(ckpt: Path, peft_model, optimizer, scheduler, expect: dict[
     file = ckpt / STATE_FILE
     if not file.is_file():
         raise TrainError(f"nothing to resume: no {STATE_FILE} in {ckpt} (run without --resume to start)")
-    payload = torch.load(file, map_location="cpu", weights_only=False)
+    try:
+        # Plain data only (tensors, numbers, strings, lists, tuples, dicts): unpickling a checkpoint
+        # someone handed us must never run code.
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise TrainError(
+            f"checkpoint {file} holds more than plain tensors and numbers, so it was not loaded "
+            "(it was not written by this trainer): start over without --resume"
+        ) from exc
     for key, value in expect.items():
         if payload.get(key) != value:
             raise TrainError(

@@ -46,7 +46,8 @@ class PackableIntrinsic(Protocol):
     """An intrinsic that can split its call, so several can share one packed forward."""
 
     def prepare(self, session: Any, adapter_name: str, state: Any = None, input_override: Any = None) -> Any:
-        """The call to make (``.call``: an :class:`~alora_flows.core.parallel.IntrinsicCall`)."""
+        """The call to make (``.call``: an :class:`~alora_flows.core.parallel.IntrinsicCall`), or
+        None when this intrinsic cannot share a packed forward."""
         ...
 
     def finish(self, prepared: Any, result: Any) -> BaseModel:
@@ -116,10 +117,13 @@ class ParallelNode(Node):
             name: branch for name, branch in self.parallel.items() if isinstance(branch, IntrinsicNode)
         }
         specs = {name: ctx.intrinsic(branch.intrinsic) for name, branch in packable.items()}
+        packed = None
         if len(packable) > 1 and all(isinstance(s, PackableIntrinsic) for s in specs.values()):
-            outputs.update(self._packed(ctx, packable, specs, writes))
-        else:
+            packed = self._packed(ctx, packable, specs, writes)
+        if packed is None:
             packable = {}
+        else:
+            outputs.update(packed)
         resources = ctx.resource() or {}
         for name, branch in self.parallel.items():
             if name in packable:
