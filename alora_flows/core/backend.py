@@ -7,10 +7,11 @@ faster, and it keeps per-session caches independent.
 
 Why base steps pay nothing for loaded adapters: PEFT's ``disable_adapter()`` context walks every
 module of the model twice per forward (status, then disable/enable), which made a base decode step
-1.6-2.2x slower with the four shipped adapters loaded. Instead, the LoRA layers' own switch is set
-only when the wanted state changes (:meth:`Backend.select_adapter`): a base generation turns the
-adapters off once, and every LoRA layer then passes straight to the layer it wraps; base forwards
-also call the wrapped transformers model directly, skipping PEFT's per-call hook set-up.
+1.6-1.9x slower with the four shipped adapters loaded (``benchmarks/base_generate_overhead.py``).
+Instead, the LoRA layers' own switch is set only when the wanted state changes
+(:meth:`Backend.select_adapter`): a base generation turns the adapters off once, and every LoRA
+layer then passes straight to the layer it wraps; base forwards also call the wrapped transformers
+model directly, skipping PEFT's per-call hook set-up.
 """
 
 from __future__ import annotations
