@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import click
 import typer
@@ -24,9 +24,6 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from alora_flows.errors import AloraFlowsError, FlowInputError
-
-if TYPE_CHECKING:
-    from alora_flows.core.tuning import ThreadChoice
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 FlowArgument = Annotated[Path, typer.Argument(metavar="FLOW.yaml", help="A flow definition file.")]
@@ -73,16 +70,15 @@ class Group(_FlagsWithoutType, TyperGroup):
     """The ``alora-flows`` command group."""
 
 
-def model_setup(*, threads: int | None, device: str | None, verbose: bool) -> ThreadChoice | None:
+def model_setup(*, threads: int | None, device: str | None, verbose: bool) -> str | None:
     """What a model-running command does before loading: quiet third-party progress bars unless
-    ``--verbose``, choose and apply the CPU threads, and say how many (a newcomer on a busy
-    machine sees why a run is slow, and how to change it)."""
+    ``--verbose``, choose and apply the CPU threads. Returns the line that says how many threads
+    and why (the live view shows it as a run starts, so a newcomer on a busy machine sees why a
+    run is slow and how to change it), or None on a GPU."""
     from alora_flows.app import prepare_process
 
     choice = prepare_process(threads=threads, device=device, verbose=verbose)
-    if choice is not None:
-        err_console().print(Text(f"cpu: {choice.describe()}", style="dim"))
-    return choice
+    return f"cpu: {choice.describe()}" if choice is not None else None
 
 
 def err_console() -> Console:

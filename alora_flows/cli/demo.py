@@ -88,7 +88,7 @@ def demo(
     with cli_errors(debug):
         if compare and no_reuse:
             raise UsageError("--compare already runs without reuse; drop --no-reuse")
-        model_setup(threads=threads, device=device, verbose=verbose)
+        note = model_setup(threads=threads, device=device, verbose=verbose)
 
         from alora_flows.app import prefill_seconds_per_token
         from alora_flows.demo import DEFAULT_QUESTION, DemoRunner, summary_panel
@@ -102,7 +102,8 @@ def demo(
         while current:
             listeners: list[Any] = [TraceJsonWriter(trace_json)] if trace_json else []
             before = runner.session.fork() if compare else None
-            with LiveView(log, prefill_cost=lambda: prefill_seconds_per_token(runner.backend)) as live:
+            cost = lambda: prefill_seconds_per_token(runner.backend)  # noqa: E731
+            with LiveView(log, note=note, prefill_cost=cost) as live:
                 result = runner.ask(current, seed=seed, listeners=[live, *listeners])
             comparison = None
             if compare:

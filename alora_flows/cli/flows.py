@@ -43,8 +43,9 @@ def flow_warnings(flow: Flow) -> list[str]:
     return found
 
 
-def checked(flow: Flow) -> CompiledFlow:
-    """Every validation problem as one red line each (exit 2), then any warnings (yellow)."""
+def checked(flow: Flow, debug: bool = False) -> CompiledFlow:
+    """Every validation problem as one red line each (exit 2), then any warnings (yellow).
+    With ``debug`` the first problem is raised after the list, for its traceback."""
     console = err_console()
     problems = flow.problems()
     for problem in problems:
@@ -52,6 +53,8 @@ def checked(flow: Flow) -> CompiledFlow:
             Text("error: ", style="bold red") + Text(one_line(str(problem)), style="red"), soft_wrap=True
         )
     if problems:
+        if debug:
+            raise problems[0]
         raise typer.Exit(problems[0].exit_code)
     for warning in flow_warnings(flow):
         console.print(Text("warning: ", style="bold yellow") + Text(warning, style="yellow"), soft_wrap=True)
@@ -64,7 +67,7 @@ def validate(flow_file: FlowArgument, debug: DebugOption = False) -> None:
 
     with cli_errors(debug):
         flow = Flow.from_yaml(flow_file)
-        compiled = checked(flow)
+        compiled = checked(flow, debug)
         inputs = ", ".join(compiled.spec.inputs) or "none"
         typer.echo(
             f"ok: flow '{flow.name}' is valid ({len(flow.nodes)} nodes, "
@@ -77,7 +80,9 @@ def draw(flow_file: FlowArgument, debug: DebugOption = False) -> None:
     from alora_flows.flow import Flow
 
     with cli_errors(debug):
-        typer.echo(Flow.from_yaml(flow_file).to_mermaid(), nl=False)
+        flow = Flow.from_yaml(flow_file)
+        checked(flow, debug)
+        typer.echo(flow.to_mermaid(), nl=False)
 
 
 def _print_values(values: dict[str, Any]) -> None:
@@ -126,9 +131,9 @@ def run(
     with cli_errors(debug), interrupt_hint(run_dir):
         flow = Flow.from_yaml(flow_file)
         inputs = parse_inputs(input or [])
-        checked(flow).new_state(inputs)  # bad flows and inputs fail before the model loads
-        model_setup(threads=threads, device=device, verbose=verbose)
-        live = LiveView(err_console())
+        checked(flow, debug).new_state(inputs)  # bad flows and inputs fail before the model loads
+        note = model_setup(threads=threads, device=device, verbose=verbose)
+        live = LiveView(err_console(), note=note)
         if run_dir is not None:
             result = run_in_dir(
                 run_dir,
@@ -187,6 +192,8 @@ def resume(
         done = saved.checkpoint.steps_done if saved.checkpoint else 0
         node = saved.checkpoint.next_node if saved.checkpoint else START
         console.print(f"resuming {run_dir} after {done} finished step(s), at '{node}'", soft_wrap=True)
-        model_setup(threads=threads, device=device, verbose=verbose)
-        result = resume_in_dir(run_dir, trace_json=trace_json, live=LiveView(console), device=device)
+        note = model_setup(threads=threads, device=device, verbose=verbose)
+        result = resume_in_dir(
+            run_dir, trace_json=trace_json, live=LiveView(console, note=note), device=device
+        )
         _print_values({k: jsonable(v) for k, v in result.values.items()})

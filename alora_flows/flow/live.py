@@ -163,6 +163,10 @@ def plain_step(step: TraceStep) -> str:
     )
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.2f}s" if value >= 0.1 else f"{value:.2g}s"
+
+
 def summary_lines(trace: Trace, baseline: Trace | None = None, per_token: float | None = None) -> list[str]:
     """The summary's lines (rich markup). What reuse saved is measured against ``baseline`` when
     given; else the time is estimated as the reused tokens times ``per_token`` (seconds one more
@@ -185,8 +189,8 @@ def summary_lines(trace: Trace, baseline: Trace | None = None, per_token: float 
         lines.append(f"reuse avoided re-prefilling [bold]{t.reused_tokens}[/] of {prompt} prompt tokens")
         if per_token is not None:
             lines.append(
-                f"time saved ≈ {t.reused_tokens * per_token:.2f}s ([yellow]estimated[/]: "
-                f"{per_token * 1000:.1f} ms per prefilled token, timed after the run; "
+                f"time saved ≈ {_seconds(t.reused_tokens * per_token)} ([yellow]estimated[/]: "
+                f"{per_token * 1000:.3g} ms per prefilled token, timed after the run; "
                 "--no-reuse measures it)"
             )
     elif not trace.reuse:
@@ -216,6 +220,7 @@ class LiveView(RunListener):
     pipe, CI) it prints one plain line per finished step instead, flushed at once, so a run that
     is killed still leaves the steps it finished. ``plain`` forces either mode.
 
+    ``note`` is a line shown (dim) under the title, e.g. the CPU threads the run uses.
     ``prefill_cost``, when given, is called once after a run with reuse to get the seconds one
     more prefilled token costs (``alora_flows.app`` times it on the run's model); the summary
     then estimates the time reuse saved.
@@ -229,12 +234,14 @@ class LiveView(RunListener):
         stream_chars: int = 400,
         plain: bool | None = None,
         prefill_cost: Callable[[], float | None] | None = None,
+        note: str | None = None,
     ) -> None:
         self.console = console or Console(stderr=True)
         self.baseline = baseline
         self.stream_chars = stream_chars
         self.plain = (not self.console.is_terminal) if plain is None else plain
         self.prefill_cost = prefill_cost
+        self.note = note
         self.steps: list[TraceStep] = []
         self.current: StepStarted | None = None
         self.streamed = ""
@@ -276,6 +283,8 @@ class LiveView(RunListener):
             else compact_steps(self.steps, self.title or None, width)
         )
         parts: list[RenderableType] = [table]
+        if self.note and self.title:
+            parts.insert(0, Text(self.note, style="dim", overflow="ellipsis", no_wrap=True))
         if self.current is not None:
             head = f"{self.current.node} ({self.current.kind}"
             head += f": {self.current.adapter})" if self.current.adapter else ")"
@@ -292,6 +301,8 @@ class LiveView(RunListener):
         self.title = f"{event.flow} · {event.model} · {mode}"
         if self.plain:
             self._say(f"run {self.title}")
+            if self.note:
+                self._say(self.note)
         self._refresh()
 
     def on_step_started(self, event: StepStarted) -> None:
