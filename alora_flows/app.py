@@ -26,7 +26,7 @@ from alora_flows.core.tuning import (
     ThreadChoice,
     apply_cpu_tuning,
     choose_threads,
-    quiet_library_progress,
+    library_progress,
     set_torch_threads,
 )
 from alora_flows.errors import UsageError
@@ -73,11 +73,10 @@ def use_cpu(threads: int | None = None) -> ThreadChoice:
 def prepare_process(
     *, threads: int | None = None, device: str | None = None, verbose: bool = False
 ) -> ThreadChoice | None:
-    """What every model-running command does first: third-party progress bars off unless
+    """What every model-running command does first: third-party progress bars only when
     ``verbose``, and the CPU settings when the model will run on the CPU (returns the thread
     choice then, None on a GPU)."""
-    if not verbose:
-        quiet_library_progress()
+    library_progress(verbose)
     if resolve_device(device).startswith("cpu"):
         return use_cpu(threads)
     return None

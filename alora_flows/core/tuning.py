@@ -223,13 +223,18 @@ def set_torch_threads(threads: int) -> None:
 
 
 # ---------------------------------------------------------------------- library chatter
-def quiet_library_progress() -> None:
-    """Hide transformers' and huggingface_hub's progress bars ("Loading weights ...") for this
-    process; commands show them again with ``--verbose``."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+def library_progress(show: bool) -> None:
+    """Show or hide transformers' and huggingface_hub's progress bars ("Loading weights ...") in
+    this process. Commands hide them unless ``--verbose``: they repeat on every model load and
+    break up the live trace."""
     import sys
 
-    if "transformers" in sys.modules:  # imported already: its flag was read at import
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "0" if show else "1"  # read at their import
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+        (enable_progress_bars if show else disable_progress_bars)()
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        (hf_logging.enable_progress_bar if show else hf_logging.disable_progress_bar)()
