@@ -265,3 +265,32 @@ def test_demo_chat_asks_the_piped_first_line_and_ends_at_eof(tmp_path):
     assert "internal error" not in result.output
     assert json.loads(trace.read_text())["final_state"]["question"] == question
     assert result.stdout.count("alora-flows demo") == 1  # one question, no default one first
+
+
+# ---------------------------------------------------------------------- sample training file
+def test_the_sample_training_file_is_valid_training_data():
+    import intrinsics
+    from intrinsics.spec import RawOutput
+    from intrinsics.training.data_format import read_jsonl
+
+    path = ROOT / "examples" / "train_sample.jsonl"
+    rewrites = read_jsonl(path, intrinsic="rewrite")
+    certainties = read_jsonl(path, intrinsic="uncertainty")
+    assert len(rewrites) == 6 and len(certainties) == 4
+    spec = intrinsics.get_spec("rewrite")
+    for example in rewrites:
+        assert example.messages[-1].role == "user"  # the rewrite's input turn: the question
+        parsed = spec.parse(RawOutput(text=example.output, token_ids=[]))
+        assert not parsed.fallback and parsed.rewritten_question.endswith("?")
+    for example in certainties:
+        assert example.messages[-1].role == "assistant" and example.output in set("0123456789")
+        assert isinstance(example.meta["correct"], bool)
+
+
+@pytest.mark.slow
+def test_train_runs_on_the_sample_file(tmp_path):
+    out = tmp_path / "rewrite-try"
+    args = ["train", "--intrinsic", "rewrite", "--data", str(ROOT / "examples" / "train_sample.jsonl")]
+    result = runner.invoke(app, [*args, "--out", str(out), "--max-steps", "1", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert (out / "adapter_config.json").is_file() and (out / "intrinsic.yaml").is_file()

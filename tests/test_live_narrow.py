@@ -175,3 +175,27 @@ def test_a_failed_run_leaves_its_finished_steps_and_the_error_in_the_log(uncerta
         "step 1 answer",
     ]
     assert any(ln.startswith("failed at ") and "max_steps" in ln for ln in lines), lines
+
+
+def test_the_log_line_in_the_docs_is_what_the_view_prints():
+    from pathlib import Path
+
+    from alora_flows.flow.live import plain_step
+    from alora_flows.flow.trace import TraceStep
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "flows.md").read_text()
+    (documented,) = re.findall(r"`(step 4 certainty [^`]+)`", doc)
+    step = TraceStep(
+        node="certainty",
+        kind="intrinsic",
+        adapter="uncertainty",
+        prefill_tokens=26,
+        reused_tokens=102,
+        generated_tokens=1,
+        seconds=0.16,
+        output={"score": 0.547, "digit": 9},
+        next="widen",
+        branch="certainty.score < 0.55 and attempt == 1",
+        index=4,
+    )
+    assert plain_step(step) == documented
