@@ -129,3 +129,28 @@ def test_prepare_process_leaves_a_gpu_run_alone(monkeypatch):
     assert calls == []
     application.prepare_process(threads=2, device="cpu")
     assert calls == [2]
+
+
+@pytest.mark.slow
+def test_threads_benchmark_smoke(tmp_path):
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "benchmarks" / "threads.py"), "--reps", "1", "--calls", "1"]
+    proc = subprocess.run(
+        [*cmd, "--no-demo", "--tokens", "256", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "threads.json").read_text())
+    assert [(r["condition"], r["setting"]) for r in data["rows"]] == [
+        (c, s) for c in ("idle", "loaded") for s in ("1", "2", "default")
+    ]
+    loaded = {r["setting"]: r for r in data["rows"] if r["condition"] == "loaded"}
+    assert loaded["1"]["threads_used"] == [1] and loaded["2"]["threads_used"] == [2]
+    assert all(b >= 0.7 for b in loaded["1"]["other_cpus_busy"])  # the load the benchmark added
+    assert "| loaded | default (chose" in (tmp_path / "threads.md").read_text()
