@@ -178,7 +178,7 @@ def run_flow(
         return flow.run(
             Session(backend, reuse=reuse),
             inputs,
-            seed=seed,  # type: ignore[no-any-return]
+            seed=seed,
             listeners=[*run_listeners(live, trace_json), *listeners],
             intrinsic_specs=specs,
         )
@@ -229,7 +229,7 @@ def run_in_dir(
             flow,
             session,
             inputs,
-            seed=seed,  # type: ignore[no-any-return]
+            seed=seed,
             listeners=run_listeners(live, trace_json),
             intrinsic_specs=specs,
         )
@@ -255,7 +255,7 @@ def resume_in_dir(
         return resume_run(
             run_dir,
             backend,
-            intrinsic_specs=specs,  # type: ignore[no-any-return]
+            intrinsic_specs=specs,
             saved=saved,
             listeners=run_listeners(live, trace_json),
         )

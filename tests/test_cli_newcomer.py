@@ -294,3 +294,32 @@ def test_train_runs_on_the_sample_file(tmp_path):
     result = runner.invoke(app, [*args, "--out", str(out), "--max-steps", "1", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert (out / "adapter_config.json").is_file() and (out / "intrinsic.yaml").is_file()
+
+
+def test_eval_results_become_short_lines_when_the_table_is_too_wide():
+    from alora_flows.cli.train import eval_lines, print_table_or_lines
+    from intrinsics.training.evaluate import EvalRow, rows_table
+
+    rows = [
+        EvalRow(
+            intrinsic="uncertainty",
+            system=system,
+            n=200,
+            seconds=3.14,
+            metrics={"auroc": auroc, "ece": 0.063},
+            ci={
+                "auroc": (auroc - 0.05, auroc + 0.05),
+                **({"auroc - alora": (-0.02, 0.059)} if system == "lora" else {}),
+            },
+        )
+        for system, auroc in (("alora", 0.842), ("lora", 0.860))
+    ]
+    narrow = Console(file=io.StringIO(), width=80)
+    print_table_or_lines(narrow, rows_table(rows), eval_lines(rows))
+    text = narrow.file.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "uncertainty · lora: n=200, malformed 0, 3.1 s" in text
+    assert "    auroc 0.860 [0.810, 0.910]" in text and "    auroc - alora [-0.020, 0.059]" in text
+    wide = Console(file=io.StringIO(), width=250)
+    print_table_or_lines(wide, rows_table(rows), eval_lines(rows))
+    assert "Intrinsic evaluation" in wide.file.getvalue()  # the table when it fits

@@ -15,9 +15,8 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -50,24 +49,27 @@ VerboseOption = Annotated[
 ]
 
 
-class _FlagsWithoutType:
+def _untyped_flags(params: list[Any]) -> list[Any]:
     """Typer (0.2x) prints ``<bool>`` beside plain on/off flags, as if they took a value; an empty
-    metavar removes it (for ``--help`` too)."""
-
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        params: list[click.Parameter] = super().get_params(ctx)  # type: ignore[misc]
-        for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
-        return params
+    metavar removes it (for ``--help`` too). Typed loosely: typer vendors its own click."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
 
 
-class Command(_FlagsWithoutType, TyperCommand):
+class Command(TyperCommand):
     """The command class of every ``alora-flows`` command."""
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
 
-class Group(_FlagsWithoutType, TyperGroup):
+
+class Group(TyperGroup):
     """The ``alora-flows`` command group."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
 
 
 def model_setup(*, threads: int | None, device: str | None, verbose: bool) -> str | None:

@@ -64,7 +64,8 @@ def print_table_or_lines(console: Any, table: Any, lines: Sequence[str]) -> None
     """``table`` when it fits the console's width, else ``lines`` (a wrapped table is unreadable)."""
     from rich.measure import Measurement
 
-    if Measurement.get(console, console.options, table).maximum <= console.width:
+    unlimited = console.options.update(max_width=10_000)  # measure the table's natural width
+    if Measurement.get(console, unlimited, table).maximum <= console.width:
         console.print(table)
     else:
         for line in lines:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
@@ -66,7 +66,7 @@ def steps_table(steps: list[TraceStep], title: str | None = None) -> Table:
         show_edge=False,
         collapse_padding=True,
     )
-    for name, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("#", "right"),
         ("node", "left"),
         ("kind", "left"),
@@ -76,7 +76,8 @@ def steps_table(steps: list[TraceStep], title: str | None = None) -> Table:
         ("time", "right"),
         ("output", "left"),
         ("next", "left"),
-    ):
+    )
+    for name, justify in columns:
         # only output/next may wrap, so a narrow terminal squeezes them, not the numbers
         table.add_column(name, justify=justify, no_wrap=name not in ("output", "next"))
     for step in steps:
