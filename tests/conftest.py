@@ -12,6 +12,8 @@ if os.environ.get("CI"):
 from alora_flows.testing import tiny_backend
 
 torch.set_num_threads(1)  # the tiny model is too small to gain from threads
+# Commands run in-process apply the CLI's thread policy; keep it at one thread for the whole session.
+os.environ.setdefault("ALORA_FLOWS_THREADS", "1")
 
 INVOCATIONS = {"alpha": "<|im_start|>certainty\n", "beta": "<|im_start|>rewrite\n"}
 

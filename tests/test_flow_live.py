@@ -17,26 +17,33 @@ def render(renderable) -> str:
     return console.file.getvalue()
 
 
-def run_with_view(session: FakeSession, baseline=None, fail: bool = False):
+def run_with_view(session: FakeSession, baseline=None, fail: bool = False, prefill_cost=None):
     console = Console(file=io.StringIO(), width=160, color_system=None)
     flow = Flow.from_yaml_text(RAG_YAML)
     if fail:
         flow.spec.max_steps = 2
-    view = LiveView(console, baseline=baseline)
+    view = LiveView(console, baseline=baseline, prefill_cost=prefill_cost)
     with view:
         result = flow.run(session, {"question": "Who?"}, intrinsic_specs=specs(0.2), listeners=[view])
     return result, console.file.getvalue(), view
 
 
 def test_view_shows_steps_and_estimated_savings():
-    result, out, view = run_with_view(FakeSession())
+    result, out, view = run_with_view(FakeSession(), prefill_cost=lambda: 0.002)
     for node in ("rewrite", "retrieve", "answer", "certainty", "abstain"):
         assert node in out
     assert "intrinsic uncertainty" in out and "score=0.2" in out
     assert "certainty.score < 0.4" in out  # the branch taken
-    assert "estimated" in out and "measured" not in out
-    assert f"reused {result.trace.totals.reused_tokens}" in out
+    reused = result.trace.totals.reused_tokens
+    assert f"re-prefilling {reused} of" in out
+    assert f"time saved ≈ {reused * 0.002:.2g}s (estimated: 2 ms per prefilled token" in out
+    assert "measured" not in out
     assert [s.node for s in view.steps] == [s.node for s in result.trace.steps]
+
+
+def test_no_time_estimate_without_a_timed_prefill_cost():
+    _, out, _ = run_with_view(FakeSession())
+    assert "re-prefilling" in out and "estimated" not in out and "time saved" not in out
 
 
 def test_measured_savings_with_a_no_reuse_baseline():

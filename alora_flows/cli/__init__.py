@@ -5,26 +5,48 @@ transformers) happen inside the commands that load a model, so ``validate`` and 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from alora_flows import __version__
 from alora_flows.cli import demo, flows, intrinsics, train
+from alora_flows.cli.common import Command, Group
 
 app = typer.Typer(
     name="alora-flows",
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Agentic LLM workflows on Activated LoRA (aLoRA) intrinsics.",
 )
 
-app.command()(flows.validate)
-app.command()(flows.draw)
-app.command()(flows.run)
-app.command()(flows.resume)
-app.command("demo")(demo.demo)
-app.command("train")(train.train)
-app.command("eval-intrinsics")(train.eval_intrinsics)
-app.command("threshold")(train.threshold)
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"alora-flows {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Agentic LLM workflows on Activated LoRA (aLoRA) intrinsics."""
+
+
+app.command(cls=Command)(flows.validate)
+app.command(cls=Command)(flows.draw)
+app.command(cls=Command)(flows.run)
+app.command(cls=Command)(flows.resume)
+app.command("demo", cls=Command)(demo.demo)
+app.command("train", cls=Command)(train.train)
+app.command("eval-intrinsics", cls=Command)(train.eval_intrinsics)
+app.command("threshold", cls=Command)(train.threshold)
 app.add_typer(intrinsics.app, name="intrinsics")
 
 

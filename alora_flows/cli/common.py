@@ -3,6 +3,10 @@
 Every command wraps its body in :func:`cli_errors`, which turns any
 :class:`~alora_flows.errors.AloraFlowsError` into one red line on stderr and the error's exit code
 (2 for a bad flow definition or bad inputs), and shows tracebacks only with ``--debug``.
+
+Every command that runs a model takes the same ``--device``, ``--threads`` and ``--verbose``
+options (:data:`DeviceOption`, :data:`ThreadsOption`, :data:`VerboseOption`) and calls
+:func:`model_setup` before loading anything; new commands should do the same.
 """
 
 from __future__ import annotations
@@ -11,16 +15,72 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from alora_flows.errors import AloraFlowsError, FlowInputError
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 FlowArgument = Annotated[Path, typer.Argument(metavar="FLOW.yaml", help="A flow definition file.")]
+DeviceOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="Where the model runs: cpu, cuda, cuda:1 ... (default: cuda when available, else cpu).",
+    ),
+]
+ThreadsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        min=1,
+        metavar="N",
+        help="Torch threads on the CPU (default: $ALORA_FLOWS_THREADS, else $OMP_NUM_THREADS, "
+        "else the CPUs other work leaves free, at most 4).",
+    ),
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="Show third-party progress bars (e.g. 'Loading weights').")
+]
+
+
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    """Typer (0.2x) prints ``<bool>`` beside plain on/off flags, as if they took a value; an empty
+    metavar removes it (for ``--help`` too). Typed loosely: typer vendors its own click."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """The command class of every ``alora-flows`` command."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """The ``alora-flows`` command group."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+def model_setup(*, threads: int | None, device: str | None, verbose: bool) -> str | None:
+    """What a model-running command does before loading: quiet third-party progress bars unless
+    ``--verbose``, choose and apply the CPU threads. Returns the line that says how many threads
+    and why (the live view shows it as a run starts, so a newcomer on a busy machine sees why a
+    run is slow and how to change it), or None on a GPU."""
+    from alora_flows.app import prepare_process
+
+    choice = prepare_process(threads=threads, device=device, verbose=verbose)
+    return f"cpu: {choice.describe()}" if choice is not None else None
 
 
 def err_console() -> Console:

@@ -5,20 +5,69 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
-from alora_flows.cli.common import DebugOption, FlowArgument, cli_errors, err_console, parse_inputs
+from alora_flows.cli.common import (
+    DebugOption,
+    DeviceOption,
+    FlowArgument,
+    ThreadsOption,
+    VerboseOption,
+    cli_errors,
+    err_console,
+    model_setup,
+    one_line,
+    parse_inputs,
+)
+
+if TYPE_CHECKING:
+    from alora_flows.flow import Flow
+    from alora_flows.flow.validation import CompiledFlow
+
+
+def flow_warnings(flow: Flow) -> list[str]:
+    """Valid but probably not meant: a ``generate`` node without ``output:`` leaves its answer in
+    the conversation only, so no condition, template or final state can see it."""
+    found = []
+    for name, node in flow.nodes.items():
+        if node.kind == "generate" and not getattr(node, "output", None):
+            file, line = flow.source.locate(("nodes", name))
+            where = f"{file}:{line}: " if file and line else f"{file}: " if file else ""
+            found.append(
+                f"{where}node '{name}': generate has no 'output:', so its answer is only in the "
+                "conversation (add 'output: answer' to use it in conditions, templates and the final state)"
+            )
+    return found
+
+
+def checked(flow: Flow, debug: bool = False) -> CompiledFlow:
+    """Every validation problem as one red line each (exit 2), then any warnings (yellow).
+    With ``debug`` the first problem is raised after the list, for its traceback."""
+    console = err_console()
+    problems = flow.problems()
+    for problem in problems:
+        console.print(
+            Text("error: ", style="bold red") + Text(one_line(str(problem)), style="red"), soft_wrap=True
+        )
+    if problems:
+        if debug:
+            raise problems[0]
+        raise typer.Exit(problems[0].exit_code)
+    for warning in flow_warnings(flow):
+        console.print(Text("warning: ", style="bold yellow") + Text(warning, style="yellow"), soft_wrap=True)
+    return flow.validate()
 
 
 def validate(flow_file: FlowArgument, debug: DebugOption = False) -> None:
-    """Check a flow file without loading any model."""
+    """Check a flow file without loading any model; print every problem it has."""
     from alora_flows.flow import Flow
 
     with cli_errors(debug):
         flow = Flow.from_yaml(flow_file)
-        compiled = flow.validate()
+        compiled = checked(flow, debug)
         inputs = ", ".join(compiled.spec.inputs) or "none"
         typer.echo(
             f"ok: flow '{flow.name}' is valid ({len(flow.nodes)} nodes, "
@@ -31,7 +80,9 @@ def draw(flow_file: FlowArgument, debug: DebugOption = False) -> None:
     from alora_flows.flow import Flow
 
     with cli_errors(debug):
-        typer.echo(Flow.from_yaml(flow_file).to_mermaid(), nl=False)
+        flow = Flow.from_yaml(flow_file)
+        checked(flow, debug)
+        typer.echo(flow.to_mermaid(), nl=False)
 
 
 def _print_values(values: dict[str, Any]) -> None:
@@ -65,6 +116,9 @@ def run(
             "state, trace, conversation); `alora-flows resume DIR` continues it after a crash.",
         ),
     ] = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
+    verbose: VerboseOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Run a flow: live view on stderr, final state as JSON on stdout."""
@@ -77,11 +131,19 @@ def run(
     with cli_errors(debug), interrupt_hint(run_dir):
         flow = Flow.from_yaml(flow_file)
         inputs = parse_inputs(input or [])
-        flow.validate().new_state(inputs)  # bad flows and inputs fail before the model loads
-        live = LiveView(err_console())
+        checked(flow, debug).new_state(inputs)  # bad flows and inputs fail before the model loads
+        note = model_setup(threads=threads, device=device, verbose=verbose)
+        live = LiveView(err_console(), note=note)
         if run_dir is not None:
             result = run_in_dir(
-                run_dir, flow_file, inputs, reuse=not no_reuse, seed=seed, trace_json=trace_json, live=live
+                run_dir,
+                flow_file,
+                inputs,
+                reuse=not no_reuse,
+                seed=seed,
+                trace_json=trace_json,
+                live=live,
+                device=device,
             )
         else:
             result = run_flow(
@@ -92,6 +154,7 @@ def run(
                 seed=seed,
                 trace_json=trace_json,
                 live=live,
+                device=device,
             )
         _print_values({k: jsonable(v) for k, v in result.values.items()})
 
@@ -103,6 +166,9 @@ def resume(
     trace_json: Annotated[
         Optional[Path], typer.Option("--trace-json", help="Write the whole run's trace as JSON to this file.")
     ] = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
+    verbose: VerboseOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Continue a run saved with --run-dir from its last finished step."""
@@ -126,5 +192,8 @@ def resume(
         done = saved.checkpoint.steps_done if saved.checkpoint else 0
         node = saved.checkpoint.next_node if saved.checkpoint else START
         console.print(f"resuming {run_dir} after {done} finished step(s), at '{node}'", soft_wrap=True)
-        result = resume_in_dir(run_dir, trace_json=trace_json, live=LiveView(console))
+        note = model_setup(threads=threads, device=device, verbose=verbose)
+        result = resume_in_dir(
+            run_dir, trace_json=trace_json, live=LiveView(console, note=note), device=device
+        )
         _print_values({k: jsonable(v) for k, v in result.values.items()})

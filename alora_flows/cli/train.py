@@ -5,12 +5,23 @@ rest of the CLI stays fast.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
-from alora_flows.cli.common import DebugOption, cli_errors
+from alora_flows.cli.common import (
+    DebugOption,
+    DeviceOption,
+    ThreadsOption,
+    VerboseOption,
+    cli_errors,
+    err_console,
+    model_setup,
+)
 from alora_flows.errors import UsageError
 
 
@@ -30,6 +41,37 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     return result
 
 
+def eval_lines(rows: Sequence[Any]) -> list[str]:
+    """The evaluation as short lines, for terminals and logs narrower than its table: one line
+    per (intrinsic, system), then one per metric with its 95% interval when there is one."""
+    from intrinsics.training.evaluate import format_interval
+
+    lines = []
+    for row in rows:
+        lines.append(
+            f"{row.intrinsic} · {row.system}: n={row.n}, malformed {row.malformed}, {row.seconds:.1f} s"
+        )
+        for name, value in row.metrics.items():
+            interval = f" {format_interval(row.ci[name])}" if name in row.ci else ""
+            lines.append(f"    {name} {'-' if math.isnan(value) else f'{value:.3f}'}{interval}")
+        for name, interval in row.ci.items():
+            if name not in row.metrics:  # paired differences from the first system
+                lines.append(f"    {name} {format_interval(interval)}")
+    return lines
+
+
+def print_table_or_lines(console: Any, table: Any, lines: Sequence[str]) -> None:
+    """``table`` when it fits the console's width, else ``lines`` (a wrapped table is unreadable)."""
+    from rich.measure import Measurement
+
+    unlimited = console.options.update(max_width=10_000)  # measure the table's natural width
+    if Measurement.get(console, unlimited, table).maximum <= console.width:
+        console.print(table)
+    else:
+        for line in lines:
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
 def train(
     data: Annotated[Path, typer.Option("--data", help="Training JSONL (docs/intrinsics.md).")],
     out: Annotated[Path, typer.Option("--out", help="Adapter directory to write.")],
@@ -46,39 +88,61 @@ def train(
         Optional[Path],
         typer.Option("--val-data", help="Validation JSONL (default: split --val-fraction off --data)."),
     ] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
+    val_fraction: Annotated[
+        float,
+        typer.Option("--val-fraction", help="Share of --data held out for validation without --val-data."),
+    ] = 0.1,
     lora: Annotated[
         bool, typer.Option("--lora", help="Train a standard LoRA (same data/budget) instead of an aLoRA.")
     ] = False,
     target_modules: Annotated[
         str, typer.Option("--target-modules", help="Comma-separated module names.")
     ] = "q_proj,k_proj,v_proj",
-    r: Annotated[int, typer.Option("--r", "--rank")] = 32,
-    alpha: Annotated[int, typer.Option("--alpha")] = 32,
-    dropout: Annotated[float, typer.Option("--dropout")] = 0.05,
-    lr: Annotated[float, typer.Option("--lr")] = 2e-4,
-    epochs: Annotated[int, typer.Option("--epochs")] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
+    r: Annotated[int, typer.Option("--r", "--rank", help="LoRA rank.")] = 32,
+    alpha: Annotated[
+        int, typer.Option("--alpha", help="LoRA alpha (the update is scaled by alpha / r).")
+    ] = 32,
+    dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.05,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (AdamW).")] = 2e-4,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per step.")] = 8,
+    grad_accum: Annotated[
+        int, typer.Option("--grad-accum", help="Batches whose gradients add up to one optimizer step.")
+    ] = 1,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Overrides --epochs.")] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Longer examples are skipped.")] = 2048,
     eval_every: Annotated[
         Optional[int], typer.Option("--eval-every", help="Validate every N steps (default: each epoch).")
     ] = None,
     save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps.")] = 25,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16")] = "auto",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for the data split, shuffling and initialisation.")
+    ] = 0,
+    device: DeviceOption = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype", help="auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16, float16."
+        ),
+    ] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.")] = False,
-    keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint")] = False,
+    keep_checkpoint: Annotated[
+        bool,
+        typer.Option("--keep-checkpoint", help="Keep OUT/checkpoint after training (to train on later)."),
+    ] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N examples.")] = None,
     base_model_id: Annotated[
         Optional[str], typer.Option("--base-model-id", help="Recorded as base_model_name_or_path.")
     ] = None,
+    threads: ThreadsOption = None,
+    verbose: VerboseOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Train an intrinsic adapter (aLoRA by default) from JSONL; writes a PEFT adapter + intrinsic.yaml."""
     with cli_errors(debug):
+        note = model_setup(threads=threads, device=device, verbose=verbose)
+        if note:
+            err_console().print(Text(note, style="dim"))
         from pydantic import ValidationError
         from rich.console import Console
 
@@ -107,7 +171,7 @@ def train(
                 eval_every=eval_every,
                 save_every=save_every,
                 seed=seed,
-                device=device,
+                device=device or "auto",
                 dtype=dtype,
                 resume=resume,
                 keep_checkpoint=keep_checkpoint,
@@ -144,7 +208,9 @@ def eval_intrinsics(
     intrinsic: Annotated[
         Optional[list[str]], typer.Option("--intrinsic", help="Only these intrinsics; repeat.")
     ] = None,
-    model: Annotated[str, typer.Option("--model")] = "embedded",
+    model: Annotated[
+        str, typer.Option("--model", help="The base model: 'embedded', a local HF directory or a hub id.")
+    ] = "embedded",
     train_data: Annotated[
         Optional[Path], typer.Option("--train-data", help="For the majority-class baseline.")
     ] = None,
@@ -158,7 +224,9 @@ def eval_intrinsics(
             "--predictions", metavar="DIR", help="Write every prediction to DIR/<intrinsic>.<system>.jsonl."
         ),
     ] = None,
-    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
+    verbose: VerboseOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Compare aLoRA vs LoRA vs prompted base model vs a trivial baseline on eval JSONL."""
@@ -169,6 +237,9 @@ def eval_intrinsics(
         from intrinsics.training.evaluate import evaluate_file, rows_table, write_rows
 
         aloras, loras = _pairs(alora, "--alora"), _pairs(lora, "--lora")  # bad options fail before loading
+        note = model_setup(threads=threads, device=device, verbose=verbose)
+        if note:
+            err_console().print(Text(note, style="dim"))
         backend = load_backend(model, device=device)
         rows = evaluate_file(
             data,
@@ -182,7 +253,7 @@ def eval_intrinsics(
             limit=limit,
             predictions=predictions,
         )
-        Console().print(rows_table(rows))
+        print_table_or_lines(Console(), rows_table(rows), eval_lines(rows))
         if json_out is not None:
             write_rows(rows, json_out)
 
@@ -194,8 +265,10 @@ def threshold(
     step: Annotated[float, typer.Option("--step", help="Threshold spacing.")] = 0.05,
     debug: DebugOption = False,
 ) -> None:
-    """Choose a flow's certainty threshold on scored answers (use a validation split): the one
-    that cuts the most wrong answers net of the correct answers it loses."""
+    """Choose a flow's certainty threshold from scored answers (use a validation split).
+
+    The threshold chosen is the one that cuts the most wrong answers net of the correct answers
+    it loses."""
     with cli_errors(debug):
         from rich.console import Console
 

@@ -10,13 +10,18 @@ growing conversation's cache and the rewrite intrinsic resolves "it"/"its" again
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from statistics import median
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from alora_flows.app import ReuseComparison
 
 #: Unanswerable from the documents: a plain RAG pipeline invents a source ("Mount Qimso"); the flow
 #: retries with more documents when certainty is low, then abstains (examples/rag/results/
@@ -28,27 +33,113 @@ FLOW_FILE = Path(__file__).resolve().parent / "flow.yaml"
 class DemoRunner:
     """Model, adapters and one session, loaded once; runs the RAG flow per question."""
 
-    def __init__(self, *, reuse: bool = True, flow_file: Path = FLOW_FILE, device: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reuse: bool = True,
+        flow_file: Path = FLOW_FILE,
+        device: str | None = None,
+        threads: int | None = None,
+    ) -> None:
         from alora_flows.app import load_flow_backend
         from alora_flows.core.session import Session
         from alora_flows.flow import Flow
 
         self.flow = Flow.from_yaml(flow_file)
         self.flow.validate()
-        self.backend, self.specs = load_flow_backend(self.flow, flow_file.parent, device=device)
+        self.backend, self.specs = load_flow_backend(
+            self.flow, flow_file.parent, device=device, threads=threads
+        )
         self.session = Session(self.backend, reuse=reuse)
 
-    def ask(self, question: str, *, seed: int | None = None, listeners: Sequence[Any] = ()) -> Any:
+    def ask(
+        self, question: str, *, seed: int | None = None, listeners: Sequence[Any] = (), session: Any = None
+    ) -> Any:
+        """Run the flow on ``question`` in the runner's session (or ``session``)."""
         return self.flow.run(
-            self.session,
+            self.session if session is None else session,
             {"question": question},
             seed=seed,
             listeners=list(listeners),
             intrinsic_specs=self.specs,
         )
 
+    def compare(
+        self,
+        question: str,
+        *,
+        start: Any = None,
+        repeats: int = 3,
+        seed: int | None = None,
+        on_run: Callable[[str, Any], None] | None = None,
+    ) -> ReuseComparison:
+        """Time ``question`` with and without reuse from ``start``'s conversation (see
+        :func:`alora_flows.app.compare_reuse`; a no-reuse warm-up run comes first)."""
+        from alora_flows.app import compare_reuse
 
-def summary_panel(result: Any, baseline: Any = None) -> Panel:
+        return compare_reuse(
+            self.flow,
+            self.backend,
+            {"question": question},
+            intrinsic_specs=self.specs,
+            start=start,
+            repeats=repeats,
+            seed=seed,
+            on_run=on_run,
+        )
+
+
+def faithfulness(labels: Sequence[str], unfaithful: bool) -> str:
+    """``faithful (2 sentences)``, ``unfaithful (3 sentences: 2 faithful, 1 unfaithful)``."""
+    verdict = "unfaithful" if unfaithful else "faithful"
+    if not labels:
+        return f"{verdict} (no sentences)"
+    counts = Counter(labels)
+    n = f"{len(labels)} sentence{'s' if len(labels) != 1 else ''}"
+    if len(counts) == 1 and next(iter(counts)) == verdict:
+        return f"{verdict} ({n})"
+    return f"{verdict} ({n}: " + ", ".join(f"{c} {label}" for label, c in counts.items()) + ")"
+
+
+def reuse_line(step: Any) -> str:
+    """What one intrinsic step took from the cache, in words."""
+    if not step.context_tokens:
+        return f"first call, no conversation to reuse yet; ran {step.prefill_tokens} new"
+    share = step.reused_tokens / step.context_tokens
+    return (
+        f"reused {step.reused_tokens} of {step.context_tokens} conversation tokens "
+        f"({share:.0%}), ran {step.prefill_tokens} new"
+    )
+
+
+def _spread(values: Sequence[float]) -> str:
+    return f"{min(values):.1f}-{max(values):.1f} s"
+
+
+def comparison_lines(comparison: ReuseComparison) -> list[str]:
+    """The measured comparison: medians of the alternating rounds, their spread, the saving."""
+    reuse, no_reuse, savings = comparison.reuse_seconds, comparison.no_reuse_seconds, comparison.savings
+    n = len(savings)
+    saved = median(savings)
+    share = saved / median(no_reuse) if median(no_reuse) > 0 else 0.0
+    lines = [
+        f"measured, {n} round{'s' if n != 1 else ''} after a warm-up, order alternating (median, range):",
+        f"  without reuse {median(no_reuse):.1f} s ({_spread(no_reuse)}), "
+        f"with reuse {median(reuse):.1f} s ({_spread(reuse)})",
+        f"  saved {comparison.saved_prefill_tokens} prefill tokens and {saved:.1f} s a run "
+        f"({share:.0%}; rounds {_spread(savings)})",
+    ]
+    if comparison.other_cpus and median(comparison.other_cpus) >= 0.25:
+        lines.append(
+            f"  note: other processes kept {median(comparison.other_cpus):.1f} CPUs busy meanwhile, "
+            "so these times vary with them"
+        )
+    if not comparison.same_path:
+        lines.append("  [yellow]note: the runs took different paths, so their times differ for that too[/]")
+    return lines
+
+
+def summary_panel(result: Any, comparison: ReuseComparison | None = None) -> Panel:
     """Answer, certainty, faithfulness, documents used, and what reuse saved."""
     from alora_flows.demo.retrieval import retrieve_ids
 
@@ -61,9 +152,8 @@ def summary_panel(result: Any, baseline: Any = None) -> Panel:
     if "certainty" in values:
         grid.add_row("certainty", f"{values['certainty'].score:.2f}")
     if "hallucination" in values:
-        labels = [s.f for s in values["hallucination"].sentences]
-        verdict = "unfaithful" if values["hallucination"].unfaithful else "faithful"
-        grid.add_row("faithfulness", f"{verdict} ({', '.join(labels) or 'no sentences'})")
+        check = values["hallucination"]
+        grid.add_row("faithfulness", faithfulness([s.f for s in check.sentences], check.unfaithful))
     flags = [name for name in ("abstained", "flagged") if values.get(name)]
     if flags:
         grid.add_row("status", ", ".join(flags))
@@ -79,24 +169,14 @@ def summary_panel(result: Any, baseline: Any = None) -> Panel:
         grid.add_row("branches", "\n".join(branches))
     for step in trace.steps:
         if step.kind == "intrinsic":
-            share = step.reused_tokens / step.context_tokens if step.context_tokens else 1.0
-            grid.add_row(
-                f"  {step.node}",
-                f"reused {step.reused_tokens} of {step.context_tokens} "
-                f"conversation tokens ({share:.0%}), ran {step.prefill_tokens} new",
-            )
+            grid.add_row(f"  {step.node}", reuse_line(step))
     totals = trace.compute_totals()
-    line = (
-        f"prefilled {totals.prefill_tokens} tokens, reused {totals.reused_tokens}, "
+    lines = [
+        f"this run: prefilled {totals.prefill_tokens} tokens, reused {totals.reused_tokens}, "
         f"generated {totals.generated_tokens}, {totals.seconds:.1f} s"
-    )
-    if baseline is not None:
-        base = baseline.trace.compute_totals()
-        line += (
-            f"\nwithout reuse (measured): prefilled {base.prefill_tokens} tokens, "
-            f"{base.seconds:.1f} s -> saved {base.prefill_tokens - totals.prefill_tokens} "
-            f"tokens and {base.seconds - totals.seconds:.1f} s"
-        )
-    else:
-        line += "\n(run with --compare to measure the same question without reuse)"
-    return Panel(Group(grid, "", line), title="alora-flows demo", border_style="green")
+    ]
+    if comparison is not None:
+        lines += comparison_lines(comparison)
+    elif trace.reuse:
+        lines.append("(--compare measures the same question without reuse)")
+    return Panel(Group(grid, "", "\n".join(lines)), title="alora-flows demo", border_style="green")

@@ -1,17 +1,20 @@
 """A rich live view of a run: one row per step, base-model tokens as they stream, a summary.
 
 It is just a listener (see :mod:`alora_flows.flow.trace`), so the runner knows nothing about
-terminals. The summary's savings are labelled honestly: the token count not re-prefilled is exact
-for the path taken, the time saved is *estimated* from this run's own speed unless a measured
-no-reuse baseline trace is given.
+terminals. On a narrow terminal each step takes two short lines; when the output is not a
+terminal (logs) each finished step is one plain line, printed at once. The summary's savings are
+labelled honestly: the token count not re-prefilled is exact for the path taken; the time saved is
+*estimated* from the machine's measured prefill time per token unless a measured no-reuse
+baseline trace is given.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
@@ -63,7 +66,7 @@ def steps_table(steps: list[TraceStep], title: str | None = None) -> Table:
         show_edge=False,
         collapse_padding=True,
     )
-    for name, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("#", "right"),
         ("node", "left"),
         ("kind", "left"),
@@ -73,7 +76,8 @@ def steps_table(steps: list[TraceStep], title: str | None = None) -> Table:
         ("time", "right"),
         ("output", "left"),
         ("next", "left"),
-    ):
+    )
+    for name, justify in columns:
         # only output/next may wrap, so a narrow terminal squeezes them, not the numbers
         table.add_column(name, justify=justify, no_wrap=name not in ("output", "next"))
     for step in steps:
@@ -95,8 +99,79 @@ def steps_table(steps: list[TraceStep], title: str | None = None) -> Table:
     return table
 
 
-def summary(trace: Trace, baseline: Trace | None = None) -> RenderableType:
-    """Totals and what cache reuse saved (measured against ``baseline`` when given)."""
+#: Below this many columns the live view puts each step on two short lines instead of a table row.
+WIDE = 100
+
+
+def _fit(text: Text, width: int) -> Text:
+    text = text.copy()
+    text.truncate(max(1, width), overflow="ellipsis")
+    return text
+
+
+def _branch_text(step: TraceStep) -> str:
+    return f"if {step.branch}" if step.branch and step.branch != "default" else ""
+
+
+KIND_WIDTH = 13  # "hallucination"
+
+
+def compact_step(step: TraceStep, width: int, node_width: int = 12) -> list[Text]:
+    """A step in at most three lines of at most ``width`` columns (for 80-column terminals):
+    the numbers on the first (an intrinsic shows its adapter, in the intrinsic colour, instead of
+    its kind), the output on the second, and the condition that chose ``next`` on a third when
+    one did. Long names and outputs are cut with an ellipsis, never wrapped."""
+    head = Text(f"{step.index:>2} ")
+    head.append_text(_fit(Text(step.node), node_width))
+    head.pad_right(3 + node_width + 1 - len(head))
+    head.append_text(_fit(Text(step.adapter or step.kind, style=kind_style(step.kind)), KIND_WIDTH))
+    head.pad_right(3 + node_width + 1 + KIND_WIDTH - len(head))
+    head.append(
+        f" {step.prefill_tokens:>7} {step.reused_tokens:>6} {step.generated_tokens:>4} {step.seconds:>6.2f}s"
+    )
+    head.append(f"  → {step.next or ''}", style="bold")
+    lines = [_fit(head, width), _fit(Text("   " + short(step.output, 10_000)), width)]
+    if _branch_text(step):
+        lines.append(_fit(Text(f"     {_branch_text(step)}", style="dim"), width))
+    return lines
+
+
+def compact_steps(steps: list[TraceStep], title: str | None, width: int) -> Group:
+    """:func:`compact_step` for every step, under a title and a column header."""
+    node_width = min(max([4, *(len(s.node) for s in steps)]), 14)
+    header = Text(
+        f"{'#':>2} {'node':<{node_width}} {'kind':<{KIND_WIDTH}} {'prefill':>7} {'reused':>6} "
+        f"{'gen':>4} {'time':>7}  next",
+        style="bold",
+    )
+    lines: list[RenderableType] = []
+    if title:
+        lines.append(_fit(Text(title, style="italic"), width))
+    lines.append(_fit(header, width))
+    for step in steps:
+        lines.extend(compact_step(step, width, node_width))
+    return Group(*lines)
+
+
+def plain_step(step: TraceStep) -> str:
+    """One log line per step: what ran, what it cost, where the flow went, what it produced."""
+    kind = f"{step.kind} {step.adapter}" if step.adapter else step.kind
+    branch = f" {_branch_text(step)}" if _branch_text(step) else ""
+    return (
+        f"step {step.index} {step.node} ({kind}): prefill {step.prefill_tokens}, reused "
+        f"{step.reused_tokens}, generated {step.generated_tokens}, {step.seconds:.2f}s -> "
+        f"{step.next or '-'}{branch} | {short(step.output, 160)}"
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f}s" if value >= 0.1 else f"{value:.2g}s"
+
+
+def summary_lines(trace: Trace, baseline: Trace | None = None, per_token: float | None = None) -> list[str]:
+    """The summary's lines (rich markup). What reuse saved is measured against ``baseline`` when
+    given; else the time is estimated as the reused tokens times ``per_token`` (seconds one more
+    prefilled token costs on this machine, timed apart), and left out when that is unknown."""
     t = trace.totals
     lines = [
         f"[bold]{len(trace.steps)}[/] steps · prefilled [bold]{t.prefill_tokens}[/] · "
@@ -111,23 +186,28 @@ def summary(trace: Trace, baseline: Trace | None = None) -> RenderableType:
             f"{b.seconds - t.seconds:.2f}s ({b.seconds:.2f}s → {t.seconds:.2f}s)"
         )
     elif trace.reuse and t.reused_tokens:
-        rates = [
-            s.seconds / (s.prefill_tokens + s.generated_tokens)
-            for s in trace.steps
-            if s.prefill_tokens + s.generated_tokens > 0
-        ]
-        per_token = min(rates) if rates else 0.0
         prompt = t.prefill_tokens + t.reused_tokens
-        lines.append(
-            f"reuse avoided re-prefilling [bold]{t.reused_tokens}[/] of {prompt} prompt "
-            f"tokens; time saved ≈ {t.reused_tokens * per_token:.2f}s ([yellow]estimated"
-            "[/] at this run's fastest time per token; --no-reuse measures it)"
-        )
+        lines.append(f"reuse avoided re-prefilling [bold]{t.reused_tokens}[/] of {prompt} prompt tokens")
+        if per_token is not None:
+            lines.append(
+                f"time saved ≈ {_seconds(t.reused_tokens * per_token)} ([yellow]estimated[/]: "
+                f"{per_token * 1000:.3g} ms per prefilled token, timed after the run; "
+                "--no-reuse measures it)"
+            )
     elif not trace.reuse:
         lines.append("cache reuse was [bold]off[/] (--no-reuse): every call re-prefilled the conversation")
     if trace.error:
         lines.append(f"[red]stopped: {trace.error}[/]")
-    return Panel("\n".join(lines), title=f"{trace.flow} · {trace.model}", expand=False)
+    return lines
+
+
+def summary(trace: Trace, baseline: Trace | None = None, per_token: float | None = None) -> RenderableType:
+    """:func:`summary_lines` in a panel titled with the flow and the model."""
+    return Panel(
+        "\n".join(summary_lines(trace, baseline, per_token)),
+        title=f"{trace.flow} · {trace.model}",
+        expand=False,
+    )
 
 
 class LiveView(RunListener):
@@ -135,14 +215,34 @@ class LiveView(RunListener):
 
     with LiveView(console) as view:
         flow.run(session, inputs, listeners=[view])
+
+    On a terminal it redraws a table of the steps (two short lines per step below :data:`WIDE`
+    columns) with the tokens being generated. When the console is not a terminal (a log file, a
+    pipe, CI) it prints one plain line per finished step instead, flushed at once, so a run that
+    is killed still leaves the steps it finished. ``plain`` forces either mode.
+
+    ``note`` is a line shown (dim) under the title, e.g. the CPU threads the run uses.
+    ``prefill_cost``, when given, is called once after a run with reuse to get the seconds one
+    more prefilled token costs (``alora_flows.app`` times it on the run's model); the summary
+    then estimates the time reuse saved.
     """
 
     def __init__(
-        self, console: Console | None = None, *, baseline: Trace | None = None, stream_chars: int = 400
+        self,
+        console: Console | None = None,
+        *,
+        baseline: Trace | None = None,
+        stream_chars: int = 400,
+        plain: bool | None = None,
+        prefill_cost: Callable[[], float | None] | None = None,
+        note: str | None = None,
     ) -> None:
         self.console = console or Console(stderr=True)
         self.baseline = baseline
         self.stream_chars = stream_chars
+        self.plain = (not self.console.is_terminal) if plain is None else plain
+        self.prefill_cost = prefill_cost
+        self.note = note
         self.steps: list[TraceStep] = []
         self.current: StepStarted | None = None
         self.streamed = ""
@@ -151,8 +251,9 @@ class LiveView(RunListener):
         self._live: Live | None = None
 
     def __enter__(self) -> LiveView:
-        self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
-        self._live.__enter__()
+        if not self.plain:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
+            self._live.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -160,13 +261,31 @@ class LiveView(RunListener):
             self._live.update(self._render(), refresh=True)
             self._live.__exit__(*exc)
             self._live = None
-            if not self.console.is_terminal:
-                self.console.line()
         if self.trace is not None:
-            self.console.print(summary(self.trace, self.baseline))
+            per_token = None
+            if self.baseline is None and self.trace.reuse and self.trace.totals.reused_tokens:
+                per_token = self.prefill_cost() if self.prefill_cost is not None else None
+            if self.plain:
+                for line in summary_lines(self.trace, self.baseline, per_token):
+                    self._say(line, markup=True)
+            else:
+                self.console.print(summary(self.trace, self.baseline, per_token))
+
+    def _say(self, line: str, *, markup: bool = False) -> None:
+        """One log line, never wrapped, flushed at once."""
+        self.console.print(line, soft_wrap=True, markup=markup, highlight=False)
+        self.console.file.flush()
 
     def _render(self) -> RenderableType:
-        parts: list[RenderableType] = [steps_table(self.steps, self.title or None)]
+        width = self.console.width
+        table: RenderableType = (
+            steps_table(self.steps, self.title or None)
+            if width >= WIDE
+            else compact_steps(self.steps, self.title or None, width)
+        )
+        parts: list[RenderableType] = [table]
+        if self.note and self.title:
+            parts.insert(0, Text(self.note, style="dim", overflow="ellipsis", no_wrap=True))
         if self.current is not None:
             head = f"{self.current.node} ({self.current.kind}"
             head += f": {self.current.adapter})" if self.current.adapter else ")"
@@ -181,6 +300,10 @@ class LiveView(RunListener):
     def on_run_started(self, event: RunStarted) -> None:
         mode = "reuse" if event.reuse else "no-reuse"
         self.title = f"{event.flow} · {event.model} · {mode}"
+        if self.plain:
+            self._say(f"run {self.title}")
+            if self.note:
+                self._say(self.note)
         self._refresh()
 
     def on_step_started(self, event: StepStarted) -> None:
@@ -194,6 +317,8 @@ class LiveView(RunListener):
     def on_step_finished(self, event: StepFinished) -> None:
         self.steps.append(event.step)
         self.current, self.streamed = None, ""
+        if self.plain:
+            self._say(plain_step(event.step))
         self._refresh()
 
     def on_run_finished(self, event: RunFinished) -> None:
@@ -203,4 +328,6 @@ class LiveView(RunListener):
     def on_run_failed(self, event: RunFailed) -> None:
         self.trace = event.trace
         self.current = None
+        if self.plain:
+            self._say(f"failed at {event.node or 'the start'}: {event.error}")
         self._refresh()
