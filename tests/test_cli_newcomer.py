@@ -124,7 +124,10 @@ def test_threads_must_be_positive(flow_dir):
     assert result.exit_code == 2 and "--threads" in result.output
 
 
-def test_a_bad_thread_variable_is_a_one_line_usage_error(flow_dir):
+def test_a_bad_thread_variable_is_a_one_line_usage_error(flow_dir, monkeypatch):
+    from alora_flows import app as application
+
+    monkeypatch.setattr(application, "_threads", None)  # a choice made by an earlier test sticks
     result = runner.invoke(
         app, ["run", str(flow_dir / "flow.yaml"), "-i", "question=q"], env={"ALORA_FLOWS_THREADS": "many"}
     )

@@ -174,9 +174,24 @@ INTRINSIC_FILES = [b for b in of("yaml") if re.search(r"^invocation:", b.text, r
 FRAGMENTS = [b for b in of("yaml") if b not in FLOWS + INTRINSIC_FILES]
 
 
+@pytest.fixture(scope="module")
+def granite_library(tmp_path_factory):
+    """IBM's layout of a Granite adapter library (random tiny adapters), for the examples that
+    point at one under /models (the docs' stand-in for the user's own copy)."""
+    from tests.granite_support import build_library, granite_backend
+
+    return build_library(tmp_path_factory.mktemp("granitelib"), granite_backend())
+
+
 @pytest.mark.parametrize("block", FLOWS, ids=ids(FLOWS))
-def test_flow_yaml_validates_without_a_problem(block):
-    flow = Flow.from_yaml_text(block.text, file=block.id)
+def test_flow_yaml_validates_without_a_problem(block, request):
+    text = block.text
+    if "/models/granitelib-" in text:
+        library = request.getfixturevalue("granite_library")
+        text = text.replace("/models/granitelib-rag/", f"{library}/").replace(
+            "/models/granitelib-core/", f"{library}/"
+        )
+    flow = Flow.from_yaml_text(text, file=block.id)
     assert [str(p) for p in flow.problems()] == []
 
 
@@ -242,6 +257,9 @@ def check_alora_flows(words: list[str]) -> None:
         return
     assert rest and rest[0] in group.commands, f"no command {rest[:1]}"
     command = group.commands[rest[0]]
+    while hasattr(command, "commands") and len(rest) > 1:  # a command group: `intrinsics check`
+        assert rest[1] in command.commands, f"no command {rest[:2]}"
+        command, rest = command.commands[rest[1]], rest[1:]
     known = {opt for p in command.params for opt in [*p.opts, *getattr(p, "secondary_opts", [])]} | {"--help"}
     for word in rest[1:]:
         word = word.strip("[]")

@@ -17,12 +17,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from alora_flows.cli.common import DebugOption, cli_errors
+from alora_flows.cli.common import Command, DebugOption, Group, cli_errors
 
-app = typer.Typer(no_args_is_help=True, help="Inspect intrinsic adapter libraries.")
+app = typer.Typer(cls=Group, no_args_is_help=True, help="Inspect intrinsic adapter libraries.")
 
 
-@app.command()
+@app.command(cls=Command)
 def check(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="A library or adapter directory.")],
     model: Annotated[
