@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from alora_flows.core.adapters import ADAPTER_CONFIG, activation, is_activated, read_adapter_config
+from alora_flows.core.models import model_key as model_key  # the one normalisation, re-exported
 from alora_flows.errors import (
     AdapterError,
     AdapterMismatchError,
@@ -33,19 +34,6 @@ ADAPTER_ROOT = Path(__file__).resolve().parent / "adapters"
 
 #: Other names people use for the built-ins (Granite's names among them).
 # ---------------------------------------------------------------------------------- adapters
-def model_key(model_id: str) -> str:
-    """Short key of a base model, used as the folder of its shipped adapters.
-
-    The embedded model has several spellings (``embedded``, its recorded id, its key); others use
-    the last path component, lower-cased, like :class:`alora_flows.core.backend.Backend` does.
-    """
-    from alora_flows.core.models import EMBEDDED, EMBEDDED_KEY, EMBEDDED_MODEL_ID
-
-    if model_id in (EMBEDDED, EMBEDDED_MODEL_ID, EMBEDDED_KEY):
-        return EMBEDDED_KEY
-    return str(model_id).rstrip("/").split("/")[-1].lower()
-
-
 def available_builtin() -> dict[str, list[str]]:
     """Shipped adapters: model key -> intrinsic names (directories with an adapter_config.json)."""
     if not ADAPTER_ROOT.is_dir():

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from alora_flows.core.models import model_key
 from alora_flows.errors import (
     AdapterError,
     AdapterMismatchError,
@@ -210,10 +211,6 @@ def read_adapter(name: str, path: str | Path, tokenizer, *, model_id: str | None
     return AdapterFiles(info=info, config=config, state_dict=state)
 
 
-def _normalise(model_name: str) -> str:
-    return model_name.rstrip("/").split("/")[-1].lower()
-
-
 def _check_base_model(name: str, recorded: str | None, model_id: str | None) -> None:
     if not recorded:
         warnings.warn(
@@ -222,7 +219,7 @@ def _check_base_model(name: str, recorded: str | None, model_id: str | None) -> 
             stacklevel=3,
         )
         return
-    if model_id and _normalise(recorded) != _normalise(model_id):
+    if model_id and model_key(recorded) != model_key(model_id):
         raise AdapterMismatchError(
             f"adapter '{name}' was trained for base model '{recorded}', but the loaded model is "
             f"'{model_id}'. Load the matching base model, or train the adapter on this one."
