@@ -15,6 +15,7 @@ model, so waiting costs nothing but the session kept (or rebuilt once from a run
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from functools import lru_cache
@@ -59,9 +60,12 @@ def coerce_values(fields: Mapping[str, str], values: Mapping[str, Any], where: s
     unknown = sorted(set(values) - set(fields))
     expected = ", ".join(f"{k} ({t})" for k, t in fields.items())
     if missing or unknown:
-        problem = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
+        problems = [f"missing {', '.join(missing)}"] if missing else []
+        for name in unknown:
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            problems.append(f"unknown {name}" + (f" (did you mean '{close[0]}'?)" if close else ""))
         raise FlowInputError(
-            f"{prefix}values do not match the fields asked for ({problem}); expected: {expected}"
+            f"{prefix}values do not match the fields asked for ({'; '.join(problems)}); expected: {expected}"
         )
     out: dict[str, Any] = {}
     for name, tp in fields.items():
