@@ -44,8 +44,11 @@ class _Bridge:
         self.deliver = deliver
         self.taken = threading.Semaphore(0)
         self.closed = threading.Event()
+        self.ended = False  # the run returned: a paused run resumed later no longer streams here
 
     def listener(self, event: Any) -> None:
+        if self.ended:
+            return
         if self.closed.is_set():
             raise _closed()
         self.deliver(("event", event))
@@ -57,8 +60,10 @@ class _Bridge:
         try:
             result = start([self.listener])
         except BaseException as exc:  # handed to the consumer, who raises it
+            self.ended = True
             self.deliver(("error", exc))
         else:
+            self.ended = True
             self.deliver(("done", result))
 
     def close(self) -> None:
