@@ -319,8 +319,8 @@ class _Checker:
         ancestors = self.ancestors + ((key,) if key else ())
         errors, compiled = compile_flow(spec, source, intrinsic_specs=self.catalog, _ancestors=ancestors)
         where = self.source.locate(full)
-        for exc in errors:
-            nested = _nested_error(exc, view.name)
+        for problem in errors:
+            nested = _nested_error(problem, view.name)
             if nested.line is None:
                 nested.file, nested.line = where
             self.errors.append(nested)
