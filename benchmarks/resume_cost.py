@@ -40,6 +40,18 @@ from common import (
 )
 
 
+def same(a: object, b: object, tol: float = 1e-4) -> bool:
+    """Equal, floats to ``tol``: a cache built by one prefill and one built turn by turn differ
+    in the last float bits, which moves a probability-weighted score by ~1e-6."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tol
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y, tol) for x, y in zip(a, b))
+    return a == b
+
+
 def build_flow():
     from alora_flows.flow import END, Flow
 
@@ -108,7 +120,7 @@ def main() -> None:
                 rebuilt_times.append(rebuilt_s)
                 rebuild_seconds.append(record.seconds)
                 rebuild_tokens.append(record.prefill_tokens)
-                finals.append(kept.trace.final_state == rebuilt.trace.final_state)
+                finals.append(same(kept.trace.final_state, rebuilt.trace.final_state))
         kept_med, rebuilt_med = statistics.median(kept_times), statistics.median(rebuilt_times)
         rows.append(
             {
@@ -177,7 +189,7 @@ def main() -> None:
         f"Embedded model, CPU, {args.threads} torch thread(s); medians of {args.reps} reps.",
         "",
         "| document tokens | rebuild prefill tokens (the conversation) | rebuild s | continue, kept s | "
-        "continue, rebuilt s | rebuilt / kept | same final state | other cores busy |",
+        "continue, rebuilt s | rebuilt / kept | same final state (floats to 1e-4) | other cores busy |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

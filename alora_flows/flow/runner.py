@@ -103,7 +103,8 @@ class RunResult(BaseModel):
         The run goes on in this process on the session it paused with: the conversation and its
         KV cache are still there, so the trace records a resume that rebuilt nothing. Values are
         checked against the interrupt's fields first. ``listeners`` join the run's own for the
-        rest of the run. A result can be resumed once; the new result may pause again.
+        rest of the run. A result can be resumed once; the new result may pause again. The run
+        goes on in the same trace and state objects, so this result's ``trace`` grows with it.
         """
         runner, frames = self._runner, self._frames
         if self.interrupt is None or runner is None or not frames:
