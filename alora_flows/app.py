@@ -34,7 +34,7 @@ from alora_flows.flow import Flow, TraceJsonWriter
 from alora_flows.flow.catalog import CatalogLike, Intrinsic, as_catalog
 from alora_flows.flow.runner import RunResult
 from alora_flows.flow.trace import Trace
-from alora_flows.runs.rundir import RunDir, load_run, resume_run, run_with_dir
+from alora_flows.runs.rundir import RunDir, check_resume_values, load_run, resume_run, run_with_dir
 
 
 def model_spec(model: str, base_dir: Path) -> str:
@@ -119,13 +119,13 @@ def attach_prefill_cost(live: Any, backend: Backend) -> None:
 def load_intrinsics(
     flow: Flow, backend: Backend, base_dir: Path, catalog: CatalogLike = None
 ) -> dict[str, Intrinsic]:
-    """Add the adapter of every intrinsic in the flow's ``intrinsics:`` to ``backend``; return
-    their specs (the spec that travels with an adapter wins over the library's)."""
+    """Add the adapter of every intrinsic in the flow's ``intrinsics:`` (and its subflows') to
+    ``backend``; return their specs (the spec that travels with an adapter wins over the library's)."""
     library = as_catalog(catalog)
     specs: dict[str, Intrinsic] = {}
-    for name, source in flow.spec.intrinsics.items():
+    for name, (source, where) in flow.intrinsic_sources(base_dir, intrinsic_specs=catalog).items():
         resolved = library.resolve(
-            name, source, backend.model_id, base_dir=base_dir, tokenizer=backend.tokenizer
+            name, source, backend.model_id, base_dir=where, tokenizer=backend.tokenizer
         )
         backend.add_adapter(name, resolved.path)
         specs[name] = resolved.spec
@@ -242,9 +242,12 @@ def resume_in_dir(
     live: Any = None,
     device: str | None = None,
     threads: int | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """``alora-flows resume DIR``: load the run's model and adapters, then continue it."""
+    """``alora-flows resume DIR [--set k=v]``: load the run's model and adapters, then continue it
+    (``values``: what a run paused at an interrupt waits for)."""
     saved = load_run(run_dir)
+    check_resume_values(saved, values)  # before the model loads
     backend, specs = load_flow_backend(
         saved.flow, Path(saved.manifest.base_dir), device=device, threads=threads
     )
@@ -258,6 +261,7 @@ def resume_in_dir(
             intrinsic_specs=specs,
             saved=saved,
             listeners=run_listeners(live, trace_json),
+            values=values,
         )
 
 

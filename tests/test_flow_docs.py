@@ -15,7 +15,7 @@ def blocks(language: str) -> list[str]:
 
 
 def test_python_example_runs(capsys):
-    (code,) = blocks("python")
+    code = blocks("python")[0]  # the first example; later sections' examples: test_orchestration_docs
     namespace: dict = {"__name__": "docs_example"}
     exec(compile(code, str(DOC), "exec"), namespace)
     result = namespace["result"]
@@ -34,7 +34,7 @@ def test_python_example_runs(capsys):
 
 
 def test_yaml_reference_example_validates():
-    (text,) = [b for b in blocks("yaml") if b.startswith("name:")]
+    (text,) = [b for b in blocks("yaml") if b.startswith("name: rag-with-checks")]
     flow = Flow.from_yaml_text(text)
     pytest.importorskip("alora_flows.demo.retrieval", reason="the RAG example's tools are not written yet")
     flow.validate()

@@ -126,7 +126,7 @@ def run(
     from alora_flows.flow import Flow
     from alora_flows.flow.live import LiveView
     from alora_flows.flow.trace import jsonable
-    from alora_flows.runs.rundir import interrupt_hint
+    from alora_flows.runs.rundir import interrupt_hint, waiting_message
 
     with cli_errors(debug), interrupt_hint(run_dir):
         flow = Flow.from_yaml(flow_file)
@@ -156,6 +156,8 @@ def run(
                 live=live,
                 device=device,
             )
+        if result.interrupt is not None:  # paused for a person's input: say for what, and how to go on
+            err_console().print(waiting_message(result.interrupt, run_dir), soft_wrap=True)
         _print_values({k: jsonable(v) for k, v in result.values.items()})
 
 
@@ -169,17 +171,31 @@ def resume(
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     verbose: VerboseOption = False,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="A value a run paused at an interrupt waits for; repeat for several.",
+        ),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Continue a run saved with --run-dir from its last finished step."""
     from alora_flows.app import resume_in_dir
+    from alora_flows.errors import FlowInputError
     from alora_flows.flow.live import LiveView
     from alora_flows.flow.spec import START
     from alora_flows.flow.trace import jsonable
-    from alora_flows.runs.rundir import interrupt_hint, load_run
+    from alora_flows.runs.rundir import check_resume_values, interrupt_hint, load_run, waiting_message
 
     with cli_errors(debug), interrupt_hint(run_dir):
+        try:
+            values = parse_inputs(set_ or [])
+        except FlowInputError as exc:
+            raise exc.with_detail(exc.detail.replace("--input", "--set")) from None
         saved = load_run(run_dir)
+        check_resume_values(saved, values)  # a waiting run needs them, another refuses them
         console = err_console()
         if saved.finished and saved.checkpoint is not None:  # nothing to run, no model to load
             # one line whatever the path's length (rich would wrap it at 80 columns)
@@ -194,6 +210,12 @@ def resume(
         console.print(f"resuming {run_dir} after {done} finished step(s), at '{node}'", soft_wrap=True)
         note = model_setup(threads=threads, device=device, verbose=verbose)
         result = resume_in_dir(
-            run_dir, trace_json=trace_json, live=LiveView(console, note=note), device=device
+            run_dir,
+            trace_json=trace_json,
+            live=LiveView(console, note=note),
+            device=device,
+            values=values or None,
         )
+        if result.interrupt is not None:
+            console.print(waiting_message(result.interrupt, run_dir), soft_wrap=True)
         _print_values({k: jsonable(v) for k, v in result.values.items()})

@@ -15,6 +15,10 @@ In the Python API, errors point at the line that added the offending node or edg
     flow.branch("certainty", [("certainty.score < 0.4", "abstain")], default=END)
     flow.edge("abstain", END)
     result = flow.run(session, {"question": "..."}, seed=0)
+
+Beyond ``run``: ``stream`` (an iterator of typed events), ``astream`` / ``arun`` (the same without
+blocking an event loop), and builders for subflows (``subflow``), human input (``interrupt``) and
+retry policies (``retry=`` / ``on_error=`` on ``generate`` and ``tool``).
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ from alora_flows.flow.catalog import CatalogLike
 from alora_flows.flow.nodes import (
     GenerateNode,
     GenerateParams,
+    InterruptNode,
+    InterruptParams,
     IntrinsicNode,
     MessageNode,
     MessageParams,
     Node,
+    RetryPolicy,
     SetNode,
+    SubflowNode,
     ToolNode,
 )
 from alora_flows.flow.spec import END, START, ConditionalEdge, DefaultBranch, FlowSpec, WhenBranch
@@ -46,6 +54,11 @@ from alora_flows.flow.validation import CompiledFlow, build_graph, compile_flow,
 from alora_flows.flow.yaml_io import SourceMap, dump_yaml, load_yaml, parse_spec, read_flow_file
 
 Condition = str | Callable[[Any], bool]
+Retry = RetryPolicy | Mapping[str, Any] | int | None
+
+
+def _retry(retry: Retry) -> RetryPolicy | None:
+    return retry if retry is None or isinstance(retry, RetryPolicy) else RetryPolicy.model_validate(retry)
 
 
 def _caller() -> tuple[str | None, int]:
@@ -156,12 +169,22 @@ class Flow:
         output: str | None = None,
         max_new_tokens: int = 256,
         temperature: float = 0.0,
+        retry: Retry = None,
+        on_error: str | None = None,
+        error_output: str | None = None,
     ) -> Flow:
-        """A base-model turn: append the (templated) system/user messages, then generate."""
+        """A base-model turn: append the (templated) system/user messages, then generate.
+
+        ``retry`` (a :class:`RetryPolicy`, its fields as a dict, or a number of attempts) and
+        ``on_error`` (the node to go to when the last try failed) as in :mod:`~.nodes.retry`.
+        """
         params = GenerateParams(
             system=system, user=user, max_new_tokens=max_new_tokens, temperature=temperature
         )
-        return self._add(name, GenerateNode(generate=params, output=output))
+        node = GenerateNode(
+            generate=params, output=output, retry=_retry(retry), on_error=on_error, error_output=error_output
+        )
+        return self._add(name, node)
 
     def intrinsic(
         self,
@@ -185,9 +208,21 @@ class Flow:
         *,
         args: Mapping[str, Any] | None = None,
         output: str | None = None,
+        retry: Retry = None,
+        on_error: str | None = None,
+        error_output: str | None = None,
     ) -> Flow:
-        """Call ``fn(**args)``; string args are templates over the state."""
-        return self._add(name, ToolNode(tool=fn, args=dict(args or {}), output=output))
+        """Call ``fn(**args)``; string args are templates over the state. ``retry``/``on_error``
+        as for :meth:`generate`."""
+        node = ToolNode(
+            tool=fn,
+            args=dict(args or {}),
+            output=output,
+            retry=_retry(retry),
+            on_error=on_error,
+            error_output=error_output,
+        )
+        return self._add(name, node)
 
     def set(self, name: str, values: Mapping[str, Any] | None = None, /, **more: Any) -> Flow:
         """Assign state fields: strings are templates, other values literals."""
@@ -196,6 +231,33 @@ class Flow:
     def message(self, name: str, role: str, content: str) -> Flow:
         """Append a fixed (templated) turn to the session without generating."""
         return self._add(name, MessageNode(message=MessageParams(role=role, content=content)))
+
+    def subflow(
+        self,
+        name: str,
+        flow: Flow | str | Path,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, str] | None = None,
+    ) -> Flow:
+        """Run ``flow`` (a Flow, or a flow file's path) as one step on the same session.
+
+        ``inputs`` maps each of the child's inputs to a template over this flow's state (an
+        exact ``{{ expr }}`` passes the value itself); ``outputs`` maps child fields to fields of
+        this flow (``{"answer": "checked_answer"}``).
+        """
+        ref: Any = str(flow) if isinstance(flow, Path) else flow
+        node = SubflowNode(flow=ref, inputs=dict(inputs or {}), outputs=dict(outputs or {}))
+        return self._add(name, node)
+
+    def interrupt(self, name: str, prompt: str, fields: Mapping[str, Any]) -> Flow:
+        """Pause the run until a person supplies ``fields`` (name -> type: ``bool``, ``"str"``...).
+
+        ``flow.run`` then returns a result with ``status == "interrupted"``; continue it with
+        ``result.resume({...})``. ``prompt`` is a template shown to the person.
+        """
+        params = InterruptParams(prompt=prompt, fields=_input_types(dict(fields)))
+        return self._add(name, InterruptNode(interrupt=params))
 
     def edge(self, frm: str, to: str) -> Flow:
         """Always go from ``frm`` to ``to`` (``START``/``END`` allowed)."""
@@ -303,7 +365,10 @@ class Flow:
                     node=name,
                 )
             node = node.model_copy(update={"tool": ref})
-        return node.model_dump(by_alias=True, exclude_defaults=True, exclude_none=True)
+        if isinstance(node, SubflowNode) and isinstance(node.flow, Flow):
+            node = node.model_copy(update={"flow": node.flow.to_dict()})  # written inline
+        data = node.model_dump(by_alias=True, exclude_defaults=True, exclude_none=True)
+        return data if node.kind in data else {node.kind: {}, **data}  # e.g. a generate with defaults
 
     @staticmethod
     def _edge_dict(edge: Any) -> Any:
@@ -333,6 +398,9 @@ class Flow:
         def norm(node: Any) -> Any:
             if isinstance(node, ToolNode) and not isinstance(node.tool, str):
                 return node.model_copy(update={"tool": tool_ref(node.tool) or node.tool})
+            if isinstance(node, SubflowNode) and not isinstance(node.flow, str):
+                child = node.flow if isinstance(node.flow, Flow) else Flow.from_dict(node.flow)
+                return node.model_copy(update={"flow": child._canonical()})
             return node
 
         spec = self.spec
@@ -344,6 +412,12 @@ class Flow:
         return self._canonical() == other._canonical()
 
     __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Flow:
+        """A copy of the definition only (a subflow inside a spec snapshot), not its compile cache."""
+        import copy
+
+        return Flow.from_spec(copy.deepcopy(self.spec, memo), self.source)
 
     def __repr__(self) -> str:
         return f"Flow({self.spec.name!r}, nodes={list(self.spec.nodes)})"
@@ -369,6 +443,86 @@ class Flow:
         compiled = self.compiled(intrinsic_specs)
         runner = Runner(compiled, session, seed=seed, listeners=listeners)
         return runner.run({**dict(inputs or {}), **more_inputs})
+
+    def stream(
+        self,
+        session: Any,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+        listeners: Iterable[Listener] = (),
+        intrinsic_specs: CatalogLike = None,
+        **more_inputs: Any,
+    ) -> Any:
+        """The run's typed events as an iterator (``StepStarted``, ``TokenStreamed``,
+        ``StepFinished``, ``BranchTaken``, ``Interrupted``, ``RunFinished``, ...).
+
+        The flow is validated (and its inputs checked) now; the run starts when iteration does
+        and advances as the events are read. ``stream.result`` is the RunResult at the end.
+        """
+        from alora_flows.flow.stream import RunStream
+
+        return RunStream(self._starter(session, inputs, seed, listeners, intrinsic_specs, more_inputs))
+
+    def astream(
+        self,
+        session: Any,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+        listeners: Iterable[Listener] = (),
+        intrinsic_specs: CatalogLike = None,
+        **more_inputs: Any,
+    ) -> Any:
+        """:meth:`stream` for ``async for``: the model runs in a worker thread, the loop stays free."""
+        from alora_flows.flow.stream import AsyncRunStream
+
+        return AsyncRunStream(self._starter(session, inputs, seed, listeners, intrinsic_specs, more_inputs))
+
+    async def arun(
+        self,
+        session: Any,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+        listeners: Iterable[Listener] = (),
+        intrinsic_specs: CatalogLike = None,
+        **more_inputs: Any,
+    ) -> Any:
+        """``await flow.arun(...)``: :meth:`run` without blocking the event loop."""
+        from alora_flows.flow.stream import run_async
+
+        return await run_async(self._starter(session, inputs, seed, listeners, intrinsic_specs, more_inputs))
+
+    def _starter(
+        self,
+        session: Any,
+        inputs: Mapping[str, Any] | None,
+        seed: int | None,
+        listeners: Iterable[Listener],
+        intrinsic_specs: CatalogLike,
+        more_inputs: Mapping[str, Any],
+    ) -> Callable[[list[Any]], Any]:
+        """Validate now (errors surface where the stream is made), run when called."""
+        from alora_flows.flow.runner import Runner
+
+        compiled = self.compiled(intrinsic_specs)
+        values = {**dict(inputs or {}), **more_inputs}
+        compiled.new_state(values)
+        own = list(listeners)
+
+        def start(extra: list[Any]) -> Any:
+            return Runner(compiled, session, seed=seed, listeners=[*own, *extra]).run(values)
+
+        return start
+
+    def intrinsic_sources(
+        self, base_dir: Path | None = None, *, intrinsic_specs: CatalogLike = None
+    ) -> dict[str, tuple[str, Path | None]]:
+        """Every intrinsic the flow and its subflows invoke: name -> (source, the directory a
+        relative source is relative to). The adapters a run must load."""
+        sources = self.compiled(intrinsic_specs).intrinsic_sources
+        return {name: (src, where or base_dir) for name, (src, where) in sources.items()}
 
 
 __all__ = ["END", "START", "Flow"]

@@ -100,11 +100,3 @@ def build_state_model(flow_name: str, fields: dict[str, Any]) -> type[BaseModel]
 def state_values(state: BaseModel) -> dict[str, Any]:
     """The fields some node (or the caller) has set, as objects: the scope of templates/conditions."""
     return {name: getattr(state, name) for name in type(state).model_fields if name in state.model_fields_set}
-
-
-def attribute_known(tp: Any, attr: str) -> bool | None:
-    """Whether ``attr`` exists on values of type ``tp``; None when that cannot be known statically."""
-    tp = field_type(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return attr in tp.model_fields or attr in tp.model_computed_fields or hasattr(tp, attr)
-    return None

@@ -6,17 +6,23 @@ found (each a :class:`FlowDefinitionError` naming file, line and node), or a
 tools and intrinsic specs. The runner only ever runs compiled flows, so a flow with an unsafe
 condition or template never executes a single node.
 
-Checked: node/field names, unknown nodes in edges and ``start``, more than one outgoing edge per
-node, conditional edges without exactly one trailing ``default``, unsafe conditions and templates,
-conditions and templates that read unknown state fields (and unknown attributes of intrinsic
-outputs, e.g. ``certainty.scor``), intrinsics not declared under ``intrinsics:`` or unknown to the
-registry, tools that cannot be imported, a field written with two different types, nodes
-unreachable from START, and nodes with no path to END.
+Checked: node/field names, unknown nodes in edges, ``start`` and ``on_error``, more than one
+outgoing edge per node, conditional edges without exactly one trailing ``default``, unsafe
+conditions and templates, conditions and templates that read unknown state fields (and unknown
+attributes of intrinsic outputs, e.g. ``certainty.scor``), conditions whose operand types cannot
+work (``certainty < 0.5`` on an intrinsic's output object, ``answer > 3`` on a str), intrinsics not
+declared under ``intrinsics:`` or unknown to the registry, tools that cannot be imported, a field
+written with two different types, nodes unreachable from START, and nodes with no path to END.
+
+Subflows (``flow:`` nodes) are compiled here too, recursively: their problems keep the child's
+file and line and name the node as ``parent/child``; a subflow that includes itself, and an
+intrinsic name bound to two different adapters by a flow and its subflow, are errors.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +44,10 @@ from alora_flows.flow.spec import (
     check_field_name,
     check_node_name,
 )
-from alora_flows.flow.state import INPUT_TYPES, attribute_known, build_state_model, merge_types, type_name
+from alora_flows.flow.state import INPUT_TYPES, build_state_model, field_type, merge_types, type_name
 from alora_flows.flow.tools import resolve_tool
-from alora_flows.flow.yaml_io import SourceMap
-from alora_flows.sandbox.expressions import check_expression
+from alora_flows.flow.yaml_io import SourceMap, load_yaml, parse_spec
+from alora_flows.sandbox.expressions import check_expression, check_types
 from alora_flows.sandbox.templates import check_template
 
 
@@ -66,6 +72,11 @@ class CompiledFlow:
     state_model: type[BaseModel]
     resources: dict[str, Any] = field(default_factory=dict)  # node -> Node.prepare() result
     specs: dict[str, Intrinsic] = field(default_factory=dict)  # intrinsic -> spec
+    #: every intrinsic this flow and its subflows invoke: name -> (source, the directory a
+    #: relative source is relative to; None: the top flow's, as its caller decides)
+    intrinsic_sources: dict[str, tuple[str, Path | None]] = field(default_factory=dict)
+    #: subflow files read while compiling (resolved path -> sha256 of the text), recursively
+    subflow_files: dict[str, str] = field(default_factory=dict)
 
     def new_state(self, inputs: Mapping[str, Any]) -> BaseModel:
         """The initial state: exactly the declared inputs, validated against their types."""
@@ -93,11 +104,42 @@ def _suggest(name: str, options: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _adapter_key(source: str, base_dir: Path | None) -> str:
+    """What an intrinsic source names, comparable across flows in different directories."""
+    local = (base_dir or Path.cwd()) / source
+    return str(local.resolve()) if local.exists() else source
+
+
+def _nested_error(exc: FlowDefinitionError, node: str) -> FlowDefinitionError:
+    """A subflow's problem as the parent reports it: the child's file and line, ``node/child``."""
+    nested = exc.with_detail(exc.detail)
+    nested.node = f"{node}/{exc.node}" if exc.node else node
+    return nested
+
+
+def _sub_source(source: SourceMap, prefix: tuple[Any, ...]) -> SourceMap:
+    """The lines of an inline subflow: the parent's entries under ``prefix``, re-rooted."""
+    sub = SourceMap(file=source.file)
+    for key, where in source.entries.items():
+        if key[: len(prefix)] == prefix and len(key) > len(prefix):
+            sub.entries[key[len(prefix) :]] = where
+    return sub
+
+
 class _Checker:
-    def __init__(self, spec: FlowSpec, source: SourceMap) -> None:
+    def __init__(
+        self, spec: FlowSpec, source: SourceMap, ancestors: tuple[str, ...] = (), catalog: Any = None
+    ) -> None:
         self.spec, self.source = spec, source
         self.errors: list[FlowDefinitionError] = []
         self.base_dir = Path(source.file).parent if source.file else None
+        self.ancestors = ancestors  # the flows that include this one (cycle detection)
+        self.catalog: Any = catalog
+        self.subflows: dict[int, CompiledFlow | None] = {}
+        self.subflow_files: dict[str, str] = {}
+        self.intrinsic_sources: dict[str, tuple[str, Path | None]] = {
+            name: (src, None) for name, src in spec.intrinsics.items()
+        }
         self.writers: dict[str, list[tuple[str, Any, tuple[Any, ...]]]] = {}
         self.reads: list[tuple[str, tuple[Any, ...], frozenset[str]]] = []
         self.resources: dict[str, Any] = {}
@@ -222,6 +264,15 @@ class _Checker:
             view = _NodeView(self, catalog, name, node)
             self.resources[name] = node.prepare(view)
             node.check(view)
+            handler = node.error_route()
+            if handler is not None:
+                path = base + ("on_error",)
+                if handler.to == START or (handler.to != END and handler.to not in self.spec.nodes):
+                    self.error(
+                        f"on_error leads to unknown node '{handler.to}'{_suggest(handler.to, self.spec.nodes)}",
+                        path,
+                        name,
+                    )
 
     def resolve_intrinsic(self, catalog: IntrinsicCatalog, name: str) -> Intrinsic | None:
         """The spec of intrinsic ``name`` (looked up once per flow); None when unknown."""
@@ -233,6 +284,66 @@ class _Checker:
                 self.specs[name] = None
                 self.spec_errors[name] = exc.detail
         return self.specs[name]
+
+    # ------------------------------------------------------------------ subflows
+    def compile_child(self, view: _NodeView, ref: Any, path: tuple[Any, ...]) -> CompiledFlow | None:
+        """Load and compile the subflow ``ref`` names; report its problems; None if it has any."""
+        full = view.base + path
+        try:
+            if isinstance(ref, str):
+                local = Path(ref) if Path(ref).is_absolute() else (self.base_dir or Path.cwd()) / ref
+                key = str(local.resolve())
+                self.check_cycle(key, str(local))
+                try:
+                    text = local.read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise FlowDefinitionError(f"cannot read subflow file {local}: {exc.strerror or exc}").at(
+                        file=self.source.locate(full)[0], line=self.source.locate(full)[1]
+                    ) from None
+                data, source = load_yaml(text, file=str(local))
+                spec = parse_spec(data, source)
+                self.subflow_files[key] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            elif isinstance(ref, Mapping):
+                key = ""
+                source = _sub_source(self.source, full)
+                spec = parse_spec(ref, source)
+            else:  # a Flow built in Python
+                key = f"<flow {ref.spec.name} at {id(ref):#x}>"
+                self.check_cycle(key, f"flow '{ref.spec.name}'")
+                spec, source = ref.spec, ref.source
+        except FlowDefinitionError as exc:
+            self.errors.append(
+                _nested_error(exc, view.name) if exc.line else self.source.error(exc.detail, full, view.name)
+            )
+            return None
+        ancestors = self.ancestors + ((key,) if key else ())
+        errors, compiled = compile_flow(spec, source, intrinsic_specs=self.catalog, _ancestors=ancestors)
+        where = self.source.locate(full)
+        for problem in errors:
+            nested = _nested_error(problem, view.name)
+            if nested.line is None:
+                nested.file, nested.line = where
+            self.errors.append(nested)
+        if compiled is None:
+            return None
+        self.subflow_files.update(compiled.subflow_files)
+        child_dir = Path(source.file).parent if source.file else None
+        for name, (src, where_dir) in compiled.intrinsic_sources.items():
+            theirs = (src, where_dir or child_dir)
+            mine = self.intrinsic_sources.get(name)
+            if mine is None:
+                self.intrinsic_sources[name] = theirs
+            elif _adapter_key(mine[0], mine[1] or self.base_dir) != _adapter_key(*theirs):
+                view.error(
+                    f"intrinsic '{name}' is '{mine[0]}' in this flow but '{src}' in subflow "
+                    f"'{spec.name}': one session holds one adapter per name; rename one of them",
+                    path,
+                )
+        return compiled
+
+    def check_cycle(self, key: str, label: str) -> None:
+        if key in self.ancestors:
+            raise FlowDefinitionError(f"subflow {label} includes itself (directly or through other subflows)")
 
     # ------------------------------------------------------------------ fields
     def field_types(self) -> dict[str, Any]:
@@ -282,18 +393,11 @@ class _Checker:
                         route.path + ("when",),
                         frm,
                     )
-                for name, attr in sorted(info.attributes):
-                    if name in types and attribute_known(types[name], attr) is False:
-                        tp = types[name]
-                        fields = ", ".join(getattr(tp, "model_fields", {}))
-                        self.error(
-                            f"condition {route.condition!r}: '{name}' is a "
-                            f"{type_name(tp)}, which has no attribute '{attr}'"
-                            f"{_suggest(attr, getattr(tp, 'model_fields', {}))} "
-                            f"(fields: {fields})",
-                            route.path + ("when",),
-                            frm,
-                        )
+                if unknown:
+                    continue
+                concrete = {name: field_type(tp) for name, tp in types.items()}
+                for problem in check_types(route.condition, concrete):
+                    self.error(f"condition {route.condition!r}: {problem}", route.path + ("when",), frm)
 
     # ------------------------------------------------------------------ graph
     def graph(self, routes: dict[str, list[Route]]) -> nx.DiGraph:
@@ -335,6 +439,12 @@ def build_graph(spec: FlowSpec, routes: Mapping[str, list[Route]]) -> nx.DiGraph
         for order, route in enumerate(out):
             if route.to in graph and frm in graph and not graph.has_edge(frm, route.to):
                 graph.add_edge(frm, route.to, label=route.label, order=order, condition=route.condition)
+    for name, node in spec.nodes.items():  # where a step that failed for good sends the run
+        handler = node.error_route()
+        if handler is not None and handler.to in graph and not graph.has_edge(name, handler.to):
+            graph.add_edge(
+                name, handler.to, label="on_error", order=len(routes.get(name, ())), condition=None
+            )
     return graph
 
 
@@ -347,16 +457,21 @@ def compile_routes(
 
 
 def compile_flow(
-    spec: FlowSpec, source: SourceMap | None = None, *, intrinsic_specs: CatalogLike = None
+    spec: FlowSpec,
+    source: SourceMap | None = None,
+    *,
+    intrinsic_specs: CatalogLike = None,
+    _ancestors: tuple[str, ...] = (),
 ) -> tuple[list[FlowDefinitionError], CompiledFlow | None]:
     """Check everything; return ``(problems, None)`` or ``([], CompiledFlow)``.
 
     ``intrinsic_specs``: an :class:`~alora_flows.flow.catalog.IntrinsicCatalog`, a plain
     ``name -> spec`` mapping, or None for the installed intrinsic libraries.
     """
-    checker = _Checker(spec, source or SourceMap())
+    catalog = as_catalog(intrinsic_specs)
+    checker = _Checker(spec, source or SourceMap(), _ancestors, catalog)
     routes = checker.routes()
-    checker.nodes(as_catalog(intrinsic_specs), routes)
+    checker.nodes(catalog, routes)
     types = checker.field_types()
     checker.check_reads(routes, types)
     graph = checker.graph(routes)
@@ -375,6 +490,8 @@ def compile_flow(
         state_model=model,
         resources=checker.resources,
         specs=specs,
+        intrinsic_sources=checker.intrinsic_sources,
+        subflow_files=checker.subflow_files,
     )
 
 
@@ -431,6 +548,13 @@ class _NodeView:
         if spec is None:
             self.error(self.checker.spec_errors[name], path)
         return spec
+
+    def subflow(self, ref: Any, path: tuple[Any, ...]) -> CompiledFlow | None:
+        """The compiled subflow ``ref`` names (compiled and reported once per node)."""
+        key = id(self.node)
+        if key not in self.checker.subflows:
+            self.checker.subflows[key] = self.checker.compile_child(self, ref, path)
+        return self.checker.subflows[key]
 
     def tool(self, ref: Any, path: tuple[Any, ...]) -> Callable[..., Any] | None:
         """The callable ``ref`` names (resolved and reported once per node)."""

@@ -14,6 +14,13 @@
 conversation), restores the typed state and the trace, and continues at the checkpoint's next
 node: with greedy decoding (or a seed) it ends in the same final state as an uninterrupted run.
 
+Inside subflows, the checkpoint's ``next_node`` is the subflow node that was running and
+``inside`` holds, per nesting level, the child's state, trace and next node: resume continues in
+the child where it stopped. A run paused at an ``interrupt`` node has status ``waiting`` and its
+manifest says what for (``waiting``); ``alora-flows resume DIR --set field=value`` (or
+:func:`resume_run` with ``values``) continues it. Every resume is recorded with what rebuilding
+the session cost, in the manifest and in the trace (``resumes``), once.
+
 Why it survives Ctrl-C, ``kill -9`` or a power cut: every file is written to a temporary file,
 flushed and renamed over the old one (``os.replace`` is atomic), and everything resume needs is in
 the one checkpoint file. Whatever instant the process dies, the directory holds a complete
@@ -43,10 +50,15 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from alora_flows import __version__
-from alora_flows.errors import AloraFlowsError, RunDirError, RunInterruptedError
+from alora_flows.errors import AloraFlowsError, FlowInputError, RunDirError, RunInterruptedError
+from alora_flows.flow.nodes import coerce_values
 from alora_flows.flow.spec import END, START
 from alora_flows.flow.state import state_values
 from alora_flows.flow.trace import (
+    Frame,
+    Interrupted,
+    InterruptRequest,
+    ResumeRecord,
     RunFailed,
     RunFinished,
     RunListener,
@@ -57,18 +69,13 @@ from alora_flows.flow.trace import (
 )
 
 FORMAT = 1
-RunStatus = Literal["created", "running", "finished", "failed", "interrupted"]
+#: ``interrupted``: stopped by Ctrl-C; ``waiting``: paused at an interrupt node for input
+RunStatus = Literal["created", "running", "finished", "failed", "interrupted", "waiting"]
+
+__all__ = ["Checkpoint", "ResumeRecord", "RunDir", "RunDirWriter", "RunManifest", "load_run", "resume_run"]
 
 
 # ---------------------------------------------------------------------- files
-class ResumeRecord(BaseModel):
-    """One resume: where it continued and what rebuilding the session cost."""
-
-    at_step: int
-    node: str
-    prefill_tokens: int = 0
-    seconds: float = 0.0
-    time: str
 
 
 class RunManifest(BaseModel):
@@ -85,9 +92,12 @@ class RunManifest(BaseModel):
     seed: int | None = None
     status: RunStatus = "created"
     error: str | None = None
+    waiting: InterruptRequest | None = None  # what a run paused at an interrupt waits for
     created: str
     updated: str
     resumes: list[ResumeRecord] = Field(default_factory=list)
+    #: subflow files the flow reads (path -> sha256): resume refuses if one changed
+    subflow_files: dict[str, str] = Field(default_factory=dict)
     alora_flows_version: str = __version__
 
 
@@ -98,8 +108,21 @@ class SessionSnapshot(BaseModel):
     token_ids: list[int] | None = None
 
 
+class SubflowPosition(BaseModel):
+    """Where a subflow that was running stands: its state, its trace so far, its next node."""
+
+    next_node: str
+    state: dict[str, Any]
+    unsaved: list[str] = Field(default_factory=list)
+    trace: Trace
+
+
 class Checkpoint(BaseModel):
-    """``checkpoint.json``: everything needed to continue after ``steps_done`` steps."""
+    """``checkpoint.json``: everything needed to continue after ``steps_done`` steps.
+
+    ``inside`` is empty at top level; when the run stopped inside subflows it holds one position
+    per level (outermost first), and ``next_node`` is the subflow node that was running.
+    """
 
     format: int = FORMAT
     steps_done: int
@@ -109,6 +132,7 @@ class Checkpoint(BaseModel):
     unsaved: list[str] = Field(default_factory=list)
     trace: Trace
     session: SessionSnapshot | None = None
+    inside: list[SubflowPosition] = Field(default_factory=list)
 
 
 def _now() -> str:
@@ -263,9 +287,13 @@ class RunDir:
         atomic_write(self.checkpoint_path, _dump(checkpoint), fsync=self.fsync)
 
     def write_step(self, index: int, node: str, record: Mapping[str, Any]) -> None:
+        self.write_step_file(f"{index:04d}-{node}", record)
+
+    def write_step_file(self, name: str, record: Mapping[str, Any]) -> None:
+        """``steps/NAME.json``: one finished step (``0003-verify.0001-rate`` inside a subflow)."""
         self.steps_dir.mkdir(exist_ok=True)
         atomic_write(
-            self.steps_dir / f"{index:04d}-{node}.json",
+            self.steps_dir / f"{name}.json",
             json.dumps(record, indent=1, ensure_ascii=False) + "\n",
             fsync=False,
         )
@@ -330,7 +358,8 @@ def _try_lock(fd: int) -> bool:
 
 # ---------------------------------------------------------------------- the listener
 class RunDirWriter(RunListener):
-    """Persists a run into a :class:`RunDir` as it goes: a checkpoint after every finished step.
+    """Persists a run into a :class:`RunDir` as it goes: a checkpoint after every finished step
+    (inside subflows too) and when the run pauses for input.
 
     ``session`` is the run's session (its messages and token ids go into each checkpoint).
     """
@@ -338,27 +367,35 @@ class RunDirWriter(RunListener):
     def __init__(self, run: RunDir, session: Any) -> None:
         self.run = run
         self.session = session
+        self.waiting = False
 
     def on_run_started(self, event: RunStarted) -> None:
-        self.run.update(status="running", error=None)
+        manifest = self.run.read_manifest()
+        resumes = [*manifest.resumes, event.resume] if event.resume is not None else manifest.resumes
+        self.waiting = manifest.waiting is not None
+        self.run.update(status="running", error=None, resumes=resumes)
 
     def on_step_finished(self, event: StepFinished) -> None:
-        state, unsaved = snapshot_state(event.state)
         step = event.step
-        self.run.write_step(step.index, step.node, {"step": step.model_dump(mode="json"), "state": state})
-        ids = getattr(self.session, "ids", None)
-        messages = [dict(m) for m in getattr(self.session, "messages", [])]
-        self.run.write_checkpoint(
-            Checkpoint(
-                steps_done=len(event.trace.steps),
-                next_node=step.next or END,
-                state=state,
-                unsaved=unsaved,
-                trace=event.trace,
-                session=SessionSnapshot(messages=messages, token_ids=list(ids) if ids is not None else None),
-            )
+        stack = [*event.frames, Frame(node=step.next or END, state=event.state, trace=event.trace)]
+        checkpoint = self._checkpoint(stack)
+        indices = [f"{len(frame.trace.steps):04d}-{frame.node}" for frame in event.frames]
+        name = ".".join([*indices, f"{step.index:04d}-{step.node}"])
+        state = checkpoint.inside[-1].state if checkpoint.inside else checkpoint.state
+        self.run.write_step_file(
+            name, {"path": event.path, "step": step.model_dump(mode="json"), "state": state}
         )
+        self.run.write_checkpoint(checkpoint)
+        self.run.write_trace(stack[0].trace)
+        if self.waiting:  # the interrupt this run waited at has run: nothing is awaited now
+            self.waiting = False
+            self.run.update(waiting=None)
+
+    def on_interrupted(self, event: Interrupted) -> None:
+        self.run.write_checkpoint(self._checkpoint(event.frames))
         self.run.write_trace(event.trace)
+        self.waiting = True
+        self.run.update(status="waiting", error=None, waiting=event.request)
 
     def on_run_finished(self, event: RunFinished) -> None:
         state, _ = snapshot_state(event.state)
@@ -372,14 +409,66 @@ class RunDirWriter(RunListener):
         self.run.write_trace(event.trace)
         self.run.update(status="failed", error=event.error)
 
+    def _checkpoint(self, stack: Sequence[Frame]) -> Checkpoint:
+        """A checkpoint of the frame stack (outermost first) and the session as it is now."""
+        top, inner = stack[0], stack[1:]
+        state, unsaved = snapshot_state(top.state)
+        inside = []
+        for frame in inner:
+            child_state, child_unsaved = snapshot_state(frame.state)
+            inside.append(
+                SubflowPosition(
+                    next_node=frame.node, state=child_state, unsaved=child_unsaved, trace=frame.trace
+                )
+            )
+        ids = getattr(self.session, "ids", None)
+        messages = [dict(m) for m in getattr(self.session, "messages", [])]
+        return Checkpoint(
+            steps_done=len(top.trace.steps),
+            next_node=top.node,
+            state=state,
+            unsaved=unsaved,
+            trace=top.trace,
+            session=SessionSnapshot(messages=messages, token_ids=list(ids) if ids is not None else None),
+            inside=inside,
+        )
+
 
 # ---------------------------------------------------------------------- running
-def _emit_started(listeners: Sequence[Any], trace: Trace, manifest: RunManifest, max_steps: int) -> None:
-    event = RunStarted(
-        flow=trace.flow, model=trace.model, reuse=trace.reuse, inputs=manifest.inputs, max_steps=max_steps
-    )
-    for listener in listeners:
-        listener(event)
+def waiting_message(request: InterruptRequest, run_dir: Path | None) -> str:
+    """One line for a person: what a paused run waits for and how to continue it."""
+    where = "/".join([*request.path, request.node])
+    fields = ", ".join(f"{name} ({tp})" for name, tp in request.fields.items())
+    example = " ".join(f"--set {name}=..." for name in request.fields)
+    if run_dir is None:
+        return (
+            f"paused at '{where}': {request.prompt} [{fields}]; nothing was saved, so it cannot be "
+            "continued from the command line: run with --run-dir DIR, then `alora-flows resume DIR "
+            f"{example}`"
+        )
+    return f"waiting at '{where}': {request.prompt} [{fields}]. Continue with: alora-flows resume {run_dir} {example}"
+
+
+def check_resume_values(saved: SavedRun, values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The values for a waiting run, checked against what it waits for (before any model loads).
+
+    A waiting run needs them; a run that waits for nothing refuses them.
+    """
+    request = saved.manifest.waiting
+    if request is None:
+        if values:
+            raise FlowInputError(
+                f"run {saved.run.path} is not waiting for input (status '{saved.manifest.status}'); "
+                "--set values are for a run paused at an interrupt node"
+            )
+        return None
+    if not values:
+        example = " ".join(f"--set {name}=..." for name in request.fields)
+        raise FlowInputError(
+            f"run {saved.run.path} is waiting for input at '{request.node}' ({request.prompt}); "
+            f"give the values: alora-flows resume {saved.run.path} {example}"
+        )
+    return coerce_values(request.fields, values, f"interrupt '{request.node}'")
 
 
 @contextmanager
@@ -426,9 +515,15 @@ def run_with_dir(
     compiled = flow.validate(intrinsic_specs=intrinsic_specs)
     with run.claimed():
         model_id = getattr(getattr(session, "backend", None), "model_id", None)
-        run.update(model_id=model_id, reuse=bool(getattr(session, "reuse", True)))
+        run.update(
+            model_id=model_id,
+            reuse=bool(getattr(session, "reuse", True)),
+            subflow_files=compiled.subflow_files,
+        )
         runner = Runner(compiled, session, seed=seed, listeners=[RunDirWriter(run, session), *listeners])
-        return runner.run(inputs)
+        result = runner.run(inputs)
+    result._guard = run.claimed  # result.resume(...) holds the directory while it continues
+    return result
 
 
 @dataclass
@@ -471,9 +566,10 @@ def restore_state(compiled: Any, saved: SavedRun) -> BaseModel:
     checkpoint = saved.checkpoint
     if checkpoint is None:
         return compiled.new_state(saved.manifest.inputs)
-    if checkpoint.unsaved:
+    unsaved = [*checkpoint.unsaved, *(f for position in checkpoint.inside for f in position.unsaved)]
+    if unsaved:
         raise RunDirError(
-            f"cannot resume {saved.run.path}: field(s) {', '.join(checkpoint.unsaved)} held "
+            f"cannot resume {saved.run.path}: field(s) {', '.join(unsaved)} held "
             "objects that are not JSON data, so they could not be saved. Make the tool(s) that "
             "write them return str/numbers/lists/dicts/pydantic models, then run again"
         )
@@ -512,11 +608,14 @@ def restore_session(backend: Any, saved: SavedRun) -> tuple[Any, ResumeRecord]:
     prefill = sum(s.prefill_tokens for s in session.history)
     steps = checkpoint.steps_done if checkpoint is not None else 0
     node = checkpoint.next_node if checkpoint is not None else START
+    if checkpoint is not None and checkpoint.inside:
+        node = "/".join([node, *(p.next_node for p in checkpoint.inside)])
     return session, ResumeRecord(
         at_step=steps,
         node=node,
         prefill_tokens=prefill,
         seconds=round(time.perf_counter() - started, 6),
+        session="rebuilt",
         time=_now(),
     )
 
@@ -528,14 +627,18 @@ def resume_run(
     intrinsic_specs: Any = None,
     listeners: Sequence[Any] = (),
     saved: SavedRun | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> Any:
     """Continue a saved run on ``backend`` from its last finished step; returns the RunResult.
 
-    A finished run is not run again: its saved final state and trace are returned.
+    ``values``: what a run paused at an interrupt waits for (required then, refused otherwise).
+    A finished run is not run again: its saved final state and trace are returned. The result
+    of a run that pauses again can be continued in this process with ``result.resume(...)``.
     """
     from alora_flows.flow.runner import Runner, RunResult
 
     saved = saved or load_run(path)
+    checked = check_resume_values(saved, values)
     compiled = saved.flow.validate(intrinsic_specs=intrinsic_specs)
     state = restore_state(compiled, saved)
     checkpoint = saved.checkpoint
@@ -543,12 +646,26 @@ def resume_run(
         assert checkpoint is not None
         saved.finish()
         return RunResult(state=state, trace=checkpoint.trace)
+    changed = sorted(
+        file
+        for file, digest in saved.manifest.subflow_files.items()
+        if compiled.subflow_files.get(file) != digest
+    )
+    if changed:
+        raise RunDirError(
+            f"cannot resume {saved.run.path}: subflow file(s) {', '.join(changed)} changed (or "
+            "are no longer used) since the run started; restore them to continue this run"
+        )
     node = checkpoint.next_node if checkpoint is not None else START
     if node not in (START, END) and node not in compiled.spec.nodes:
         raise RunDirError(
             f"cannot resume {saved.run.path}: its next node '{node}' is not in "
             "flow.yaml any more; was it edited?"
         )
+    inside = [
+        Frame(node=p.next_node, state=p.state, trace=p.trace)
+        for p in (checkpoint.inside if checkpoint else [])
+    ]
     run: RunDir = saved.run
     with run.claimed():
         session, record = restore_session(backend, saved)
@@ -559,6 +676,9 @@ def resume_run(
             trace = checkpoint.trace.model_copy(update={"error": None})
         else:
             trace = runner.new_trace()
-        run.update(resumes=[*saved.manifest.resumes, record], model_id=getattr(backend, "model_id", None))
-        _emit_started(runner.listeners, trace, saved.manifest, compiled.spec.max_steps)
-        return runner.run_from(state, node, trace)
+        trace.resumes = [*trace.resumes, record]
+        run.update(model_id=getattr(backend, "model_id", None))
+        runner.emit_started(trace, saved.manifest.inputs, resume=record)
+        result = runner.run_from(state, node, trace, inside=inside, values=checked)
+    result._guard = run.claimed
+    return result

@@ -30,11 +30,24 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from alora_flows.errors import FlowDefinitionError
+from alora_flows.flow.nodes.retry import ErrorRoute, RetryPolicy
 
 if TYPE_CHECKING:
     from alora_flows.flow.catalog import Intrinsic
+    from alora_flows.flow.trace import InterruptRequest
 
 PathParts = tuple[Any, ...]
+
+
+class Pause(Exception):
+    """Raised by a node that must wait for a person (an ``interrupt``): the runner stops the run
+    there, keeps where it stands (``frames``, filled in by each enclosing runner on the way up)
+    and returns a paused result. Never an error: no listener sees ``RunFailed`` for it."""
+
+    def __init__(self, request: InterruptRequest) -> None:
+        super().__init__(request.prompt)
+        self.request = request
+        self.frames: list[Any] = []
 
 
 class NodeCheck(Protocol):
@@ -54,6 +67,10 @@ class NodeCheck(Protocol):
     def write(self, field: str | None, tp: Any, path: PathParts) -> None: ...
     def intrinsic(self, name: str, path: PathParts) -> Intrinsic | None: ...
     def tool(self, ref: Any, path: PathParts) -> Callable[..., Any] | None: ...
+    def subflow(self, ref: Any, path: PathParts) -> Any | None:
+        """The compiled child flow ``ref`` names (a path relative to this flow's file, an inline
+        mapping, or a Flow), validated recursively; its errors are reported where they are."""
+        ...
 
 
 class StepContext(Protocol):
@@ -64,6 +81,7 @@ class StepContext(Protocol):
     state: BaseModel
     session: Any
     seed: int | None
+    path: list[str]  # the subflow nodes this step runs inside, outermost first
 
     def values(self) -> dict[str, Any]: ...
     def render(self, source: str, what: str) -> str: ...
@@ -72,6 +90,14 @@ class StepContext(Protocol):
     def resource(self) -> Any: ...
     def intrinsic(self, name: str) -> Intrinsic: ...
     def stream(self, text: str) -> None: ...
+    def subflow(self, compiled: Any, inputs: Mapping[str, Any]) -> Any:
+        """Run a compiled flow as part of this step, on the same session; returns its RunResult.
+        Its steps become this step's ``steps`` in the trace; a resumed run continues inside it."""
+        ...
+
+    def take_values(self) -> dict[str, Any] | None:
+        """Values a person supplied when the paused run was resumed (once; None otherwise)."""
+        ...
 
 
 class Params(BaseModel):
@@ -93,6 +119,8 @@ class Node(BaseModel):
     shape: ClassVar[tuple[str, str]] = ('["', '"]')
     #: Whether the step runs the model on the session (its trace then counts context tokens).
     uses_session: ClassVar[bool] = False
+    #: Whether the step runs a nested flow (a checkpoint may point inside it).
+    nests: ClassVar[bool] = False
 
     def check(self, ctx: NodeCheck) -> None:
         """Report templates read, fields written and problems to ``ctx`` (no model loaded)."""
@@ -117,6 +145,36 @@ class Node(BaseModel):
     def prepare(self, ctx: NodeCheck) -> Any:
         """A resource resolved at validation and handed back at run time (a tool's callable)."""
         return None
+
+    def retry_policy(self) -> RetryPolicy | None:
+        """How the runner retries this step when it fails (None: it does not)."""
+        return None
+
+    def error_route(self) -> ErrorRoute | None:
+        """Where the run goes when this step fails for good (None: the run fails)."""
+        return None
+
+
+class Retryable(Node):
+    """Base of node kinds that accept ``retry``, ``on_error`` and ``error_output`` (see
+    :mod:`.retry`): steps that can fail for reasons outside the flow (a tool, the model)."""
+
+    retry: RetryPolicy | None = None
+    on_error: str | None = None
+    error_output: str | None = None
+
+    def check_errors(self, ctx: NodeCheck) -> None:
+        """Declare the error field (the ``on_error`` target is checked with the edges)."""
+        if self.error_output is not None:
+            if self.on_error is None:
+                ctx.error("error_output needs on_error (the node that reads it)", ("error_output",))
+            ctx.write(self.error_output, str, ("error_output",))
+
+    def retry_policy(self) -> RetryPolicy | None:
+        return self.retry
+
+    def error_route(self) -> ErrorRoute | None:
+        return None if self.on_error is None else ErrorRoute(to=self.on_error, output=self.error_output)
 
 
 NODE_KINDS: dict[str, type[Node]] = {}

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from alora_flows.flow.nodes.base import Node, NodeCheck, Params, StepContext, register_node_kind
+from alora_flows.flow.nodes.base import NodeCheck, Params, Retryable, StepContext, register_node_kind
 
 
 class GenerateParams(Params):
@@ -19,7 +19,7 @@ class GenerateParams(Params):
 
 
 @register_node_kind
-class GenerateNode(Node):
+class GenerateNode(Retryable):
     kind: ClassVar[str] = "generate"
     style: ClassVar[str] = "cyan"
     uses_session: ClassVar[bool] = True
@@ -38,6 +38,7 @@ class GenerateNode(Node):
             if text is not None:
                 ctx.template(text, ("generate", part), f"{part} template")
         ctx.write(self.output, str, ("output",))
+        self.check_errors(ctx)
 
     def execute(self, ctx: StepContext) -> str:
         params = self.generate

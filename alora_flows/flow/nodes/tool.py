@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from pydantic import TypeAdapter, ValidationError, field_validator
 
 from alora_flows.errors import AloraFlowsError, FlowRuntimeError
-from alora_flows.flow.nodes.base import Node, NodeCheck, StepContext, register_node_kind
+from alora_flows.flow.nodes.base import NodeCheck, Retryable, StepContext, register_node_kind
 from alora_flows.flow.state import type_name
 from alora_flows.flow.tools import TOOL_REF_RE, parameter_types, return_type, tool_label, wants_value
 from alora_flows.sandbox.templates import TemplateError, evaluate_native, single_expression
@@ -21,7 +21,7 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
 
 
 @register_node_kind
-class ToolNode(Node):
+class ToolNode(Retryable):
     kind: ClassVar[str] = "tool"
     style: ClassVar[str] = "yellow"
     shape: ClassVar[tuple[str, str]] = ('[/"', '"/]')
@@ -48,6 +48,7 @@ class ToolNode(Node):
         if self.output:
             fn = ctx.tool(self.tool, ("tool",))
             ctx.write(self.output, return_type(fn) if fn is not None else Any, ("output",))
+        self.check_errors(ctx)
 
     def execute(self, ctx: StepContext) -> Any:
         fn = ctx.resource()
