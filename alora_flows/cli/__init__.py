@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from alora_flows.cli import demo, flows, train
+from alora_flows.cli import batch, demo, flows, train
 
 app = typer.Typer(
     name="alora-flows",
@@ -21,6 +21,7 @@ app.command()(flows.validate)
 app.command()(flows.draw)
 app.command()(flows.run)
 app.command()(flows.resume)
+app.command("batch")(batch.batch)
 app.command("demo")(demo.demo)
 app.command("train")(train.train)
 app.command("eval-intrinsics")(train.eval_intrinsics)
