@@ -199,7 +199,9 @@ def test_two_process_workers_and_a_killed_one(flow_file, tmp_path, reference, mo
 
 def test_a_flow_that_does_not_load_stops_the_batch_with_its_error(tmp_path):
     flow = tmp_path / "flow.yaml"
-    flow.write_text("name: x\nmodel: ./no-such-model\ninputs: [question]\nnodes: {a: {generate: {}}}\nedges: [[a, END]]\n")
+    flow.write_text(
+        "name: x\nmodel: ./no-such-model\ninputs: [question]\nnodes: {a: {generate: {}}}\nedges: [[a, END]]\n"
+    )
     inputs = question_inputs(tmp_path / "in.jsonl")
     result = CliRunner().invoke(app, ["batch", str(flow), str(inputs), "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 1 and "no-such-model" in result.stderr, result.output
@@ -226,7 +228,11 @@ def doc_blocks() -> tuple[list[str], list[dict]]:
 def test_documented_batch_commands_run_and_resume(flow_file, tmp_path, monkeypatch):
     commands, items = doc_blocks()
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "flow.yaml").write_text(flow_file.read_text().replace("adapters/", f"{flow_file.parent}/adapters/").replace("model: tiny", f"model: {flow_file.parent}/tiny"))
+    (tmp_path / "flow.yaml").write_text(
+        flow_file.read_text()
+        .replace("adapters/", f"{flow_file.parent}/adapters/")
+        .replace("model: tiny", f"model: {flow_file.parent}/tiny")
+    )
     write_inputs(tmp_path / "questions.jsonl", items)
     runner = CliRunner()
     for command in commands:

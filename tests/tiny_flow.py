@@ -70,7 +70,9 @@ def write_tiny_flow(root: Path) -> Path:
     model.save_pretrained(root / "tiny")
     tok.save_pretrained(root / "tiny")
     for i, (name, spec) in enumerate(specs().items()):
-        save_random_alora(model, tok, spec.invocation, root / "adapters" / name, seed=3 + i, base_model_name="tiny")
+        save_random_alora(
+            model, tok, spec.invocation, root / "adapters" / name, seed=3 + i, base_model_name="tiny"
+        )
         write_spec_file(spec, root / "adapters" / name)
     flow = root / "flow.yaml"
     flow.write_text(FLOW_YAML)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from alora_flows.cli import batch, demo, flows, train
+from alora_flows.cli import batch, demo, flows, serve, train
 
 app = typer.Typer(
     name="alora-flows",
@@ -22,6 +22,7 @@ app.command()(flows.draw)
 app.command()(flows.run)
 app.command()(flows.resume)
 app.command("batch")(batch.batch)
+app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("train")(train.train)
 app.command("eval-intrinsics")(train.eval_intrinsics)

@@ -59,7 +59,7 @@ def batch(
             metavar="[ADDRESS]",
             flag_value="local",
             help="Run the workers as Ray actors: on the cluster at ADDRESS, or on a local Ray "
-            "instance when no address is given (pip install 'alora-flows[ray]').",
+            "instance when no address is given (pip install 'alora-flows\\[ray]').",
         ),
     ] = None,
     cpus_per_worker: Annotated[

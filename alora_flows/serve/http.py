@@ -51,16 +51,16 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes`` (declared or streamed), before the
-    application reads it all into memory."""
+    """ASGI middleware: 413 for a body over ``max_bytes``, declared (Content-Length) or streamed
+    (chunked), before the application has read it all into memory."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
+
+    @property
+    def detail(self) -> str:
+        return f"request body is larger than {self.max_bytes} bytes"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -68,41 +68,21 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            response = JSONResponse({"detail": self.detail}, status_code=413, headers={"Connection": "close"})
+            await response(scope, receive, send)
             return
         seen = 0
-        started = False
 
         async def counting_receive() -> Any:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge()
+                if seen > self.max_bytes:  # FastAPI passes an HTTPException through body parsing
+                    raise HTTPException(413, self.detail, {"Connection": "close"})
             return message
 
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": f"request body is larger than {self.max_bytes} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await self.app(scope, counting_receive, send)
 
 
 def error_status(exc: BaseException) -> int:

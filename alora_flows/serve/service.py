@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from alora_flows.batch.worker import FlowWorker, StopCheck, WorkerConfig
+from alora_flows.errors import RunCancelledError
 from alora_flows.flow import Flow, RunResult
 from alora_flows.flow.state import INPUT_TYPES
 from alora_flows.flow.trace import Listener
@@ -78,7 +79,7 @@ class FlowService:
         self.loaded = threading.Event()
         self.executor = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="alora-serve")
         self._lock = threading.Lock()
-        self.running = 0  # admitted runs whose thread has not ended (queued ones included)
+        self._admitted: set[Admission] = set()  # runs whose thread has not ended (queued included)
 
     # ------------------------------------------------------------------ loading
     def start_loading(self) -> threading.Thread:
@@ -100,8 +101,11 @@ class FlowService:
         return self.worker is not None
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
+        """Shutting down: queued runs are dropped, running ones stop at their next step."""
+        with self._lock:
+            admitted = list(self._admitted)
+        for admission in admitted:
+            admission.stop.stop(RunCancelledError("the server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ running
@@ -109,17 +113,23 @@ class FlowService:
     def capacity(self) -> int:
         return self.settings.concurrency + self.settings.queue
 
+    @property
+    def running(self) -> int:
+        """Admitted runs whose thread has not ended (queued ones included)."""
+        return len(self._admitted)
+
     def admit(self) -> Admission:
         """Let one run in, or raise :class:`Busy` when ``concurrency + queue`` runs are in."""
+        admission = Admission(self.settings.timeout)
         with self._lock:
-            if self.running >= self.capacity:
+            if len(self._admitted) >= self.capacity:
                 raise Busy()
-            self.running += 1
-        return Admission(self.settings.timeout)
+            self._admitted.add(admission)
+        return admission
 
-    def _release(self, _: Any = None) -> None:
+    def _release(self, admission: Admission) -> None:
         with self._lock:
-            self.running -= 1
+            self._admitted.discard(admission)
 
     def submit(
         self,
@@ -137,9 +147,9 @@ class FlowService:
                 worker.run, inputs, seed=seed, listeners=[admission.stop, *listeners]
             )
         except BaseException:
-            self._release()
+            self._release(admission)
             raise
-        future.add_done_callback(self._release)
+        future.add_done_callback(lambda _: self._release(admission))
         return future
 
     async def run(
@@ -158,7 +168,5 @@ class FlowService:
 
     def abandon(self, admission: Admission, future: Future[Any]) -> None:
         """Nobody waits for this run any more: drop it if queued, else stop it at its next step."""
-        from alora_flows.errors import RunCancelledError
-
         future.cancel()
         admission.stop.stop(RunCancelledError("the request ended before the run did"))
