@@ -14,6 +14,7 @@ so an input is written once even when it ran twice.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future
 from typing import Any
 
@@ -34,13 +35,15 @@ def import_ray() -> Any:
 
 
 def init_ray(address: str | None, num_cpus: int) -> bool:
-    """Connect to the cluster at ``address``, or start a local one; True when this call started it.
+    """Connect to the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local instance;
+    True when this call started or joined Ray (and should shut it down at the end).
 
     A local instance listens on the loopback interface only and has no dashboard.
     """
     ray = import_ray()
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
     else:

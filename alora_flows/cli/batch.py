@@ -53,13 +53,20 @@ def batch(
         ),
     ] = "process",
     ray: Annotated[
-        Optional[str],
+        bool,
         typer.Option(
             "--ray",
-            metavar="[ADDRESS]",
-            flag_value="local",
-            help="Run the workers as Ray actors: on the cluster at ADDRESS, or on a local Ray "
-            "instance when no address is given (pip install 'alora-flows\\[ray]').",
+            help="Run the workers as Ray actors: on a local Ray instance started for this command, or on the "
+            "cluster at --ray-address (pip install 'alora-flows\\[ray]').",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="The Ray cluster to join (e.g. head-node:6379; default: $RAY_ADDRESS if set, "
+            "else a local instance); implies --ray.",
         ),
     ] = None,
     cpus_per_worker: Annotated[
@@ -83,11 +90,12 @@ def batch(
 
     with cli_errors(debug):
         console = err_console()
+        ray_target = ray_address or ("local" if ray else None)
         plan = plan_batch(
             flow_file,
             inputs,
             out,
-            threads=worker_threads(threads, workers=workers, pool=pool, ray=ray),
+            threads=worker_threads(threads, workers=workers, pool=pool, ray=ray_target),
             device=device,
             reuse=not no_reuse,
             seed=seed,
@@ -109,7 +117,7 @@ def batch(
         if not plan.todo:
             return
         worker_pool = make_pool(
-            plan.config, workers=workers, pool=pool, ray=ray, cpus_per_worker=cpus_per_worker
+            plan.config, workers=workers, pool=pool, ray=ray_target, cpus_per_worker=cpus_per_worker
         )  # type: ignore[arg-type]
         try:
             with ProgressBar(console, len(plan.todo), worker_pool.size, worker_pool.kind) as bar:

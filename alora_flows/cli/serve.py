@@ -49,13 +49,20 @@ def serve(
         ),
     ] = None,
     ray: Annotated[
-        Optional[str],
+        bool,
         typer.Option(
             "--ray",
-            metavar="[ADDRESS]",
-            flag_value="local",
-            help="Deploy as Ray Serve replicas: on the cluster at ADDRESS, or on a local Ray "
-            "instance when no address is given (pip install 'alora-flows\\[ray]').",
+            help="Deploy as Ray Serve replicas: on a local Ray instance started for this command, or on the "
+            "cluster at --ray-address (pip install 'alora-flows\\[ray]').",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="The Ray cluster to join (e.g. head-node:6379; default: $RAY_ADDRESS if set, "
+            "else a local instance); implies --ray.",
         ),
     ] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="Ray Serve replicas (with --ray).")] = 1,
@@ -88,7 +95,7 @@ def serve(
             flow_file,
             device=device,
             reuse=not no_reuse,
-            threads=threads or (cpus_per_replica if ray else None),
+            threads=threads or (cpus_per_replica if ray or ray_address else None),
         )
         config.flow()  # a bad flow fails here, before anything listens
         if not is_loopback(host) and settings.api_key is None:
@@ -97,13 +104,13 @@ def serve(
                 "this port can run the flow (set ALORA_FLOWS_API_KEY)",
                 soft_wrap=True,
             )
-        if ray is not None:
+        if ray or ray_address:
             from alora_flows.serve.ray_serve import serve_on_ray
 
             serve_on_ray(
                 config,
                 settings,
-                address=None if ray == "local" else ray,
+                address=ray_address,
                 replicas=replicas,
                 cpus_per_replica=cpus_per_replica,
                 console=console,
