@@ -50,7 +50,7 @@ class ThreadPool:
     kind = "thread"
 
     def __init__(self, config: WorkerConfig, size: int) -> None:
-        self.size = size
+        self.config, self.size = config, size
         self.executor = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix="alora-batch")
         self.loaded = self.executor.submit(FlowWorker, config)
         self.started = 0
