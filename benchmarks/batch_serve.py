@@ -1,8 +1,9 @@
 """Batch throughput and server latency of the demo flow on the embedded model.
 
 Batch: the same questions (examples/rag/questions.yaml) through ``alora_flows.batch.batch`` with
-one worker (1 and 2 torch threads), two threads sharing one backend, 2 and 4 worker processes
-(1 torch thread each) and 2 Ray actors (1 CPU each). Throughput is results per minute from the
+one worker, two threads sharing one backend, 2 and 4 worker processes and 2 Ray actors, each
+worker with ``--threads`` torch threads (default 1: on a shared 2-core machine two OpenMP threads
+stall whenever another process holds a core; see benchmarks/README.md). Throughput is results per minute from the
 moment the first worker was ready to the last result (model loading excluded; the wall time with
 loading is in the JSON).
 
@@ -10,7 +11,7 @@ Serve: ``alora-flows serve``'s app (uvicorn on 127.0.0.1, ``--concurrency`` thre
 backend) under 1, 4 and 16 closed-loop clients, each sending its requests one after another;
 latency percentiles per level.
 
-    python benchmarks/batch_serve.py                    # ~20-30 min on 2 busy cores
+    python benchmarks/batch_serve.py                    # ~15 min on 2 quiet cores, ~1 h when busy
     python benchmarks/batch_serve.py --questions 2 --clients 1 4 --no-ray   # quicker look
 """
 
@@ -102,16 +103,17 @@ def run_batch_config(name: str, questions: list[dict], tmp: Path, **options) -> 
     return row
 
 
-def batch_rows(questions: list[dict], tmp: Path, ray: bool, cores: int) -> list[dict]:
+def batch_rows(questions: list[dict], tmp: Path, ray: bool, threads: int) -> list[dict]:
+    """Every configuration gives each worker ``threads`` torch threads (threads sharing one
+    backend share the process's ``threads``)."""
     configs: list[tuple[str, dict]] = [
-        ("1 worker, 1 thread", dict(workers=1, threads=1)),
-        (f"1 worker, {cores} threads", dict(workers=1, threads=cores)),
-        (f"2 threads, 1 backend ({cores} thr)", dict(workers=2, pool="thread", threads=cores)),
-        ("2 processes x 1 thread", dict(workers=2, pool="process", threads=1)),
-        ("4 processes x 1 thread", dict(workers=4, pool="process", threads=1)),
+        ("1 worker", dict(workers=1, threads=threads)),
+        ("2 threads, one backend", dict(workers=2, pool="thread", threads=threads)),
+        ("2 processes", dict(workers=2, pool="process", threads=threads)),
+        ("4 processes", dict(workers=4, pool="process", threads=threads)),
     ]
     if ray:
-        configs.append(("Ray 2 actors x 1 CPU", dict(workers=2, ray="local", cpus_per_worker=1)))
+        configs.append(("Ray, 2 actors", dict(workers=2, ray="local", cpus_per_worker=threads)))
     rows = []
     for name, options in configs:
         rows.append(run_batch_config(name.replace(" ", "_").replace(",", ""), questions, tmp, **options))
@@ -216,7 +218,7 @@ def markdown(data: dict) -> str:
     ]
     for r in data["batch"]:
         lines.append(
-            f"| {r['config']} | {r['workers'].split(', ')[-1] if 'each' in r['workers'] else 'default'} | {r['flows']} "
+            f"| {r['config']} | {r['workers'].split(', ')[-1] if 'torch' in r['workers'] else 'default'} | {r['flows']} "
             f"| {r['flows_per_minute']} | {r['steady_seconds']} | {r['wall_seconds_with_loading']} "
             f"| {r['load_average_before']} -> {r['load_average_after']} |"
         )
@@ -258,6 +260,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=4, help="questions per batch configuration")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--serve-concurrency", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per batch worker")
     parser.add_argument("--serve-threads", type=int, default=1, help="torch threads of the server process")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--no-batch", action="store_true")
@@ -296,12 +299,12 @@ def main() -> None:
             ray = False
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_batch:
-            data["batch"] = batch_rows(questions, Path(tmp), ray, cores)
+            data["batch"] = batch_rows(questions, Path(tmp), ray, args.threads)
     if not args.no_serve:
         server, thread, url = start_server(args.serve_concurrency, args.serve_threads)
         for clients in args.clients:
-            requests = {1: len(questions), 4: 2 * len(questions)}.get(clients, clients)
-            data["serve"].append(serve_level(url, clients, max(requests, clients), questions))
+            requests = len(questions) if clients == 1 else clients  # one request per client
+            data["serve"].append(serve_level(url, clients, requests, questions))
         server.should_exit = True
         thread.join(30)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -212,36 +212,46 @@ def test_a_flow_that_does_not_load_stops_the_batch_with_its_error(tmp_path):
 
 
 # ---------------------------------------------------------------------- the documented commands
-def doc_blocks() -> tuple[list[str], list[dict]]:
-    """The local batch commands and the example INPUTS.jsonl of docs/scale.md."""
-    text = (Path(__file__).parents[1] / "docs" / "scale.md").read_text()
-    commands = [
-        line.strip()
-        for line in re.findall(r"^alora-flows batch .*$", text, flags=re.M)
-        if "--ray" not in line
-    ]
-    block = re.search(r"```json\n(\{\"id\".*?)```", text, flags=re.S)
-    assert commands and block, "docs/scale.md lost its batch example"
-    return commands, [json.loads(line) for line in block.group(1).splitlines() if line.strip()]
+DOCS = Path(__file__).parents[1] / "docs" / "scale.md"
 
 
-def test_documented_batch_commands_run_and_resume(flow_file, tmp_path, monkeypatch):
-    commands, items = doc_blocks()
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "flow.yaml").write_text(
-        flow_file.read_text()
-        .replace("adapters/", f"{flow_file.parent}/adapters/")
-        .replace("model: tiny", f"model: {flow_file.parent}/tiny")
-    )
-    write_inputs(tmp_path / "questions.jsonl", items)
+def doc_commands() -> list[str]:
+    """The local ``alora-flows batch`` commands of docs/scale.md (the Ray ones are in test_batch_ray)."""
+    lines = re.findall(r"^alora-flows batch .*$", DOCS.read_text(), flags=re.M)
+    return [line.strip() for line in lines if "--ray" not in line]
+
+
+def doc_inputs() -> list[dict]:
+    block = re.search(r"```json\n(\{\"id\".*?)```", DOCS.read_text(), flags=re.S)
+    assert block, "docs/scale.md lost its INPUTS.jsonl example"
+    return [json.loads(line) for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_the_docs_show_local_batch_commands():
+    commands = doc_commands()
+    assert len(commands) >= 2 and any("--workers" in c for c in commands)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(c, marks=[pytest.mark.slow] if "--workers" in c else [])  # worker processes
+        for c in doc_commands()
+    ],
+)
+def test_documented_batch_command_runs_and_resumes(command, flow_file, monkeypatch):
+    """The command as printed in docs/scale.md, in a directory holding a flow.yaml (the tiny one)
+    and the documented questions.jsonl; then again, which finds everything done."""
+    items = doc_inputs()
+    monkeypatch.chdir(flow_file.parent)
+    args = command.split()[1:]
+    write_inputs(Path(args[2]), items)
+    out = Path(args[args.index("--out") + 1])
+    out.unlink(missing_ok=True)
     runner = CliRunner()
-    for command in commands:
-        args = command.split()[1:]
-        out = Path(args[args.index("--out") + 1])
-        out.unlink(missing_ok=True)
-        result = runner.invoke(app, args)
-        assert result.exit_code == 0, result.output
-        assert f"done: {len(items)} ok, 0 failed" in result.stderr
-        assert sorted(r["id"] for r in read_results(out)) == sorted(i["id"] for i in items)
-        again = runner.invoke(app, args)  # rerun: everything is done
-        assert again.exit_code == 0 and f"0 to run ({len(items)} already in" in again.stderr
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"done: {len(items)} ok, 0 failed" in result.stderr
+    assert sorted(r["id"] for r in read_results(out)) == sorted(i["id"] for i in items)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and f"0 to run ({len(items)} already in" in again.stderr

@@ -15,13 +15,15 @@ writes an id once, so an input that ran twice (its worker died after finishing i
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from alora_flows.batch.records import BatchInput, BatchResult, ResultsFile
 from alora_flows.errors import WorkerError
+
+T = TypeVar("T")
 
 
 class Slot(Protocol):
@@ -68,11 +70,11 @@ class BatchStats:
     duplicates: int = 0  # results dropped because their id was already written
 
 
-def chain(source: Future, convert) -> Future:  # type: ignore[type-arg]
+def chain(source: Future[Any], convert: Callable[[Any], T]) -> Future[T]:
     """A future for ``convert(source.result())`` (exceptions pass through)."""
-    out: Future = Future()  # type: ignore[type-arg]
+    out: Future[T] = Future()
 
-    def done(f: Future) -> None:  # type: ignore[type-arg]
+    def done(f: Future[Any]) -> None:
         if out.done():  # cancelled by the driver on its way out
             return
         try:
@@ -104,8 +106,8 @@ def run_batch(
     pending = deque(items)
     attempts: Counter[str] = Counter()
     spare = pool.size if replacements is None else replacements
-    starting: set[Future] = set()  # type: ignore[type-arg]
-    running: dict[Future, tuple[Slot, BatchInput]] = {}  # type: ignore[type-arg]
+    starting: set[Future] = set()
+    running: dict[Future, tuple[Slot, BatchInput]] = {}
     idle: list[Slot] = []
 
     def lose(worker: str, item: BatchInput | None) -> None:

@@ -40,7 +40,7 @@ def make_pool(
     config: WorkerConfig,
     *,
     workers: int,
-    pool: PoolKind = "process",
+    pool: PoolKind | str = "process",
     ray: str | None = None,
     cpus_per_worker: int = 1,
 ) -> WorkerPool:
@@ -70,8 +70,11 @@ def worker_threads(threads: int | None, *, workers: int, pool: str, ray: str | N
 
 def describe_pool(pool: WorkerPool) -> str:
     threads = getattr(getattr(pool, "config", None), "threads", None)
-    each = f", {threads} torch thread(s) each" if threads else ""
-    return f"{pool.size} {pool.kind} worker(s){each}"
+    if pool.kind == "thread":  # one process, one backend: its torch threads are shared
+        return f"{pool.size} thread worker(s) on one backend" + (
+            f", {threads} torch thread(s)" if threads else ""
+        )
+    return f"{pool.size} {pool.kind} worker(s)" + (f", {threads} torch thread(s) each" if threads else "")
 
 
 @dataclass

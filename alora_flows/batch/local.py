@@ -21,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from alora_flows.batch.dispatch import chain
+from alora_flows.batch.dispatch import Slot, chain
 from alora_flows.batch.records import BatchInput, BatchResult
 from alora_flows.batch.worker import FlowWorker, WorkerConfig
 
@@ -55,7 +55,7 @@ class ThreadPool:
         self.loaded = self.executor.submit(FlowWorker, config)
         self.started = 0
 
-    def start_slot(self) -> Future[ThreadSlot]:
+    def start_slot(self) -> Future[Slot]:
         self.started += 1
         index = self.started
         return chain(self.loaded, lambda worker: ThreadSlot(worker, self.executor, index))
@@ -123,7 +123,7 @@ class ProcessPool:
         self.context: Any = multiprocessing.get_context("spawn")
         self.executors: list[ProcessPoolExecutor] = []
 
-    def start_slot(self) -> Future[ProcessSlot]:
+    def start_slot(self) -> Future[Slot]:
         executor = ProcessPoolExecutor(max_workers=1, mp_context=self.context)
         self.executors.append(executor)
         return chain(executor.submit(_load_in_process, self.config), lambda name: ProcessSlot(executor, name))

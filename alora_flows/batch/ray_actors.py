@@ -18,7 +18,7 @@ import os
 from concurrent.futures import Future
 from typing import Any
 
-from alora_flows.batch.dispatch import chain
+from alora_flows.batch.dispatch import Slot, chain
 from alora_flows.batch.records import BatchInput, BatchResult
 from alora_flows.batch.worker import FlowWorker, WorkerConfig
 from alora_flows.errors import AloraFlowsError, UsageError, WorkerError
@@ -104,7 +104,7 @@ class RayPool:
         self.actor_class = self.ray.remote(FlowActor)
         self.actors: list[Any] = []
 
-    def start_slot(self) -> Future[RaySlot]:
+    def start_slot(self) -> Future[Slot]:
         actor = self.actor_class.options(num_cpus=self.cpus, max_restarts=0, max_task_retries=0).remote(
             self.config.model_dump(mode="json")
         )

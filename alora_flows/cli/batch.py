@@ -118,7 +118,7 @@ def batch(
             return
         worker_pool = make_pool(
             plan.config, workers=workers, pool=pool, ray=ray_target, cpus_per_worker=cpus_per_worker
-        )  # type: ignore[arg-type]
+        )
         try:
             with ProgressBar(console, len(plan.todo), worker_pool.size, worker_pool.kind) as bar:
                 run_plan(plan, worker_pool, [bar])

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from alora_flows.cli.batch import DeviceOption, ThreadsOption
 from alora_flows.cli.common import DebugOption, FlowArgument, cli_errors, err_console
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from alora_flows.batch.worker import WorkerConfig
+    from alora_flows.serve.service import ServeSettings
 
 
 def is_loopback(host: str) -> bool:
@@ -119,7 +125,7 @@ def serve(
         _serve_here(config, settings, console)
 
 
-def _serve_here(config, settings, console) -> None:  # type: ignore[no-untyped-def]
+def _serve_here(config: WorkerConfig, settings: ServeSettings, console: Console) -> None:
     try:
         import uvicorn
 

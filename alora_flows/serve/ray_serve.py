@@ -53,7 +53,9 @@ def deployment(config: WorkerConfig, settings: ServeSettings, *, replicas: int, 
         # one more than a replica admits, so its own admission answers 429 (not Serve's queue)
         max_ongoing_requests=settings.concurrency + settings.queue + 1,
     )
-    return replica.bind(config.model_dump(mode="json"), settings.model_dump(mode="json"))
+    return replica.bind(  # type: ignore[attr-defined]  # serve.deployment's overloads hide .bind
+        config.model_dump(mode="json"), settings.model_dump(mode="json")
+    )
 
 
 def serve_on_ray(
