@@ -178,6 +178,7 @@ class KillOneWorker(BatchListener):
         self.lost.append(worker)
 
 
+@pytest.mark.slow  # starts three worker processes (torch import + model load each): ~30-60 s on 2 cores
 def test_two_process_workers_and_a_killed_one(flow_file, tmp_path, reference, monkeypatch):
     """Two worker processes (a model each) give the sequential outputs; one is killed mid-run:
     its input runs on the other worker, and every id is written exactly once."""
