@@ -86,7 +86,10 @@ class RaySlot:
         return chain(ref.future(), BatchResult.model_validate)
 
     def stop(self) -> None:
-        import_ray().kill(self.actor, no_restart=True)
+        try:
+            import_ray().kill(self.actor, no_restart=True)
+        except Exception:  # already gone
+            pass
 
 
 class RayPool:
