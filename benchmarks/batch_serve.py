@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import socket
-import statistics
 import sys
 import tempfile
 import threading
@@ -68,12 +67,13 @@ class Clock:
         pass
 
 
-def run_batch_config(name: str, questions: list[dict], tmp: Path, **options) -> dict:
+def run_batch_once(name: str, questions: list[dict], tmp: Path, **options) -> dict:
+    """One ``batch`` call; times from the first ready worker to the last result."""
     from alora_flows.batch import batch
 
-    inputs = tmp / f"{name}.in.jsonl"
+    stem = "".join(c if c.isalnum() else "_" for c in name) + f"_{len(list(tmp.iterdir()))}"
+    inputs, out = tmp / f"{stem}.in.jsonl", tmp / f"{stem}.out.jsonl"
     inputs.write_text("".join(json.dumps(q) + "\n" for q in questions))
-    out = tmp / f"{name}.out.jsonl"
     clock = Clock()
     load_before = load_average()
     started = time.perf_counter()
@@ -81,31 +81,29 @@ def run_batch_config(name: str, questions: list[dict], tmp: Path, **options) -> 
     wall = time.perf_counter() - started
     results = [json.loads(line) for line in out.read_text().splitlines()]
     steady = clock.results[-1] - clock.first_ready if clock.results and clock.first_ready else float("nan")
-    row = {
-        "config": name,
+    run = {
         "workers": summary.workers,
         "flows": len(results),
         "ok": sum(r["status"] == "ok" for r in results),
         "steady_seconds": round(steady, 2),
-        "flows_per_minute": round(len(results) / steady * 60, 2) if steady > 0 else None,
         "wall_seconds_with_loading": round(wall, 2),
-        "mean_seconds_per_flow": round(statistics.mean(r["seconds"] for r in results), 2),
         "answers": {r["id"]: r["final_state"].get("answer") for r in results},
         "load_average_before": load_before,
         "load_average_after": load_average(),
     }
     print(
-        f"batch {name:>22}: {row['flows_per_minute']} flows/min "
-        f"({row['flows']} flows in {row['steady_seconds']} s after loading; wall {row['wall_seconds_with_loading']} s; "
-        f"load {load_before} -> {row['load_average_after']})",
+        f"batch {name:>24}: {run['flows']} flows in {run['steady_seconds']} s after loading "
+        f"(wall {run['wall_seconds_with_loading']} s; load {load_before} -> {run['load_average_after']})",
         flush=True,
     )
-    return row
+    return run
 
 
-def batch_rows(questions: list[dict], tmp: Path, ray: bool, threads: int) -> list[dict]:
+def batch_rows(questions: list[dict], tmp: Path, ray: bool, threads: int, rounds: int) -> list[dict]:
     """Every configuration gives each worker ``threads`` torch threads (threads sharing one
-    backend share the process's ``threads``)."""
+    backend share the process's ``threads``). The questions are split into ``rounds`` parts;
+    each round runs every configuration on its part, in alternating order, so a change in the
+    machine's load is spread over all configurations instead of landing on one."""
     configs: list[tuple[str, dict]] = [
         ("1 worker", dict(workers=1, threads=threads)),
         ("2 threads, one backend", dict(workers=2, pool="thread", threads=threads)),
@@ -114,15 +112,34 @@ def batch_rows(questions: list[dict], tmp: Path, ray: bool, threads: int) -> lis
     ]
     if ray:
         configs.append(("Ray, 2 actors", dict(workers=2, ray="local", cpus_per_worker=threads)))
+    runs: dict[str, list[dict]] = {name: [] for name, _ in configs}
+    for r in range(rounds):
+        part = questions[r::rounds]
+        for name, options in configs if r % 2 == 0 else configs[::-1]:
+            runs[name].append(run_batch_once(name, part, tmp, **options))
     rows = []
-    for name, options in configs:
-        rows.append(run_batch_config(name.replace(" ", "_").replace(",", ""), questions, tmp, **options))
-        rows[-1]["config"] = name
-    if ray:
-        import ray as ray_module
-
-        if ray_module.is_initialized():
-            ray_module.shutdown()
+    for name, _ in configs:
+        parts = runs[name]
+        steady = sum(p["steady_seconds"] for p in parts)
+        flows = sum(p["flows"] for p in parts)
+        rows.append(
+            {
+                "config": name,
+                "workers": parts[0]["workers"],
+                "flows": flows,
+                "ok": sum(p["ok"] for p in parts),
+                "steady_seconds": round(steady, 2),
+                "flows_per_minute": round(flows / steady * 60, 2) if steady > 0 else None,
+                "wall_seconds_with_loading": round(sum(p["wall_seconds_with_loading"] for p in parts), 2),
+                "answers": {k: v for p in parts for k, v in p["answers"].items()},
+                "load_average_before": parts[0]["load_average_before"],
+                "load_average_after": parts[-1]["load_average_after"],
+                "rounds": parts,
+            }
+        )
+        print(
+            f"batch {name:>24}: {rows[-1]['flows_per_minute']} flows/min over {rounds} round(s)", flush=True
+        )
     return rows
 
 
@@ -211,9 +228,11 @@ def markdown(data: dict) -> str:
         "",
         "## Batch (`alora-flows batch`)",
         "",
-        "Throughput counts from the first ready worker to the last result (model loading excluded).",
+        f"Throughput counts from the first ready worker to the last result (model loading excluded), "
+        f"summed over {data['rounds']} rounds that each run every configuration on a part of the questions "
+        "(in alternating order, so load changes spread over all rows).",
         "",
-        "| workers | torch threads | flows | flows/min | seconds (after loading) | wall incl. loading (s) | load avg before -> after |",
+        "| workers | torch threads | flows | flows/min | seconds (after loading) | wall incl. loading (s) | load avg first -> last |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in data["batch"]:
@@ -222,11 +241,11 @@ def markdown(data: dict) -> str:
             f"| {r['flows_per_minute']} | {r['steady_seconds']} | {r['wall_seconds_with_loading']} "
             f"| {r['load_average_before']} -> {r['load_average_after']} |"
         )
-    base = next((r for r in data["batch"] if r["config"] == "1 worker, 1 thread"), None)
+    base = next((r for r in data["batch"] if r["config"] == "1 worker"), None)
     if base and base["flows_per_minute"]:
         lines += [
             "",
-            "Ratios to one worker with one thread: "
+            "Throughput relative to one worker: "
             + ", ".join(
                 f"{r['config']} {r['flows_per_minute'] / base['flows_per_minute']:.2f}x"
                 for r in data["batch"]
@@ -261,6 +280,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--serve-concurrency", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per batch worker")
+    parser.add_argument("--rounds", type=int, default=2, help="batch rounds (the questions split among them)")
     parser.add_argument("--serve-threads", type=int, default=1, help="torch threads of the server process")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--no-batch", action="store_true")
@@ -285,6 +305,7 @@ def main() -> None:
         "flow": str(args.flow.resolve().relative_to(ROOT))
         if args.flow.resolve().is_relative_to(ROOT)
         else str(args.flow),
+        "rounds": args.rounds,
         "serve_concurrency": args.serve_concurrency,
         "serve_threads": args.serve_threads,
         "batch": [],
@@ -299,7 +320,7 @@ def main() -> None:
             ray = False
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_batch:
-            data["batch"] = batch_rows(questions, Path(tmp), ray, args.threads)
+            data["batch"] = batch_rows(questions, Path(tmp), ray, args.threads, args.rounds)
     if not args.no_serve:
         server, thread, url = start_server(args.serve_concurrency, args.serve_threads)
         for clients in args.clients:
