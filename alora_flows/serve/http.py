@@ -17,6 +17,7 @@ its tools and templates are fixed when the server starts. Bodies above ``max_bod
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -37,6 +38,8 @@ from alora_flows.flow.trace import (
     TokenStreamed,
 )
 from alora_flows.serve.service import Busy, FlowService
+
+log = logging.getLogger("alora_flows.serve")
 
 
 class RunResponse(BaseModel):
@@ -95,6 +98,9 @@ def error_status(exc: BaseException) -> int:
 
 
 def error_detail(exc: BaseException) -> str:
+    """The one line a client sees; a bug's traceback goes to the server's log instead."""
+    if error_status(exc) == 500:
+        log.error("run failed: %s", exc, exc_info=exc)
     if isinstance(exc, AloraFlowsError):
         return str(exc)
     if isinstance(exc, asyncio.TimeoutError):
