@@ -156,3 +156,22 @@ class RunInterruptedError(AloraFlowsError):
     """The run was interrupted (Ctrl-C). The message says how to resume it, when that is possible."""
 
     exit_code = 130
+
+
+# ---------------------------------------------------------------------- batch and serve
+class BatchFileError(AloraFlowsError):
+    """A ``batch`` inputs or results file is malformed (names the file and line)."""
+
+    exit_code = 2
+
+
+class WorkerError(AloraFlowsError):
+    """Batch or serve workers could not load the flow, or were all lost."""
+
+
+class RunTimeoutError(FlowRuntimeError):
+    """A run passed its time limit (the server's per-request timeout) and was stopped."""
+
+
+class RunCancelledError(FlowRuntimeError):
+    """A run was stopped because nobody waits for it any more (the client went away)."""

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from alora_flows import __version__
-from alora_flows.cli import demo, flows, intrinsics, train
+from alora_flows.cli import batch, demo, flows, intrinsics, serve, train
 from alora_flows.cli.common import Command, Group
 
 app = typer.Typer(
@@ -43,6 +43,8 @@ app.command(cls=Command)(flows.validate)
 app.command(cls=Command)(flows.draw)
 app.command(cls=Command)(flows.run)
 app.command(cls=Command)(flows.resume)
+app.command("batch", cls=Command)(batch.batch)
+app.command("serve", cls=Command)(serve.serve)
 app.command("demo", cls=Command)(demo.demo)
 app.command("train", cls=Command)(train.train)
 app.command("eval-intrinsics", cls=Command)(train.eval_intrinsics)
