@@ -77,7 +77,7 @@ def parse_uncertainty(raw: RawOutput) -> UncertaintyOutput:
         total = sum(probs.values())
         if total > 0:
             score = sum(p * certainty_from_digit(d) for d, p in probs.items()) / total
-            digit = max(probs, key=probs.get)
+            digit = max(probs, key=lambda d: probs[d])
             return UncertaintyOutput(score=min(max(score, 0.0), 1.0), digit=digit)
     match = re.match(r"\s*([0-9])", raw.text)
     if not match:
@@ -264,7 +264,7 @@ def match_label(text: str, labels: Sequence[str]) -> str | None:
 def parse_answerability(raw: RawOutput) -> AnswerabilityOutput:
     label = match_label(raw.text, ANSWERABILITY_LABELS)
     if label is None and raw.label_probs:
-        label = max(raw.label_probs, key=raw.label_probs.get)
+        label = max(raw.label_probs, key=lambda label: raw.label_probs[label])  # type: ignore[index]
     if label not in ANSWERABILITY_LABELS:
         raise IntrinsicOutputError(
             f"answerability: expected answerable/unanswerable, got {_snippet(raw.text)}"
@@ -289,7 +289,7 @@ class ChoiceParser:
     def __call__(self, raw: RawOutput) -> ChoiceOutput:
         label = match_label(raw.text, self.labels)
         if label is None and raw.label_probs:
-            label = max(raw.label_probs, key=raw.label_probs.get)
+            label = max(raw.label_probs, key=lambda label: raw.label_probs[label])  # type: ignore[index]
         if label is None:
             raise IntrinsicOutputError(f"expected one of {list(self.labels)}, got {_snippet(raw.text)}")
         return ChoiceOutput(label=label, probs=raw.label_probs)

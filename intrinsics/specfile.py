@@ -79,7 +79,7 @@ def _ref(obj: Any) -> str | None:
 
 def spec_from_data(data: IntrinsicFile, *, file: Path | None = None) -> IntrinsicSpec:
     """Build an :class:`IntrinsicSpec` from a validated file."""
-    options = {
+    options: dict[str, Any] = {
         k: v
         for k, v in {
             "description": data.description,

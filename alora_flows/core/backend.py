@@ -74,7 +74,7 @@ class Backend:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-        lm = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype).to(device)
+        lm = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype).to(device)  # type: ignore[arg-type]
         return cls(lm, tokenizer, model_id=resolved.model_id, model_key=resolved.key)
 
     def add_adapter(self, name: str, path: str | Path) -> AdapterInfo:
@@ -106,7 +106,7 @@ class Backend:
                 self.model.add_adapter(name, config)
             else:
                 self.model = get_peft_model(self.base_model, config, adapter_name=name)
-        result = set_peft_model_state_dict(self.model, state, adapter_name=name)
+        result: Any = set_peft_model_state_dict(self.model, state, adapter_name=name)
         missing = [k for k in result.missing_keys if f".{name}." in k and "lora_" in k]
         if result.unexpected_keys or missing:
             self.model.delete_adapter(name)

@@ -247,7 +247,7 @@ class Flow:
         this flow (``{"answer": "checked_answer"}``).
         """
         ref: Any = str(flow) if isinstance(flow, Path) else flow
-        node = SubflowNode(flow=ref, inputs=dict(inputs or {}), outputs=dict(outputs or {}))
+        node = SubflowNode(flow=ref, inputs=dict(inputs or {}), mapping=dict(outputs or {}))
         return self._add(name, node)
 
     def interrupt(self, name: str, prompt: str, fields: Mapping[str, Any]) -> Flow:

@@ -294,7 +294,7 @@ class RunListener:
     """Base class for listeners that want one method per event kind (all optional)."""
 
     def __call__(self, event: Any) -> None:
-        handler = {
+        handlers: dict[type, Callable[[Any], None]] = {
             RunStarted: self.on_run_started,
             StepStarted: self.on_step_started,
             TokenStreamed: self.on_token,
@@ -304,7 +304,8 @@ class RunListener:
             Interrupted: self.on_interrupted,
             RunFinished: self.on_run_finished,
             RunFailed: self.on_run_failed,
-        }.get(type(event))
+        }
+        handler = handlers.get(type(event))
         if handler is not None:
             handler(event)
 

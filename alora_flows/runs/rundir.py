@@ -183,7 +183,7 @@ def snapshot_state(state: BaseModel) -> tuple[dict[str, Any], list[str]]:
             dumped = (
                 value.model_dump(mode="json") if isinstance(value, BaseModel) else to_jsonable_python(value)
             )
-            restored = _adapter(fields[name].annotation).validate_python(dumped)
+            restored = _adapter(fields[name].annotation).validate_python(dumped)  # type: ignore[arg-type]
             same = restored == value
         except Exception:
             dumped, same = jsonable(value), False
@@ -345,7 +345,7 @@ def _try_lock(fd: int) -> bool:
         import msvcrt
 
         try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
             return True
         except OSError:
             return False

@@ -227,7 +227,7 @@ def create_app(service: FlowService, *, load_on_startup: bool = True) -> FastAPI
         responses=errors,
         dependencies=[Depends(require_key)],
     )
-    async def run(request: RunRequest) -> Any:  # type: ignore[valid-type]
+    async def run(request: RunRequest) -> Any:
         inputs, admission = admit(request)
         run_id = uuid.uuid4().hex
         try:
@@ -246,7 +246,7 @@ def create_app(service: FlowService, *, load_on_startup: bool = True) -> FastAPI
         responses={200: {"content": {"text/event-stream": {}}}, **errors},
         dependencies=[Depends(require_key)],
     )
-    async def run_stream(request: RunRequest) -> StreamingResponse:  # type: ignore[valid-type]
+    async def run_stream(request: RunRequest) -> StreamingResponse:
         inputs, admission = admit(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()

@@ -55,7 +55,7 @@ def scan_library(root: str | Path, *, intrinsic: str | None = None) -> list[Libr
             LibraryEntry(
                 path=folder,
                 intrinsic=name,
-                adapter_type=adapter_type,  # type: ignore[arg-type]
+                adapter_type=adapter_type,
                 model=model,
             )
         )

@@ -15,6 +15,7 @@ would see. Unparseable predictions are counted and scored as the trivial answer.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -259,6 +260,10 @@ def _safe_parse(
             return None, True
 
 
+def _trivial_raw(spec: IntrinsicSpec, context: dict[str, Any]) -> RawOutput:
+    return RawOutput(text=trivial_text(spec, context, ""), context=context)
+
+
 def score(
     spec: IntrinsicSpec,
     golds: Sequence[BaseModel],
@@ -277,31 +282,34 @@ def score(
             "digit_acc": accuracy([x.digit for x in g], [x.digit for x in p]),
         }
     if spec.kind == "hallucination":
-        g = [x for x in golds if isinstance(x, HallucinationOutput)]
-        p = [x for x in preds if isinstance(x, HallucinationOutput)]
-        gold = [{s.r: s.f for s in x.sentences} for x in g]
-        prf = sentence_prf(gold, [{s.r: s.f for s in x.sentences} for x in p])
-        unchecked = sentence_prf(gold, [{s.r: s.adapter_f or s.f for s in x.sentences} for x in p])
+        gh = [x for x in golds if isinstance(x, HallucinationOutput)]
+        ph = [x for x in preds if isinstance(x, HallucinationOutput)]
+        gold: list[dict[int, str]] = [{s.r: s.f for s in x.sentences} for x in gh]
+        prf = sentence_prf(gold, [{s.r: s.f for s in x.sentences} for x in ph])
+        unchecked = sentence_prf(gold, [{s.r: s.adapter_f or s.f for s in x.sentences} for x in ph])
         return {
             "sentence_f1": prf.f1,
             "sentence_precision": prf.precision,
             "sentence_recall": prf.recall,
-            "response_acc": accuracy([x.unfaithful for x in g], [x.unfaithful for x in p]),
+            "response_acc": accuracy([x.unfaithful for x in gh], [x.unfaithful for x in ph]),
             "f1_without_evidence_check": unchecked.f1,
         }
     if spec.kind == "rewrite":
-        g = [str(x) for x in golds]
-        p = [x for x in preds if isinstance(x, RewriteOutput)]
+        gs = [str(x) for x in golds]
+        pr = [x for x in preds if isinstance(x, RewriteOutput)]
         return {
-            "exact_match": mean([exact_match(str(a), b) for a, b in zip(p, g)]),
-            "token_f1": mean([token_f1(str(a), b) for a, b in zip(p, g)]),
-            "fallback_rate": mean([float(x.fallback) for x in p]),
+            "exact_match": mean([exact_match(str(a), b) for a, b in zip(pr, gs)]),
+            "token_f1": mean([token_f1(str(a), b) for a, b in zip(pr, gs)]),
+            "fallback_rate": mean([float(x.fallback) for x in pr]),
         }
     if spec.kind == "answerability":
-        g = [x for x in golds if isinstance(x, AnswerabilityOutput)]
-        p = [x for x in preds if isinstance(x, AnswerabilityOutput)]
-        unans = binary_prf([not x.answerable for x in g], [not x.answerable for x in p])
-        return {"accuracy": accuracy([x.label for x in g], [x.label for x in p]), "unanswerable_f1": unans.f1}
+        ga = [x for x in golds if isinstance(x, AnswerabilityOutput)]
+        pa = [x for x in preds if isinstance(x, AnswerabilityOutput)]
+        unans = binary_prf([not x.answerable for x in ga], [not x.answerable for x in pa])
+        return {
+            "accuracy": accuracy([x.label for x in ga], [x.label for x in pa]),
+            "unanswerable_f1": unans.f1,
+        }
     as_key = (
         [x.model_dump_json() for x in golds],
         [x.model_dump_json() if x is not None else None for x in preds],
@@ -339,7 +347,7 @@ def evaluate_spec(
             pred, bad = _safe_parse(
                 spec,
                 raw,
-                lambda context=context: RawOutput(text=trivial_text(spec, context, ""), context=context),
+                functools.partial(_trivial_raw, spec, context),
             )
             preds.append(pred)
             malformed += bad

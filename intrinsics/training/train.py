@@ -161,7 +161,7 @@ def load_base(config: TrainConfig, device: torch.device) -> tuple[Any, Any, str]
     resolved = resolve_model(config.model, progress=config.progress)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=pick_dtype(config.dtype, device))
-    return model.to(device), tokenizer, config.base_model_id or resolved.model_id
+    return model.to(device), tokenizer, config.base_model_id or resolved.model_id  # type: ignore[arg-type]
 
 
 def make_peft_model(model, config: TrainConfig, invocation_ids: Sequence[int]):
@@ -311,7 +311,8 @@ def _save_checkpoint(ckpt: Path, peft_model, optimizer, scheduler, state: dict[s
         "adapter": {
             k: v.detach().cpu()
             for k, v in get_peft_model_state_dict(
-                peft_model, save_embedding_layers=_embedding_mode(peft_model)
+                peft_model,
+                save_embedding_layers=_embedding_mode(peft_model),  # type: ignore[arg-type]
             ).items()
         },
         "optimizer": optimizer.state_dict(),

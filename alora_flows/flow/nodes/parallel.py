@@ -16,11 +16,12 @@ when the node declares how to combine them (``reduce: {notes: append}``, as Lang
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from alora_flows.errors import FlowDefinitionError
 from alora_flows.flow.nodes.base import (
     Node,
     NodeCheck,
@@ -181,11 +182,10 @@ class _BranchCheck:
         self.name, self.flow, self.base_dir = ctx.name, ctx.flow, ctx.base_dir
         self.prefix: PathParts = ("parallel", branch)
 
-    def error(self, message: str, path: PathParts = (), cls: Any = None) -> None:
-        if cls is None:
-            self.ctx.error(f"branch '{self.branch}': {message}", self.prefix + path)
-        else:
-            self.ctx.error(f"branch '{self.branch}': {message}", self.prefix + path, cls)
+    def error(
+        self, message: str, path: PathParts = (), cls: type[FlowDefinitionError] = FlowDefinitionError
+    ) -> None:
+        self.ctx.error(f"branch '{self.branch}': {message}", self.prefix + path, cls)
 
     def wrap(self, exc: Any, path: PathParts, what: str) -> None:
         self.ctx.wrap(exc, self.prefix + path, f"branch '{self.branch}': {what}")
@@ -206,6 +206,9 @@ class _BranchCheck:
     def tool(self, ref: Any, path: PathParts) -> Any:
         return self.ctx.tool(ref, self.prefix + path)
 
+    def subflow(self, ref: Any, path: PathParts) -> Any:
+        return self.ctx.subflow(ref, self.prefix + path)
+
 
 class _BranchStep:
     """A branch's step context: its own fork of the session; writes collected for the join."""
@@ -221,6 +224,7 @@ class _BranchStep:
             writes,
         )
         self.name, self.index, self.state, self.seed = ctx.name, ctx.index, ctx.state, ctx.seed
+        self.path = ctx.path
 
     def values(self) -> dict[str, Any]:
         return self.ctx.values()
@@ -243,3 +247,9 @@ class _BranchStep:
 
     def stream(self, text: str) -> None:
         self.ctx.stream(text)
+
+    def subflow(self, compiled: Any, inputs: Mapping[str, Any]) -> Any:
+        return self.ctx.subflow(compiled, inputs)
+
+    def take_values(self) -> dict[str, Any] | None:
+        return self.ctx.take_values()
