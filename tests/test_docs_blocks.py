@@ -84,26 +84,12 @@ def compiles(block: Block) -> bool:
     return True
 
 
-#: The internal contracts are signature sketches (``Backend.load("embedded" | "/dir")``), not code.
-SKETCH_DOCS = {"docs/contracts.md"}
-SKETCHES = [b for b in of("python") if b.doc in SKETCH_DOCS]
 MODEL_BLOCKS = [b for b in of("python") if compiles(b) and any(s in b.text for s in NEEDS_MODEL)]
-FAST_DOCS = sorted({b.doc for b in of("python") if b not in SKETCHES + MODEL_BLOCKS and not covered(b)})
+FAST_DOCS = sorted({b.doc for b in of("python") if b not in MODEL_BLOCKS and not covered(b)})
 
 
 def test_every_python_block_outside_the_sketches_compiles():
-    assert [b.id for b in of("python") if b not in SKETCHES and not compiles(b)] == []
-
-
-@pytest.mark.parametrize("block", SKETCHES, ids=ids(SKETCHES))
-def test_api_sketches_import_what_exists(block):
-    """A signature sketch cannot run; every name it imports must exist."""
-    imports = re.findall(r"^from ([\w.]+) import (.+)$", block.text, flags=re.M)
-    assert imports
-    for module, names in imports:
-        loaded = importlib.import_module(module)
-        for name in (n.strip() for n in names.split(",")):
-            assert hasattr(loaded, name), f"{module}.{name}"
+    assert [b.id for b in of("python") if not compiles(b)] == []
 
 
 @pytest.fixture()
@@ -144,7 +130,7 @@ def test_python_blocks_run_in_order(doc, docs_env, capsys):
     """The fast blocks of a document run one after another in one namespace, as a reader
     pasting them would (later blocks use what earlier ones defined)."""
     namespace = {"__name__": "docs_example", **docs_env}
-    blocks = [b for b in of("python") if b.doc == doc and b not in SKETCHES + MODEL_BLOCKS and not covered(b)]
+    blocks = [b for b in of("python") if b.doc == doc and b not in MODEL_BLOCKS and not covered(b)]
     for block in blocks:
         exec(compile(block.text, block.id, "exec"), namespace)
 

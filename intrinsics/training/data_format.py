@@ -1,6 +1,6 @@
 """The training/evaluation JSONL format and its exact tokenization.
 
-One example a line (docs/contracts.md)::
+One example a line (the format ``alora-flows train`` reads; docs/intrinsics.md)::
 
     {"intrinsic": "rewrite", "messages": [{"role": "user", "content": "..."}], "output": "<target text>"}
 
