@@ -6,6 +6,7 @@ and real options; `python -m X` / `python path.py` name modules and files that e
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import json
@@ -67,7 +68,7 @@ def ids(blocks: list[Block]) -> list[str]:
 
 
 def test_every_block_has_a_known_language():
-    assert {b.lang for b in BLOCKS} <= {"python", "yaml", "json", "bash", ""}
+    assert {b.lang for b in BLOCKS} <= {"python", "yaml", "json", "jsonl", "bash", "text", ""}
     assert len(of("python")) >= 8 and len(of("yaml")) >= 6
 
 
@@ -125,6 +126,20 @@ def docs_env(tmp_path, monkeypatch):
         intrinsics.known.unregister_spec(name)
 
 
+def imported_modules(block: Block) -> list[str]:
+    tree = ast.parse(block.text)
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    return names
+
+
+def importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 @pytest.mark.parametrize("doc", FAST_DOCS)
 def test_python_blocks_run_in_order(doc, docs_env, capsys):
     """The fast blocks of a document run one after another in one namespace, as a reader
@@ -132,6 +147,10 @@ def test_python_blocks_run_in_order(doc, docs_env, capsys):
     namespace = {"__name__": "docs_example", **docs_env}
     blocks = [b for b in of("python") if b.doc == doc and b not in MODEL_BLOCKS and not covered(b)]
     for block in blocks:
+        missing = [m for m in imported_modules(block) if not importable(m)]
+        if missing:  # a package the doc tells the reader to install first (an OTLP exporter)
+            assert "pip install" in (ROOT / block.doc).read_text(encoding="utf-8"), (block.id, missing)
+            continue
         exec(compile(block.text, block.id, "exec"), namespace)
 
 
@@ -199,6 +218,14 @@ def test_intrinsic_yaml_reads_as_a_spec(block, tmp_path):
 
 
 # ---------------------------------------------------------------------- json
+@pytest.mark.parametrize("block", of("jsonl"), ids=ids(of("jsonl")))
+def test_jsonl_blocks_are_batch_inputs(block):
+    from alora_flows.batch.records import BatchInput
+
+    lines = [line for line in block.text.splitlines() if line.strip()]
+    assert lines and all(BatchInput.model_validate_json(line).id for line in lines)
+
+
 @pytest.mark.parametrize("block", of("json"), ids=ids(of("json")))
 def test_json_blocks_parse_into_what_they_show(block):
     from intrinsics.training.data_format import Example
