@@ -153,4 +153,4 @@ def test_threads_benchmark_smoke(tmp_path):
     loaded = {r["setting"]: r for r in data["rows"] if r["condition"] == "loaded"}
     assert loaded["1"]["threads_used"] == [1] and loaded["2"]["threads_used"] == [2]
     assert all(b >= 0.7 for b in loaded["1"]["other_cpus_busy"])  # the load the benchmark added
-    assert "| loaded | default (chose" in (tmp_path / "threads.md").read_text()
+    assert "| +1 busy process | default (chose" in (tmp_path / "threads.md").read_text()
