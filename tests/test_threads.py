@@ -137,7 +137,16 @@ def test_threads_benchmark_smoke(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(root / "benchmarks" / "threads.py"), "--reps", "1", "--calls", "1"]
+    cmd = [
+        sys.executable,
+        str(root / "benchmarks" / "threads.py"),
+        "--reps",
+        "1",
+        "--calls",
+        "1",
+        "--load",
+        "1",
+    ]
     proc = subprocess.run(
         [*cmd, "--no-demo", "--tokens", "256", "--out", str(tmp_path)],
         cwd=root,
