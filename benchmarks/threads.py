@@ -28,6 +28,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -81,7 +82,14 @@ def main() -> None:
     parser.add_argument("--no-demo", action="store_true", help="time only the intrinsic call")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="threads")
+    parser.add_argument("--from-json", type=Path, help="only re-write the table from a result JSON")
     args = parser.parse_args()
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+        saved = argparse.Namespace(**result["args"])
+        usable = list(range(result["environment"]["usable_cpus"]))
+        write_results(args.out, args.name, result, markdown(result, usable, saved))
+        return
 
     from transformers.utils import logging as hf_logging
 
@@ -182,12 +190,17 @@ def markdown(result: dict, cpus: list[int], args: argparse.Namespace) -> list[st
         f"(median and range over the rounds). Intrinsic call: the shipped uncertainty intrinsic on a "
         f"cached {args.tokens}-token conversation, median of {args.calls} calls per round. 'other CPUs "
         "busy': how many of the usable CPUs other processes kept busy during the cell (the added load "
-        "included); 'default' is what `alora-flows` commands choose (`--threads` unset), sampled "
-        "after the load started.",
+        "included; on a shared machine the first rows are not idle, this column says how busy it "
+        "was); 'default' is what `alora-flows` commands choose (`--threads` unset), sampled after "
+        "the load started.",
         "",
         "| machine | threads | demo run | intrinsic call | other CPUs busy |",
         "|---|---|---:|---:|---:|",
     ]
+    names = {
+        "idle": "no load added",
+        "loaded": f"+{args.load} busy process{'es' if int(args.load) > 1 else ''}",
+    }
     for condition in ("idle", "loaded"):
         for setting in ("1", "2", "default"):
             row = rows[(condition, setting)]
@@ -195,7 +208,7 @@ def markdown(result: dict, cpus: list[int], args: argparse.Namespace) -> list[st
             label = f"default (chose {', '.join(map(str, used))})" if setting == "default" else setting
             busy_text = ", ".join(f"{b:.1f}" for b in row["other_cpus_busy"])
             lines.append(
-                f"| {condition} | {label} | {cell_text(row['demo_seconds'], 1, 's', 1)} | "
+                f"| {names[condition]} | {label} | {cell_text(row['demo_seconds'], 1, 's', 1)} | "
                 f"{cell_text(row['call_seconds'], 1000, 'ms', 0)} | {busy_text} |"
             )
     lines.append("")
@@ -208,7 +221,7 @@ def markdown(result: dict, cpus: list[int], args: argparse.Namespace) -> list[st
             two = rows[(condition, "2")][key]["median"]
             default = rows[(condition, "default")][key]["median"]
             parts.append(
-                f"{condition}: 2 threads / 1 thread = {two / one:.2f}, default / best of 1 and 2 = "
+                f"{names[condition]}: 2 threads / 1 thread = {two / one:.2f}, default / best of 1 and 2 = "
                 f"{default / min(one, two):.2f}"
             )
         lines.append(f"- {what}: " + "; ".join(parts) + ".")

@@ -137,7 +137,16 @@ def test_threads_benchmark_smoke(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(root / "benchmarks" / "threads.py"), "--reps", "1", "--calls", "1"]
+    cmd = [
+        sys.executable,
+        str(root / "benchmarks" / "threads.py"),
+        "--reps",
+        "1",
+        "--calls",
+        "1",
+        "--load",
+        "1",
+    ]
     proc = subprocess.run(
         [*cmd, "--no-demo", "--tokens", "256", "--out", str(tmp_path)],
         cwd=root,
@@ -153,4 +162,4 @@ def test_threads_benchmark_smoke(tmp_path):
     loaded = {r["setting"]: r for r in data["rows"] if r["condition"] == "loaded"}
     assert loaded["1"]["threads_used"] == [1] and loaded["2"]["threads_used"] == [2]
     assert all(b >= 0.7 for b in loaded["1"]["other_cpus_busy"])  # the load the benchmark added
-    assert "| loaded | default (chose" in (tmp_path / "threads.md").read_text()
+    assert "| +1 busy process | default (chose" in (tmp_path / "threads.md").read_text()
