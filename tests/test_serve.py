@@ -228,3 +228,17 @@ def test_events_stream_as_server_sent_events(config, worker):
         with httpx.stream("POST", f"{url}/runs/stream", json={"inputs": {"question": TOO_LONG}}) as response:
             events = read_events(response)
     assert events[-1][0] == "error" and events[-1][1]["status"] == 422
+
+
+def test_serve_command_checks_the_flow_before_listening(tmp_path):
+    from typer.testing import CliRunner
+
+    from alora_flows.cli import app
+    from alora_flows.cli.serve import is_loopback
+
+    bad = tmp_path / "flow.yaml"
+    bad.write_text("name: x\nnodes: {a: {generate: {}}}\nedges: [[a, nowhere]]\n")
+    result = CliRunner().invoke(app, ["serve", str(bad), "--port", "1"])
+    assert result.exit_code == 2 and "nowhere" in result.stderr and "serving" not in result.stderr
+    assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "127.0.0.2"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.0.2.1", "example.org"))
