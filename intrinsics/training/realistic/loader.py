@@ -98,7 +98,7 @@ def rag_messages(documents: Sequence[str], question: str) -> list[dict[str, str]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class Document(_Strict):
