@@ -33,6 +33,8 @@ _TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+")
 def _stem(token: str) -> str:
     if len(token) > 4 and token.endswith("ies"):
         return token[:-3] + "y"
+    if len(token) > 3 and token.endswith("ie"):  # "cookie" ~ "cookies" ~ "cooky"
+        return token[:-2] + "y"
     if len(token) > 4 and token.endswith("oes"):
         return token[:-2]
     if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
