@@ -29,7 +29,14 @@ from intrinsics.training.realistic.loader import (
     load_cases,
     presented_docs,
 )
-from intrinsics.training.realistic.scoring import ADAPTER, HEADLINE, SYSTEMS, build_items, metrics, score_intrinsic
+from intrinsics.training.realistic.scoring import (
+    ADAPTER,
+    HEADLINE,
+    SYSTEMS,
+    build_items,
+    metrics,
+    score_intrinsic,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +71,17 @@ def test_label_balance(case_set):
     assert {"near_miss", "other_entity", "absent", "direct", "paraphrase"} <= set(kinds)
     sentences = Counter(s.f for c in case_set.cases["hallucination"] for s in c.data.answer)
     assert sentences["unfaithful"] >= 150 and sentences["faithful"] >= 150 and sentences["partial"] >= 20
-    errors = Counter(s.why for c in case_set.cases["hallucination"] for s in c.data.answer if s.f != "faithful")
-    for kind in ("changed_number", "swapped_entity", "wrong_document", "invented", "overgeneralised", "negation"):
+    errors = Counter(
+        s.why for c in case_set.cases["hallucination"] for s in c.data.answer if s.f != "faithful"
+    )
+    for kind in (
+        "changed_number",
+        "swapped_entity",
+        "wrong_document",
+        "invented",
+        "overgeneralised",
+        "negation",
+    ):
         assert errors[kind] >= 5, kind
     rewrite = Counter(c.kind for c in case_set.cases["rewrite"])
     assert min(rewrite[k] for k in ("pronoun", "ellipsis", "switch", "reference")) >= 30
@@ -123,8 +139,14 @@ documents:
 @pytest.mark.parametrize(
     "cases, message",
     [
-        ("uncertainty:\n  - {id: u1, docs: [d1], question: 'When does water boil?', gold: '90'}\n", "not found"),
-        ("uncertainty:\n  - {id: u1, docs: [d9], question: 'When does water boil?', gold: '100'}\n", "unknown documents"),
+        (
+            "uncertainty:\n  - {id: u1, docs: [d1], question: 'When does water boil?', gold: '90'}\n",
+            "not found",
+        ),
+        (
+            "uncertainty:\n  - {id: u1, docs: [d9], question: 'When does water boil?', gold: '100'}\n",
+            "unknown documents",
+        ),
         (
             "uncertainty:\n  - {id: u1, docs: [d1], question: 'When does water boil?', gold: '100'}\n"
             "answerability:\n  - {id: u1, docs: [d1], question: 'When does water boil?', label: answerable, kind: direct}\n",
@@ -153,7 +175,15 @@ def test_loader_rejects_broken_cases(tmp_path, cases, message):
 
 # ---------------------------------------------------------------------------------- judge
 def test_normalisation_and_containment():
-    assert tokens("The lake is 1,642 m deep; eight rivers.") == ["lake", "is", "1642", "m", "deep", "8", "river"]
+    assert tokens("The lake is 1,642 m deep; eight rivers.") == [
+        "lake",
+        "is",
+        "1642",
+        "m",
+        "deep",
+        "8",
+        "river",
+    ]
     assert contains("It is 1642 metres deep.", "1,642")
     assert not contains("It is 16,420 metres deep.", "1,642")
     assert contains("marie curie's second prize", "Marie Curie")
@@ -166,7 +196,9 @@ def test_answer_correct_uses_gold_aliases_and_lists():
     assert answer_correct("It is the Baikal seal.", case)
     assert answer_correct("The nerpa.", case)
     assert not answer_correct("A grey seal.", case)
-    listing = UncertaintyCase(id="l", docs=["d"], question="Which elements?", gold="a", all_of=["polonium", "radium"])
+    listing = UncertaintyCase(
+        id="l", docs=["d"], question="Which elements?", gold="a", all_of=["polonium", "radium"]
+    )
     assert answer_correct("She found radium and polonium.", listing)
     assert not answer_correct("She found radium.", listing)
 
@@ -190,7 +222,9 @@ def test_uncertainty_heuristic_is_word_overlap():
 
 
 def test_hallucination_heuristic_flags_absent_numbers_and_names():
-    answer = "Lake Baikal is 1,642 metres deep. The Volga drains it. It is 1,842 metres deep. It is very deep."
+    answer = (
+        "Lake Baikal is 1,642 metres deep. The Volga drains it. It is 1,842 metres deep. It is very deep."
+    )
     assert heuristics.hallucination_labels(answer, DOCS) == {
         0: "faithful",
         1: "unfaithful",
@@ -245,7 +279,8 @@ def test_heuristic_scores_match_direct_computation(case_set):
     cases = case_set.cases["answerability"]
     items = build_items("answerability", cases, case_set, {c.id: {"malformed": True} for c in cases})
     expected = sum(
-        heuristics.overlap_answerable(c.data.question, case_set.doc_texts(c)) == (c.data.label == "answerable")
+        heuristics.overlap_answerable(c.data.question, case_set.doc_texts(c))
+        == (c.data.label == "answerable")
         for c in cases
     ) / len(cases)
     assert metrics("answerability", items, "question overlap")["accuracy"] == pytest.approx(expected)
@@ -274,9 +309,8 @@ def test_stored_base_answers_are_current(case_set):
 @pytest.fixture(scope="module")
 def tiny_intrinsics(tmp_path_factory):
     """The tiny random model with a random aLoRA for each built-in intrinsic's invocation."""
-    from intrinsics.known import get_spec
-
     from alora_flows.testing import save_random_alora, tiny_backend
+    from intrinsics.known import get_spec
 
     folder = tmp_path_factory.mktemp("realistic")
     backend = tiny_backend(folder, {})
@@ -286,8 +320,12 @@ def tiny_intrinsics(tmp_path_factory):
         specs[name] = spec
         # one directory level deeper, like intrinsics/adapters/<model>/<name>
         paths[name] = save_random_alora(
-            backend.base_model, backend.tokenizer, spec.invocation, folder / "adapters" / "tiny" / name,
-            seed=10 + i, base_model_name="tiny",
+            backend.base_model,
+            backend.tokenizer,
+            spec.invocation,
+            folder / "adapters" / "tiny" / name,
+            seed=10 + i,
+            base_model_name="tiny",
         )
     return backend, specs, paths, folder
 
@@ -302,10 +340,19 @@ def test_runner_resumes_from_its_checkpoint(case_set, tiny_intrinsics, name):
     answers = None
     if name == "uncertainty":
         cases = case_set.cases[name][:limit]
-        answers = {c.id: {"answer": f"It is {c.data.gold}.", "correct": i % 2 == 0} for i, c in enumerate(cases)}
+        answers = {
+            c.id: {"answer": f"It is {c.data.gold}.", "correct": i % 2 == 0} for i, c in enumerate(cases)
+        }
     run = lambda: evaluate_intrinsic(  # noqa: E731
-        name, backend, case_set, work, spec=specs[name], adapter_path=paths[name],
-        limit=limit, resamples=20, answers=answers,
+        name,
+        backend,
+        case_set,
+        work,
+        spec=specs[name],
+        adapter_path=paths[name],
+        limit=limit,
+        resamples=20,
+        answers=answers,
     )
     first = run()
     checkpoint = work / f"{name}.jsonl"
@@ -327,8 +374,12 @@ def test_runner_resumes_from_its_checkpoint(case_set, tiny_intrinsics, name):
         lo, hi = first["ci"][system]
         assert value is None or lo is None or lo - 1e-9 <= value <= hi + 1e-9
     report = {
-        "command": "test", "model": "tiny", "threads": 1, "resamples": 20,
-        "counts": {}, "intrinsics": {name: first},
+        "command": "test",
+        "model": "tiny",
+        "threads": 1,
+        "resamples": 20,
+        "counts": {},
+        "intrinsics": {name: first},
     }
     text = markdown(report)
     assert f"## {name}" in text and "adapter - " in text

@@ -60,7 +60,9 @@ def current_answers(
     }
 
 
-def write_answers(case_set: CaseSet, answers: dict[str, dict[str, Any]], path: str | Path = ANSWERS_FILE) -> None:
+def write_answers(
+    case_set: CaseSet, answers: dict[str, dict[str, Any]], path: str | Path = ANSWERS_FILE
+) -> None:
     """Rewrite the file with one line per case, in case order, with current labels (drops
     stale and duplicate lines that appends and edits leave behind)."""
     order = [c.id for c in case_set.cases["uncertainty"] if c.id in answers]
@@ -110,7 +112,9 @@ def progress_printer(what: str) -> Callable[[int, int], None]:
             return
         elapsed = time.perf_counter() - start
         eta = elapsed / done * (total - done)
-        print(f"[{what}] {done}/{total}  {elapsed:.0f}s elapsed, ~{eta:.0f}s left", file=sys.stderr, flush=True)
+        print(
+            f"[{what}] {done}/{total}  {elapsed:.0f}s elapsed, ~{eta:.0f}s left", file=sys.stderr, flush=True
+        )
 
     return report
 
@@ -127,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     backend = Backend.load("embedded", device="cpu")
     apply_cpu_tuning()
     case_set = load_cases()
-    generate_answers(backend, case_set, args.out, limit=args.limit, on_progress=progress_printer("base answers"))
+    generate_answers(
+        backend, case_set, args.out, limit=args.limit, on_progress=progress_printer("base answers")
+    )
     answers = current_answers(case_set, backend.model_id, args.out)
     write_answers(case_set, answers, args.out)
     right = sum(a["correct"] for a in answers.values())

@@ -105,11 +105,18 @@ def _synthetic() -> dict[str, tuple[str, float]]:
     if not path.is_file():
         return {}
     rows = json.loads(path.read_text())
-    keys = {"uncertainty": "auroc", "hallucination": "sentence_f1", "answerability": "accuracy", "rewrite": "exact_match"}
+    keys = {
+        "uncertainty": "auroc",
+        "hallucination": "sentence_f1",
+        "answerability": "accuracy",
+        "rewrite": "exact_match",
+    }
     return {
         r["intrinsic"]: (keys[r["intrinsic"]], r["metrics"][keys[r["intrinsic"]]])
         for r in rows
-        if r["system"] == "alora" and r["intrinsic"] in keys and r["metrics"].get(keys[r["intrinsic"]]) is not None
+        if r["system"] == "alora"
+        and r["intrinsic"] in keys
+        and r["metrics"].get(keys[r["intrinsic"]]) is not None
     }
 
 
@@ -157,7 +164,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             )
     lines += [
         "",
-        "Headline metrics: uncertainty, AUROC of the certainty for \"the base model's own answer is right\"",
+        'Headline metrics: uncertainty, AUROC of the certainty for "the base model\'s own answer is right"',
         "(right = the answer contains the gold value or a listed alias after normalisation,",
         "`realistic/judge.py`); hallucination, F1 of `unfaithful` over answer sentences; answerability,",
         "accuracy; rewrite, share of rewrites that name the right entity and attribute and no entity of an",
@@ -217,7 +224,12 @@ def markdown(report: Mapping[str, Any]) -> str:
                 + " | ".join(_f(d["values"][s]) for s in systems)
                 + f" | {_ci(d['paired'][f'{ADAPTER} - {base}'])} |"
             )
-        lines += ["", f"By writing style ({r['headline']}):", "", "| style | n | " + " | ".join(systems) + " |"]
+        lines += [
+            "",
+            f"By writing style ({r['headline']}):",
+            "",
+            "| style | n | " + " | ".join(systems) + " |",
+        ]
         lines.append("|---|---:|" + "---:|" * len(systems))
         for style, d in r["styles"].items():
             lines.append(f"| {style} | {d['n']} | " + " | ".join(_f(d["values"][s]) for s in systems) + " |")
@@ -227,16 +239,28 @@ def markdown(report: Mapping[str, Any]) -> str:
             lines.append("|---|---:|" + "---:|" * len(systems))
             for kind, d in r["kinds"].items():
                 lines.append(
-                    f"| {kind} | {d['n']} | " + " | ".join(_f(d["called_unfaithful"][s]) for s in systems) + " |"
+                    f"| {kind} | {d['n']} | "
+                    + " | ".join(_f(d["called_unfaithful"][s]) for s in systems)
+                    + " |"
                 )
         elif name == "uncertainty":
-            lines += ["| base answer | n | " + " | ".join(systems) + " |", "|---|---:|" + "---:|" * len(systems)]
+            lines += [
+                "| base answer | n | " + " | ".join(systems) + " |",
+                "|---|---:|" + "---:|" * len(systems),
+            ]
             for kind, d in r["kinds"].items():
-                lines.append(f"| {kind} | {d['n']} | " + " | ".join(_f(d["mean_score"][s]) for s in systems) + " |")
+                lines.append(
+                    f"| {kind} | {d['n']} | " + " | ".join(_f(d["mean_score"][s]) for s in systems) + " |"
+                )
         else:
-            lines += ["| case kind | n | " + " | ".join(systems) + " |", "|---|---:|" + "---:|" * len(systems)]
+            lines += [
+                "| case kind | n | " + " | ".join(systems) + " |",
+                "|---|---:|" + "---:|" * len(systems),
+            ]
             for kind, d in r["kinds"].items():
-                lines.append(f"| {kind} | {d['n']} | " + " | ".join(_f(d["values"][s]) for s in systems) + " |")
+                lines.append(
+                    f"| {kind} | {d['n']} | " + " | ".join(_f(d["values"][s]) for s in systems) + " |"
+                )
     lines += ["", "Case counts: " + json.dumps(report["counts"]), ""]
     return "\n".join(lines)
 

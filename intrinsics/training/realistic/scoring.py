@@ -126,7 +126,9 @@ def _three_way(gold: Sequence[dict[int, str]], pred: Sequence[dict[int, str]]) -
     return accuracy([a for a, _ in pairs], [b for _, b in pairs])
 
 
-def metrics(intrinsic: str, items: Sequence[Item], system: str, *, headline_only: bool = False) -> dict[str, float]:
+def metrics(
+    intrinsic: str, items: Sequence[Item], system: str, *, headline_only: bool = False
+) -> dict[str, float]:
     """Metrics of ``system`` on ``items`` (only the headline when ``headline_only``)."""
     golds = [it.gold for it in items]
     preds = [it.preds[system] for it in items]
@@ -163,7 +165,9 @@ def metrics(intrinsic: str, items: Sequence[Item], system: str, *, headline_only
         labels = [p[0] for p in preds]
         out = {"accuracy": accuracy(golds, labels)}
         if not headline_only:
-            unanswerable = binary_prf([g == "unanswerable" for g in golds], [p == "unanswerable" for p in labels])
+            unanswerable = binary_prf(
+                [g == "unanswerable" for g in golds], [p == "unanswerable" for p in labels]
+            )
             out.update(
                 unanswerable_f1=unanswerable.f1,
                 unanswerable_recall=unanswerable.recall,
@@ -174,7 +178,9 @@ def metrics(intrinsic: str, items: Sequence[Item], system: str, *, headline_only
         out = {"standalone": mean([float(rewrite_check(p, g)) for g, p in zip(golds, preds)])}
         if not headline_only:
             out.update(
-                right_entity=mean([float(any(contains(p, e) for e in g.entity)) for g, p in zip(golds, preds)]),
+                right_entity=mean(
+                    [float(any(contains(p, e) for e in g.entity)) for g, p in zip(golds, preds)]
+                ),
                 right_attribute=mean(
                     [float(any(contains(p, a) for a in g.attribute)) for g, p in zip(golds, preds)]
                 ),
@@ -246,9 +252,7 @@ def _kinds(intrinsic: str, items: Sequence[Item], systems: Sequence[str]) -> dic
         rows: dict[str, dict[str, Any]] = {}
         for it in items:
             for r, sentence in enumerate(it.case.data.answer):
-                row = rows.setdefault(
-                    f"{sentence.f}/{sentence.why}", {"n": 0, **{s: 0 for s in systems}}
-                )
+                row = rows.setdefault(f"{sentence.f}/{sentence.why}", {"n": 0, **{s: 0 for s in systems}})
                 row["n"] += 1
                 for s in systems:
                     row[s] += it.preds[s].get(r) == "unfaithful"
@@ -265,7 +269,9 @@ def _kinds(intrinsic: str, items: Sequence[Item], systems: Sequence[str]) -> dic
             }
             for label, group in split.items()
         }
-    return {k: _values(intrinsic, group, systems) for k, group in _group(items, lambda it: it.case.kind).items()}
+    return {
+        k: _values(intrinsic, group, systems) for k, group in _group(items, lambda it: it.case.kind).items()
+    }
 
 
 def score_intrinsic(
@@ -288,10 +294,15 @@ def score_intrinsic(
         "ci": overall["ci"],
         "paired": overall["paired"],
         "malformed": sum(it.malformed for it in items),
-        "held_out": {"domains": list(HELD_OUT_DOMAINS), **_with_intervals(intrinsic, held, systems, resamples, seed)}
+        "held_out": {
+            "domains": list(HELD_OUT_DOMAINS),
+            **_with_intervals(intrinsic, held, systems, resamples, seed),
+        }
         if held
         else None,
         "domains": domains,
-        "styles": {k: _values(intrinsic, g, systems) for k, g in _group(items, lambda it: it.case.style).items()},
+        "styles": {
+            k: _values(intrinsic, g, systems) for k, g in _group(items, lambda it: it.case.style).items()
+        },
         "kinds": _kinds(intrinsic, items, systems),
     }
