@@ -409,3 +409,25 @@ def test_interval_of_an_undefined_auroc_is_none(case_set):
     result = score_intrinsic("uncertainty", items, resamples=10)
     assert result["values"][ADAPTER] is None and result["ci"][ADAPTER] == [None, None]
     assert math.isnan(metrics("uncertainty", items, ADAPTER)["auroc"])
+
+
+# ---------------------------------------------------------------------------------- RAG questions
+def test_rag_questions_and_corpus(case_set, tmp_path):
+    from alora_flows.demo.retrieval import search
+    from intrinsics.training.realistic.rag import export_corpus, rag_outcome, rag_questions
+
+    questions = rag_questions(case_set)
+    unanswerable = [q for q in questions if not q.answerable]
+    assert len(questions) >= 150 and len(unanswerable) >= len(questions) / 3
+    assert {q.kind for q in unanswerable} == {"near_miss", "other_entity", "absent"}
+    assert len({q.question for q in questions}) == len(questions)
+    export_corpus(case_set, tmp_path)
+    assert len(list(tmp_path.glob("*.md"))) == len(case_set.documents)
+    case = case_set.cases["uncertainty"][0]
+    assert case.data.docs[0] in [doc_id for doc_id, _, _ in search(case.data.question, 2, tmp_path)]
+    answerable = next(q for q in questions if q.answerable and not q.all_of)
+    assert rag_outcome(answerable, f"It is {answerable.gold}.") == "correct"
+    assert rag_outcome(answerable, "It is something else entirely.") == "wrong"
+    assert rag_outcome(answerable, "I don't know: the documents do not answer this.") == "abstained"
+    assert rag_outcome(unanswerable[0], "It is 42.") == "wrong"
+    assert rag_outcome(unanswerable[0], "It is 42.", abstained=True) == "abstained"
