@@ -58,6 +58,13 @@ class Item:
     gold: Any
     preds: dict[str, Any] = field(default_factory=dict)
     malformed: bool = False
+    memo: dict[str, float] = field(default_factory=dict)  # per-system rewrite verdicts, for resampling
+
+    def standalone(self, system: str) -> float:
+        """The rewrite verdict of ``system`` on this case (computed once: bootstraps reuse it)."""
+        if system not in self.memo:
+            self.memo[system] = float(rewrite_check(self.preds[system], self.gold))
+        return self.memo[system]
 
 
 # ---------------------------------------------------------------------------------- items
@@ -175,7 +182,7 @@ def metrics(
             )
         return out
     if intrinsic == "rewrite":
-        out = {"standalone": mean([float(rewrite_check(p, g)) for g, p in zip(golds, preds)])}
+        out = {"standalone": mean([it.standalone(system) for it in items])}
         if not headline_only:
             out.update(
                 right_entity=mean(
