@@ -261,8 +261,29 @@ def markdown(report: Mapping[str, Any]) -> str:
                 lines.append(
                     f"| {kind} | {d['n']} | " + " | ".join(_f(d["values"][s]) for s in systems) + " |"
                 )
-    lines += ["", "Case counts: " + json.dumps(report["counts"]), ""]
+    lines += ["", *_counts_table(report["counts"]), ""]
     return "\n".join(lines)
+
+
+def _counts_table(counts: Mapping[str, Any]) -> list[str]:
+    """Cases per intrinsic and domain (the documents are shared by all intrinsics)."""
+    names = [n for n in INTRINSICS if n in counts]
+    domains = sorted({d for n in names for d in counts[n]["domains"]})
+    lines = [
+        f"## Case counts ({counts.get('documents', 0)} documents)",
+        "",
+        "| domain | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for domain in domains:
+        mark = "*" if domain in HELD_OUT_DOMAINS else ""
+        lines.append(
+            f"| {domain}{mark} | "
+            + " | ".join(str(counts[n]["domains"].get(domain, 0)) for n in names)
+            + " |"
+        )
+    lines.append("| total | " + " | ".join(str(counts[n]["n"]) for n in names) + " |")
+    return lines
 
 
 def _kinds_caption(name: str) -> str:
