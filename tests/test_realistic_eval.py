@@ -208,6 +208,7 @@ def test_rewrite_check(case_set):
     assert rewrite_check(case.gold, case)
     assert not rewrite_check(case.question, case)
     assert not rewrite_check(case.gold + " " + case.forbid[0], case)
+    assert not rewrite_check(case.gold.rstrip("?"), case)  # a fragment, not a question
 
 
 # ---------------------------------------------------------------------------------- heuristics

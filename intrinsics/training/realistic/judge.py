@@ -77,10 +77,13 @@ def answer_correct(answer: str, case: Any) -> bool:
 
 
 def rewrite_check(text: str, case: Any) -> bool:
-    """The rewrite metric: one of the case's ``entity`` and one of its ``attribute`` keywords
-    appear in ``text``, and none of ``forbid`` (an earlier turn's entity after a switch)."""
+    """The rewrite metric: ``text`` is a question (ends with "?"), one of the case's ``entity``
+    and one of its ``attribute`` keywords appear in it, and none of ``forbid`` (an earlier
+    turn's entity after a switch). The "?" rules out fragments that happen to contain both
+    keywords ("Where in Michelin's Michelin's")."""
     return (
-        any(contains(text, e) for e in case.entity)
+        str(text).strip().endswith("?")
+        and any(contains(text, e) for e in case.entity)
         and any(contains(text, a) for a in case.attribute)
         and not any(contains(text, f) for f in case.forbid)
     )
