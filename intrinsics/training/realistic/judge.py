@@ -2,7 +2,7 @@
 standalone with the right entity and attribute.
 
 Both compare *normalised token sequences*: lower-cased; thousands separators dropped ("1,642" ->
-"1642"); number words up to twenty and the tens written as digits ("eight" -> "8"); articles
+"1642"); "%" read as "percent"; number words up to twenty and the tens written as digits ("eight" -> "8"); articles
 dropped; a crude plural strip on longer words ("metres" ~ "metre", "countries" ~ "country"); then a needle counts as
 contained when its tokens occur contiguously in the haystack's. So the gold "1,642" is found in
 "It is 1642 m deep." but not in "16,420"; "Marie Curie" is found in "marie curie's", and the
@@ -44,7 +44,7 @@ def _stem(token: str) -> str:
 
 def tokens(text: Any) -> list[str]:
     """The normalised tokens of ``text`` (see the module docstring)."""
-    text = str(text or "").lower().replace("\u2019", "'")
+    text = str(text or "").lower().replace("\u2019", "'").replace("%", " percent ")
     while True:  # "1,234,567": each pass removes the separators that are now followed by 3 digits
         stripped = _THOUSANDS.sub("", text)
         if stripped == text:
