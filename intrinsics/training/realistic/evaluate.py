@@ -1,0 +1,357 @@
+"""Evaluate the shipped intrinsics on the hand-written realistic cases, beside string heuristics.
+
+    python -m intrinsics.training.realistic.evaluate [--only NAME ...] [--limit N]
+                                                    [--work DIR] [--out DIR] [--resamples N]
+
+Loads the embedded model and each shipped adapter the way a flow does (``load_intrinsic(name,
+"builtin", ...)`` + ``backend.add_adapter``), runs the intrinsic on every case with ``spec.run``
+on a Session (:mod:`.predict`), scores it and its heuristic baselines (:mod:`.scoring`) and writes
+``realistic.json`` and ``realistic.md`` to ``--out`` (``intrinsics/results``). The base model's
+answers for the uncertainty cases come from ``cases/base_answers.jsonl``; missing ones are
+generated first (:mod:`.base_answers`). Adapter outputs are checkpointed in ``--work``
+(``runs/realistic-eval``), one JSONL line per case: rerun the same command after an interruption
+and it continues where it stopped. ``--only`` re-runs some intrinsics and keeps the others'
+results in the files. CPU run on one thread: set ``OMP_NUM_THREADS=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from intrinsics.training.realistic.base_answers import current_answers, generate_answers, progress_printer
+from intrinsics.training.realistic.loader import (
+    HELD_OUT_DOMAINS,
+    INTRINSICS,
+    CaseSet,
+    case_summary,
+    load_cases,
+)
+from intrinsics.training.realistic.predict import Checkpoint, adapter_fingerprint, run_adapter
+from intrinsics.training.realistic.scoring import ADAPTER, HEADLINE, SYSTEMS, build_items, score_intrinsic
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+WORK = Path("runs") / "realistic-eval"
+COMMAND = "OMP_NUM_THREADS=1 python -m intrinsics.training.realistic.evaluate"
+
+
+def evaluate_intrinsic(
+    name: str,
+    backend,
+    case_set: CaseSet,
+    work: Path,
+    *,
+    spec=None,
+    adapter_path: str | Path | None = None,
+    limit: int | None = None,
+    resamples: int = 1000,
+    answers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run and score one intrinsic. Without ``spec``/``adapter_path`` the shipped adapter of
+    ``backend``'s model is loaded as a flow loads it."""
+    if spec is None or adapter_path is None:
+        from intrinsics.registry import load_intrinsic
+
+        resolved = load_intrinsic(name, "builtin", backend.model_id, tokenizer=backend.tokenizer)
+        spec, adapter_path = resolved.spec, resolved.path
+    adapter_name = f"realistic_{name}"
+    if adapter_name not in backend.adapters:
+        backend.add_adapter(adapter_name, adapter_path)
+    cases = case_set.cases[name][:limit]
+    texts = {k: str(v["answer"]) for k, v in (answers or {}).items()}
+    start = time.perf_counter()
+    records = run_adapter(
+        backend,
+        spec,
+        adapter_name,
+        adapter_fingerprint(adapter_path),
+        cases,
+        case_set,
+        Checkpoint(work / f"{name}.jsonl"),
+        answers=texts if name == "uncertainty" else None,
+        on_progress=progress_printer(name),
+    )
+    items = build_items(name, cases, case_set, records, answers)
+    result = score_intrinsic(name, items, resamples=resamples)
+    result["adapter"] = str(Path(adapter_path).relative_to(Path(adapter_path).parents[2]))
+    result["adapter_seconds_per_case"] = round(
+        sum(float(r.get("seconds", 0.0)) for r in records.values()) / max(len(records), 1), 3
+    )
+    result["run_seconds"] = round(time.perf_counter() - start, 1)
+    if name == "uncertainty":
+        result["base_answers_correct"] = sum(bool(it.gold) for it in items)
+    return result
+
+
+# ---------------------------------------------------------------------------------- report
+def _f(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _ci(interval: Sequence[Any] | None) -> str:
+    if not interval or any(v is None for v in interval):
+        return "-"
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _synthetic() -> dict[str, tuple[str, float]]:
+    """The shipped adapters' headline on the project's own (synthetic) held-out eval."""
+    path = RESULTS / "eval.json"
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())
+    keys = {
+        "uncertainty": "auroc",
+        "hallucination": "sentence_f1",
+        "answerability": "accuracy",
+        "rewrite": "exact_match",
+    }
+    return {
+        r["intrinsic"]: (keys[r["intrinsic"]], r["metrics"][keys[r["intrinsic"]]])
+        for r in rows
+        if r["system"] == "alora"
+        and r["intrinsic"] in keys
+        and r["metrics"].get(keys[r["intrinsic"]]) is not None
+    }
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    results = report["intrinsics"]
+    synthetic = _synthetic()
+    lines = [
+        "# Realistic evaluation of the shipped intrinsics",
+        "",
+        "Hand-written cases on real-world topics (`intrinsics/training/realistic/cases/`, written",
+        "independently of the training-data generators; never train on them), run through the engine as a",
+        "flow runs them, beside string heuristics that need no model. 95% intervals: percentile bootstrap",
+        f"over cases ({report['resamples']:,} resamples, seed 0); `adapter - X`: paired difference on the same",
+        "resampled cases.",
+        "",
+        f"Command: `{report['command']}` (model `{report['model']}`, {report['threads']} thread(s), CPU).",
+        "",
+        "| intrinsic | metric | n | synthetic eval | adapter [95% CI] | baseline | baseline [95% CI] | adapter - baseline [95% CI] | target |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for name in INTRINSICS:
+        r = results.get(name)
+        if not r:
+            continue
+        synth = synthetic.get(name)
+        synth_cell = f"{synth[1]:.3f} ({synth[0]})" if synth else "-"
+        for k, base in enumerate(s for s in SYSTEMS[name] if s != ADAPTER and not s.startswith("adapter")):
+            first = k == 0
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        name if first else "",
+                        r["headline"] if first else "",
+                        str(r["n"]) if first else "",
+                        synth_cell if first else "",
+                        f"**{_f(r['values'][ADAPTER])}** {_ci(r['ci'][ADAPTER])}" if first else "",
+                        base,
+                        f"{_f(r['values'][base])} {_ci(r['ci'][base])}",
+                        _ci(r["paired"][f"{ADAPTER} - {base}"]),
+                        f">= {r['target']:.2f}" if first else "",
+                    ]
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        'Headline metrics: uncertainty, AUROC of the certainty for "the base model\'s own answer is right"',
+        "(right = the answer contains the gold value or a listed alias after normalisation,",
+        "`realistic/judge.py`); hallucination, F1 of `unfaithful` over answer sentences; answerability,",
+        "accuracy; rewrite, share of rewrites that name the right entity and attribute and no entity of an",
+        "earlier turn (`judge.rewrite_check`). The synthetic column is the same adapter's headline on the",
+        "project's generated eval (`eval.md`; rewrite there is exact match).",
+        "",
+        f"## Held-out domains ({', '.join(HELD_OUT_DOMAINS)})",
+        "",
+        "No training data may use these domains (`realistic.loader.HELD_OUT_DOMAINS`).",
+        "",
+        "| intrinsic | n | adapter [95% CI] | baseline [95% CI] | adapter - baseline [95% CI] |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in INTRINSICS:
+        r = results.get(name)
+        if not r or not r.get("held_out"):
+            continue
+        h = r["held_out"]
+        base = SYSTEMS[name][1]
+        lines.append(
+            f"| {name} | {h['n']} | {_f(h['values'][ADAPTER])} {_ci(h['ci'][ADAPTER])} | {base}: "
+            f"{_f(h['values'][base])} {_ci(h['ci'][base])} | {_ci(h['paired'][f'{ADAPTER} - {base}'])} |"
+        )
+    for name in INTRINSICS:
+        r = results.get(name)
+        if not r:
+            continue
+        systems = list(SYSTEMS[name])
+        metric_names = list(dict.fromkeys(k for s in systems for k in r["systems"][s]))
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            f"Adapter `{r['adapter']}`; {r['n']} cases; malformed outputs: {r['malformed']}; "
+            f"{r['adapter_seconds_per_case']:.2f} s per case on this CPU.",
+        ]
+        if name == "uncertainty":
+            lines.append(
+                f"The base model answered {r['base_answers_correct']} of {r['n']} questions right "
+                "(`cases/base_answers.jsonl`)."
+            )
+        lines += ["", "| system | " + " | ".join(metric_names) + " |", "|---|" + "---:|" * len(metric_names)]
+        for s in systems:
+            lines.append(f"| {s} | " + " | ".join(_f(r["systems"][s].get(m)) for m in metric_names) + " |")
+        base = systems[1]
+        lines += [
+            "",
+            f"By domain ({r['headline']}; held-out domains marked *):",
+            "",
+            "| domain | n | " + " | ".join(systems) + f" | adapter - {base} [95% CI] |",
+            "|---|---:|" + "---:|" * (len(systems) + 1),
+        ]
+        for domain, d in r["domains"].items():
+            mark = "*" if domain in HELD_OUT_DOMAINS else ""
+            lines.append(
+                f"| {domain}{mark} | {d['n']} | "
+                + " | ".join(_f(d["values"][s]) for s in systems)
+                + f" | {_ci(d['paired'][f'{ADAPTER} - {base}'])} |"
+            )
+        lines += [
+            "",
+            f"By writing style ({r['headline']}):",
+            "",
+            "| style | n | " + " | ".join(systems) + " |",
+        ]
+        lines.append("|---|---:|" + "---:|" * len(systems))
+        for style, d in r["styles"].items():
+            lines.append(f"| {style} | {d['n']} | " + " | ".join(_f(d["values"][s]) for s in systems) + " |")
+        lines += ["", _kinds_caption(name), ""]
+        if name == "hallucination":
+            lines += ["| gold label / sentence kind | n | " + " | ".join(systems) + " |"]
+            lines.append("|---|---:|" + "---:|" * len(systems))
+            for kind, d in r["kinds"].items():
+                lines.append(
+                    f"| {kind} | {d['n']} | "
+                    + " | ".join(_f(d["called_unfaithful"][s]) for s in systems)
+                    + " |"
+                )
+        elif name == "uncertainty":
+            lines += [
+                "| base answer | n | " + " | ".join(systems) + " |",
+                "|---|---:|" + "---:|" * len(systems),
+            ]
+            for kind, d in r["kinds"].items():
+                lines.append(
+                    f"| {kind} | {d['n']} | " + " | ".join(_f(d["mean_score"][s]) for s in systems) + " |"
+                )
+        else:
+            lines += [
+                "| case kind | n | " + " | ".join(systems) + " |",
+                "|---|---:|" + "---:|" * len(systems),
+            ]
+            for kind, d in r["kinds"].items():
+                lines.append(
+                    f"| {kind} | {d['n']} | " + " | ".join(_f(d["values"][s]) for s in systems) + " |"
+                )
+    lines += ["", *_counts_table(report["counts"]), ""]
+    return "\n".join(lines)
+
+
+def _counts_table(counts: Mapping[str, Any]) -> list[str]:
+    """Cases per intrinsic and domain (the documents are shared by all intrinsics)."""
+    names = [n for n in INTRINSICS if n in counts]
+    domains = sorted({d for n in names for d in counts[n]["domains"]})
+    lines = [
+        f"## Case counts ({counts.get('documents', 0)} documents)",
+        "",
+        "| domain | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for domain in domains:
+        mark = "*" if domain in HELD_OUT_DOMAINS else ""
+        lines.append(
+            f"| {domain}{mark} | "
+            + " | ".join(str(counts[n]["domains"].get(domain, 0)) for n in names)
+            + " |"
+        )
+    lines.append("| total | " + " | ".join(str(counts[n]["n"]) for n in names) + " |")
+    return lines
+
+
+def _kinds_caption(name: str) -> str:
+    return {
+        "uncertainty": "Mean certainty (adapter) or overlap (heuristic) for right and wrong base answers:",
+        "hallucination": "Share of sentences each system calls `unfaithful`, by gold label and kind of sentence "
+        "(for faithful sentences this is the false-alarm rate):",
+        "answerability": "Accuracy by kind of case (near_miss, other_entity, absent are unanswerable):",
+        "rewrite": "Standalone-with-right-entity-and-attribute rate by kind of follow-up:",
+    }[name]
+
+
+def write_report(report: Mapping[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "realistic.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "realistic.md").write_text(markdown(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
+    parser.add_argument("--limit", type=int, default=None, help="first N cases per intrinsic (smoke runs)")
+    parser.add_argument("--work", type=Path, default=WORK, help="checkpoint directory")
+    parser.add_argument("--out", type=Path, default=None, help="where realistic.{json,md} go")
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    # A --limit run never overwrites the full results unless asked to.
+    out = args.out or (args.work if args.limit else RESULTS)
+
+    import torch
+
+    from alora_flows.core.backend import Backend
+    from alora_flows.core.tuning import apply_cpu_tuning
+
+    case_set = load_cases()
+    backend = Backend.load("embedded", device="cpu")
+    apply_cpu_tuning()  # what alora_flows.app.load_backend does on CPU
+    previous = out / "realistic.json"
+    report: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
+    command = COMMAND + ("" if args.only == list(INTRINSICS) else " --only " + " ".join(args.only))
+    report.update(
+        command=command,
+        model=backend.model_id,
+        threads=torch.get_num_threads(),
+        resamples=args.resamples,
+        counts=case_summary(case_set),
+    )
+    report.setdefault("intrinsics", {})
+    answers = None
+    if "uncertainty" in args.only:
+        generate_answers(backend, case_set, limit=args.limit, on_progress=progress_printer("base answers"))
+        answers = current_answers(case_set, backend.model_id)
+    for name in args.only:
+        report["intrinsics"][name] = evaluate_intrinsic(
+            name, backend, case_set, args.work, limit=args.limit, resamples=args.resamples, answers=answers
+        )
+        write_report(report, out)  # after each intrinsic: a long run keeps what it has
+        r = report["intrinsics"][name]
+        base = SYSTEMS[name][1]
+        print(
+            f"{name}: {HEADLINE[name]} adapter {r['values'][ADAPTER]} {r['ci'][ADAPTER]} vs {base} "
+            f"{r['values'][base]}; paired {r['paired'][f'{ADAPTER} - {base}']}",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(json.dumps({"written": [str(out / "realistic.json"), str(out / "realistic.md")]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Run an intrinsic adapter on the realistic cases the way a flow runs it, with a checkpoint.
+
+Each case becomes a :class:`~alora_flows.core.session.Session` holding the conversation a flow
+would have at that point (:meth:`CaseSet.messages`, plus the stored base answer for uncertainty),
+and the intrinsic is called with ``spec.run(session, adapter_name, state)``, the same call the
+flow's intrinsic node makes (rewrite gets ``state={"question": ...}``). Its parsed output is
+appended to a JSONL checkpoint, one line per case, keyed by the case, the adapter's files and the
+rated answer: a rerun skips what is done and recomputes what changed, so an interruption of a
+long CPU run loses at most one case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from alora_flows.errors import IntrinsicOutputError
+from intrinsics.outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
+from intrinsics.training.realistic.loader import Case, CaseSet, RewriteCase
+
+
+def adapter_fingerprint(path: str | Path) -> str:
+    """Hash of an adapter directory's files (weights, config, intrinsic.yaml)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).iterdir() if p.is_file()):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Checkpoint:
+    """Append-only JSONL of per-case records; the last record of an id wins."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            text = self.path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):  # a line cut short by a kill: end it, skip it
+                with self.path.open("a", encoding="utf-8") as out:
+                    out.write("\n")
+            for line in text.splitlines():
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by a kill: recompute that case
+                    self.records[record["id"]] = record
+
+    def get(self, case_id: str, key: str) -> dict[str, Any] | None:
+        record = self.records.get(case_id)
+        return record if record is not None and record.get("key") == key else None
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        self.records[record["id"]] = record
+
+
+def conversation(case: Case, case_set: CaseSet, answer: str | None = None) -> list[dict[str, str]]:
+    """The messages of the session the intrinsic is invoked on."""
+    messages = case_set.messages(case)
+    if case.intrinsic == "uncertainty":
+        if answer is None:
+            raise ValueError(f"uncertainty case '{case.id}' needs its base answer")
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def state_for(case: Case) -> dict[str, Any]:
+    """The flow state the intrinsic node would pass (``question`` for rewrite)."""
+    return {"question": case.data.question} if isinstance(case.data, RewriteCase) else {}
+
+
+def output_record(output: Any) -> dict[str, Any]:
+    """The parts of a parsed output the scores need (and a reader wants to see)."""
+    if isinstance(output, UncertaintyOutput):
+        return {"score": output.score, "digit": output.digit}
+    if isinstance(output, HallucinationOutput):
+        return {
+            "labels": {str(s.r): s.f for s in output.sentences},
+            "adapter_labels": {str(s.r): s.adapter_f or s.f for s in output.sentences},
+            "evidence": {str(s.r): s.e for s in output.sentences},
+        }
+    if isinstance(output, AnswerabilityOutput):
+        return {"label": output.label, "probability": output.probability}
+    if isinstance(output, RewriteOutput):
+        return {"rewritten_question": output.rewritten_question, "fallback": output.fallback}
+    raise TypeError(f"unexpected output {type(output).__name__}")
+
+
+def predict_case(backend, spec, adapter_name: str, case: Case, case_set: CaseSet, answer: str | None):
+    """``(record fields, malformed)`` for one case through ``spec.run`` on a fresh Session."""
+    from alora_flows.core.session import Session
+
+    session = Session(backend, messages=conversation(case, case_set, answer))
+    try:
+        output, stats = spec.run(session, adapter_name, state_for(case))
+    except IntrinsicOutputError as exc:
+        return {"error": str(exc)}, True
+    return {**output_record(output), "prefill_tokens": stats.prefill_tokens}, False
+
+
+def run_adapter(
+    backend,
+    spec,
+    adapter_name: str,
+    adapter_key: str,
+    cases: Sequence[Case],
+    case_set: CaseSet,
+    checkpoint: Checkpoint,
+    *,
+    answers: dict[str, str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Records for ``cases`` by id, computing only those the checkpoint lacks."""
+    out: dict[str, dict[str, Any]] = {}
+    todo = []
+    for case in cases:
+        answer = (answers or {}).get(case.id)
+        key = hashlib.sha256(json.dumps([case.fingerprint(), adapter_key, answer]).encode()).hexdigest()[:16]
+        record = checkpoint.get(case.id, key)
+        if record is None:
+            todo.append((case, answer, key))
+        else:
+            out[case.id] = record
+    for i, (case, answer, key) in enumerate(todo):
+        start = time.perf_counter()
+        fields, malformed = predict_case(backend, spec, adapter_name, case, case_set, answer)
+        record = {
+            "id": case.id,
+            "key": key,
+            "malformed": malformed,
+            "seconds": round(time.perf_counter() - start, 3),
+            **fields,
+        }
+        checkpoint.add(record)
+        out[case.id] = record
+        if on_progress:
+            on_progress(i + 1, len(todo))
+    return out
