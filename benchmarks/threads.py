@@ -225,6 +225,13 @@ def markdown(result: dict, cpus: list[int], args: argparse.Namespace) -> list[st
                 f"{default / min(one, two):.2f}"
             )
         lines.append(f"- {what}: " + "; ".join(parts) + ".")
+    background = [b for s in ("1", "2", "default") for b in rows[("idle", s)]["other_cpus_busy"]]
+    if background and statistics.median(background) >= 0.5:
+        lines.append(
+            f"- The machine was not idle: with no load added, other processes already kept "
+            f"{statistics.median(background):.1f} of its {len(cpus)} CPUs busy (median over those cells), "
+            "so both halves of the table are loaded machines; rerun on a quiet machine for idle numbers."
+        )
     lines.append(f"\nTotal benchmark time {result['seconds']:.0f} s.")
     return lines
 

@@ -131,8 +131,8 @@ def comparison_lines(comparison: ReuseComparison) -> list[str]:
     ]
     if comparison.other_cpus and median(comparison.other_cpus) >= 0.25:
         lines.append(
-            f"  note: other processes kept {median(comparison.other_cpus):.1f} CPUs busy meanwhile, "
-            "so these times vary with them"
+            f"  note: other work kept {median(comparison.other_cpus):.1f} CPUs busy; more --repeats "
+            "narrow the range"
         )
     if not comparison.same_path:
         lines.append("  [yellow]note: the runs took different paths, so their times differ for that too[/]")
