@@ -67,9 +67,49 @@ class Clock:
         pass
 
 
+class AllReady:
+    """Wraps a worker pool so that no worker gets an input before every worker has loaded the
+    flow: the timed window then measures running, not one worker running while others load."""
+
+    def __init__(self, pool) -> None:
+        from concurrent.futures import Future
+
+        self.pool, self.size, self.kind = pool, pool.size, pool.kind
+        self.config = getattr(pool, "config", None)
+        self.inner: list = []
+        self.outer: list = [Future() for _ in range(pool.size)]
+
+    def start_slot(self):
+        if len(self.inner) >= self.size:  # a replacement: no barrier
+            return self.pool.start_slot()
+        future = self.pool.start_slot()
+        self.inner.append(future)
+        outer = self.outer[len(self.inner) - 1]
+        future.add_done_callback(lambda _: self._release())
+        return outer
+
+    def _release(self) -> None:
+        if len(self.inner) < self.size or not all(f.done() for f in self.inner):
+            return
+        for inner, outer in zip(self.inner, self.outer):
+            if outer.done():
+                continue
+            if inner.exception() is not None:
+                outer.set_exception(inner.exception())
+            else:
+                outer.set_result(inner.result())
+
+    def is_lost(self, exc: BaseException) -> bool:
+        return self.pool.is_lost(exc)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
 def run_batch_once(name: str, questions: list[dict], tmp: Path, **options) -> dict:
-    """One ``batch`` call; times from the first ready worker to the last result."""
-    from alora_flows.batch import batch
+    """One batch (every worker loaded before the first input); times from then to the last result."""
+    from alora_flows.batch import make_pool, plan_batch, run_plan
+    from alora_flows.batch.job import worker_threads
 
     stem = "".join(c if c.isalnum() else "_" for c in name) + f"_{len(list(tmp.iterdir()))}"
     inputs, out = tmp / f"{stem}.in.jsonl", tmp / f"{stem}.out.jsonl"
@@ -77,7 +117,13 @@ def run_batch_once(name: str, questions: list[dict], tmp: Path, **options) -> di
     clock = Clock()
     load_before = load_average()
     started = time.perf_counter()
-    summary = batch(FLOW_FILE[0], inputs, out, listeners=[clock], **options)
+    workers, pool, ray = options["workers"], options.get("pool", "process"), options.get("ray")
+    threads = worker_threads(options.get("threads"), workers=workers, pool=pool, ray=ray)
+    plan = plan_batch(FLOW_FILE[0], inputs, out, threads=threads)
+    worker_pool = make_pool(
+        plan.config, workers=workers, pool=pool, ray=ray, cpus_per_worker=options.get("cpus_per_worker", 1)
+    )
+    summary = run_plan(plan, AllReady(worker_pool), [clock])
     wall = time.perf_counter() - started
     results = [json.loads(line) for line in out.read_text().splitlines()]
     steady = clock.results[-1] - clock.first_ready if clock.results and clock.first_ready else float("nan")
@@ -221,14 +267,16 @@ def markdown(data: dict) -> str:
     lines = [
         "# Batch throughput and server latency (demo flow, embedded model, CPU)",
         "",
-        f"Command: `{data['command']}`. Machine: {data['cpus']} cores ({data['machine']}), shared with "
+        f"Commands: batch `{data.get('batch_command', data['command'])}`, serve "
+        f"`{data.get('serve_command', data['command'])}`. Machine: {data['cpus']} cores ({data['machine']}), shared with "
         "other workers: the load average before and after each row is recorded; compare rows of one run.",
         f"Flow: `{data['flow']}` (the demo: RAG with rewrite, uncertainty and hallucination aLoRA "
         f"intrinsics) on the first {data['questions']} questions of `examples/rag/questions.yaml`.",
         "",
         "## Batch (`alora-flows batch`)",
         "",
-        f"Throughput counts from the first ready worker to the last result (model loading excluded), "
+        f"Throughput counts from the moment every worker has loaded the flow to the last result "
+        f"(model loading excluded; the benchmark holds inputs back until all workers are ready), "
         f"summed over {data['rounds']} rounds that each run every configuration on a part of the questions "
         "(in alternating order, so load changes spread over all rows).",
         "",
@@ -329,6 +377,17 @@ def main() -> None:
         server.should_exit = True
         thread.join(30)
     args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "batch_serve.json"
+    data["serve_command"] = data["batch_command"] = data["command"]
+    if previous.exists() and (args.no_batch or args.no_serve):  # keep the part not run
+        old = json.loads(previous.read_text())
+        for part in (
+            ("batch", "serve")
+            if args.no_batch and args.no_serve
+            else (["batch"] if args.no_batch else ["serve"])
+        ):
+            data[part] = old.get(part, [])
+            data[f"{part}_command"] = old.get(f"{part}_command", old.get("command"))
     (args.out / "batch_serve.json").write_text(json.dumps(data, indent=2) + "\n")
     (args.out / "batch_serve.md").write_text(markdown(data))
     print(markdown(data))
