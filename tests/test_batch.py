@@ -223,7 +223,7 @@ def doc_commands() -> list[str]:
 
 
 def doc_inputs() -> list[dict]:
-    block = re.search(r"```json\n(\{\"id\".*?)```", DOCS.read_text(), flags=re.S)
+    block = re.search(r"```jsonl?\n(\{\"id\".*?)```", DOCS.read_text(), flags=re.S)
     assert block, "docs/scale.md lost its INPUTS.jsonl example"
     return [json.loads(line) for line in block.group(1).splitlines() if line.strip()]
 
