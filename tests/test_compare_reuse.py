@@ -82,4 +82,6 @@ def test_the_report_gives_medians_ranges_and_the_saving():
     assert lines[2] == "  saved 60 prefill tokens and 2.0 s a run (20%; rounds 0.5-2.5 s)"
     assert len(lines) == 3  # a quiet machine: no load note
     busy = result.model_copy(update={"other_cpus": [1.2, 1.5, 0.9]})
-    assert comparison_lines(busy)[-1] == "  note: other work kept 1.2 CPUs busy; more --repeats narrow the range"
+    assert (
+        comparison_lines(busy)[-1] == "  note: other work kept 1.2 CPUs busy; more --repeats narrow the range"
+    )
