@@ -326,3 +326,17 @@ def test_eval_results_become_short_lines_when_the_table_is_too_wide():
     wide = Console(file=io.StringIO(), width=250)
     print_table_or_lines(wide, rows_table(rows), eval_lines(rows))
     assert "Intrinsic evaluation" in wide.file.getvalue()  # the table when it fits
+
+
+def test_chat_with_nothing_piped_is_a_usage_error_before_loading(monkeypatch):
+    from alora_flows.core.backend import Backend
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(Backend, "load", classmethod(refuse))
+    result = runner.invoke(app, ["demo", "--chat"], input="")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: --chat read no question from stdin (pipe one per line, or give --question)"
+    )

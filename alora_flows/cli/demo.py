@@ -98,6 +98,8 @@ def demo(
         console, log = Console(), err_console()
         piped = chat and not sys.stdin.isatty()
         current = question or (read_question(log, "") if piped else DEFAULT_QUESTION)
+        if not current:
+            raise UsageError("--chat read no question from stdin (pipe one per line, or give --question)")
         runner = DemoRunner(reuse=not no_reuse, device=device, threads=threads)
         while current:
             listeners: list[Any] = [TraceJsonWriter(trace_json)] if trace_json else []
