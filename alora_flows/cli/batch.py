@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from alora_flows.cli.common import DebugOption, FlowArgument, cli_errors, err_console
+from alora_flows.cli.common import DebugOption, FlowArgument, RayAddressOption, cli_errors, err_console
 
 # Defined here until the shared --threads/--device options of cli.common exist (then use those).
 ThreadsOption = Annotated[
@@ -60,15 +60,7 @@ def batch(
             "cluster at --ray-address (pip install 'alora-flows\\[ray]').",
         ),
     ] = False,
-    ray_address: Annotated[
-        Optional[str],
-        typer.Option(
-            "--ray-address",
-            metavar="ADDRESS",
-            help="The Ray cluster to join (e.g. head-node:6379; default: $RAY_ADDRESS if set, "
-            "else a local instance); implies --ray.",
-        ),
-    ] = None,
+    ray_address: RayAddressOption = None,
     cpus_per_worker: Annotated[
         int, typer.Option("--cpus-per-worker", min=1, help="CPUs each Ray actor reserves.")
     ] = 1,

@@ -25,6 +25,15 @@ from typer.core import TyperCommand, TyperGroup
 from alora_flows.errors import AloraFlowsError, FlowInputError
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+RayAddressOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="The Ray cluster to join (e.g. head-node:6379; default: $RAY_ADDRESS if set, "
+        "else a local instance); implies --ray.",
+    ),
+]
 FlowArgument = Annotated[Path, typer.Argument(metavar="FLOW.yaml", help="A flow definition file.")]
 DeviceOption = Annotated[
     Optional[str],

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from alora_flows.cli.batch import DeviceOption, ThreadsOption
-from alora_flows.cli.common import DebugOption, FlowArgument, cli_errors, err_console
+from alora_flows.cli.common import DebugOption, FlowArgument, RayAddressOption, cli_errors, err_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,15 +62,7 @@ def serve(
             "cluster at --ray-address (pip install 'alora-flows\\[ray]').",
         ),
     ] = False,
-    ray_address: Annotated[
-        Optional[str],
-        typer.Option(
-            "--ray-address",
-            metavar="ADDRESS",
-            help="The Ray cluster to join (e.g. head-node:6379; default: $RAY_ADDRESS if set, "
-            "else a local instance); implies --ray.",
-        ),
-    ] = None,
+    ray_address: RayAddressOption = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="Ray Serve replicas (with --ray).")] = 1,
     cpus_per_replica: Annotated[
         int, typer.Option("--cpus-per-replica", min=1, help="CPUs each Ray Serve replica reserves.")
