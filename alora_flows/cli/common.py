@@ -154,3 +154,20 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
             raise FlowInputError(f"--input {key} is given twice")
         inputs[key] = value
     return inputs
+
+
+def json_inputs(flow: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Inputs declared ``list`` or ``dict`` arrive from the command line as text: read them as
+    JSON (``--input documents=@docs.json``); a value that is not valid JSON is a one-line error."""
+    import json
+
+    out = dict(inputs)
+    for name, kind in flow.spec.inputs.items():
+        if kind in ("list", "dict") and isinstance(out.get(name), str):
+            try:
+                out[name] = json.loads(out[name])
+            except json.JSONDecodeError as exc:
+                raise FlowInputError(
+                    f"--input {name}: declared {kind}, so its value must be JSON ({exc})"
+                ) from None
+    return out

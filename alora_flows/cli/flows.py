@@ -18,6 +18,7 @@ from alora_flows.cli.common import (
     VerboseOption,
     cli_errors,
     err_console,
+    json_inputs,
     model_setup,
     one_line,
     parse_inputs,
@@ -130,7 +131,7 @@ def run(
 
     with cli_errors(debug), interrupt_hint(run_dir):
         flow = Flow.from_yaml(flow_file)
-        inputs = parse_inputs(input or [])
+        inputs = json_inputs(flow, parse_inputs(input or []))
         checked(flow, debug).new_state(inputs)  # bad flows and inputs fail before the model loads
         note = model_setup(threads=threads, device=device, verbose=verbose)
         live = LiveView(err_console(), note=note)
