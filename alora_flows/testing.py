@@ -32,20 +32,22 @@ _CORPUS = [
 ]
 
 
-@lru_cache(maxsize=1)
-def _tokenizer_json() -> str:
+@lru_cache(maxsize=8)
+def bpe_tokenizer_json(corpus: tuple[str, ...], special_tokens: tuple[str, ...], vocab_size: int) -> str:
+    """A byte-level BPE tokenizer trained on ``corpus`` in-process (JSON), with ``special_tokens``:
+    the tokenizer of every tiny test model, whatever chat format it imitates."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=SPECIAL_TOKENS,
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(list(corpus) * 4, trainer=trainer)
     return tok.to_str()
 
 
@@ -55,7 +57,7 @@ def tiny_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        tokenizer_object=Tokenizer.from_str(bpe_tokenizer_json(tuple(_CORPUS), tuple(SPECIAL_TOKENS), 600)),
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",

@@ -6,11 +6,10 @@ built from the io.yaml fixtures of :mod:`tests.granite_fixtures`."""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 from alora_flows.core.backend import Backend
-from alora_flows.testing import save_random_alora, tiny_model
+from alora_flows.testing import bpe_tokenizer_json, save_random_alora, tiny_model
 
 START, END_ROLE, EOT = "<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>"
 SPECIALS = [EOT, START, END_ROLE, "<|pad|>"]
@@ -43,29 +42,12 @@ _CORPUS = [
 ]
 
 
-@lru_cache(maxsize=1)
-def _tokenizer_json() -> str:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=700,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    return tok.to_str()
-
-
 def granite_tokenizer():
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        tokenizer_object=Tokenizer.from_str(bpe_tokenizer_json(tuple(_CORPUS), tuple(SPECIALS), 700)),
         eos_token=EOT,
         pad_token="<|pad|>",
         unk_token="<|pad|>",
