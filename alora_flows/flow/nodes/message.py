@@ -45,13 +45,15 @@ class MessageNode(Node):
 
     def execute(self, ctx: StepContext) -> str:
         content = ctx.render(self.message.content, "message")
-        documents: Any = ()
-        if self.message.documents is not None:
-            try:
-                documents = evaluate_native(self.message.documents, ctx.values())
-            except TemplateError as exc:
-                raise FlowRuntimeError(f"documents: {exc}") from None
-        ctx.session.extend([{"role": self.message.role, "content": content}], documents=documents)
+        turn = [{"role": self.message.role, "content": content}]
+        if self.message.documents is None:
+            ctx.session.extend(turn)
+            return content
+        try:
+            documents: Any = evaluate_native(self.message.documents, ctx.values())
+        except TemplateError as exc:
+            raise FlowRuntimeError(f"documents: {exc}") from None
+        ctx.session.extend(turn, documents=documents)
         return content
 
     def detail(self) -> str:
