@@ -101,22 +101,23 @@ def demo(
         if not current:
             raise UsageError("--chat read no question from stdin (pipe one per line, or give --question)")
         runner = DemoRunner(reuse=not no_reuse, device=device, threads=threads)
+
+        def prefill_cost() -> float:
+            return prefill_seconds_per_token(runner.backend)
+
+        def progress(label: str, trace: Any) -> None:
+            log.print(Text(f"compare: {label} run {trace.compute_totals().seconds:.1f} s", style="dim"))
+
         while current:
             listeners: list[Any] = [TraceJsonWriter(trace_json)] if trace_json else []
             before = runner.session.fork() if compare else None
-            cost = lambda: prefill_seconds_per_token(runner.backend)  # noqa: E731
-            with LiveView(log, note=note, prefill_cost=cost) as live:
+            with LiveView(log, note=note, prefill_cost=prefill_cost) as live:
                 result = runner.ask(current, seed=seed, listeners=[live, *listeners])
-            comparison = None
-            if compare:
-
-                def progress(label: str, trace: Any) -> None:
-                    log.print(
-                        Text(f"compare: {label} run {trace.compute_totals().seconds:.1f} s", style="dim")
-                    )
-
-                comparison = runner.compare(
-                    current, start=before, repeats=repeats, seed=seed, on_run=progress
-                )
+            note = None  # said once
+            comparison = (
+                runner.compare(current, start=before, repeats=repeats, seed=seed, on_run=progress)
+                if compare
+                else None
+            )
             console.print(summary_panel(result, comparison))
             current = read_question(log, "[bold]follow-up[/] (empty to quit): ") if chat else None
