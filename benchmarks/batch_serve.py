@@ -134,6 +134,7 @@ def run_batch_once(name: str, questions: list[dict], tmp: Path, **options) -> di
         "steady_seconds": round(steady, 2),
         "wall_seconds_with_loading": round(wall, 2),
         "answers": {r["id"]: r["final_state"].get("answer") for r in results},
+        "per_flow": [(r["id"], r["worker"], r["seconds"]) for r in results],
         "load_average_before": load_before,
         "load_average_after": load_average(),
     }
@@ -145,7 +146,9 @@ def run_batch_once(name: str, questions: list[dict], tmp: Path, **options) -> di
     return run
 
 
-def batch_rows(questions: list[dict], tmp: Path, ray: bool, threads: int, rounds: int) -> list[dict]:
+def batch_rows(
+    questions: list[dict], tmp: Path, ray: bool, threads: int, rounds: int, only: list[str] | None = None
+) -> list[dict]:
     """Every configuration gives each worker ``threads`` torch threads (threads sharing one
     backend share the process's ``threads``). The questions are split into ``rounds`` parts;
     each round runs every configuration on its part, in alternating order, so a change in the
@@ -158,6 +161,8 @@ def batch_rows(questions: list[dict], tmp: Path, ray: bool, threads: int, rounds
     ]
     if ray:
         configs.append(("Ray, 2 actors", dict(workers=2, ray="local", cpus_per_worker=threads)))
+    if only:
+        configs = [c for c in configs if c[0] in only]
     runs: dict[str, list[dict]] = {name: [] for name, _ in configs}
     for r in range(rounds):
         part = questions[r::rounds]
@@ -178,6 +183,10 @@ def batch_rows(questions: list[dict], tmp: Path, ray: bool, threads: int, rounds
                 "flows_per_minute": round(flows / steady * 60, 2) if steady > 0 else None,
                 "wall_seconds_with_loading": round(sum(p["wall_seconds_with_loading"] for p in parts), 2),
                 "answers": {k: v for p in parts for k, v in p["answers"].items()},
+                # runs in flight on average: the sum of the runs' own times over the timed window
+                "in_flight": round(sum(f[2] for p in parts for f in p["per_flow"]) / steady, 2)
+                if steady > 0
+                else None,
                 "load_average_before": parts[0]["load_average_before"],
                 "load_average_after": parts[-1]["load_average_after"],
                 "rounds": parts,
@@ -280,13 +289,13 @@ def markdown(data: dict) -> str:
         f"summed over {data['rounds']} rounds that each run every configuration on a part of the questions "
         "(in alternating order, so load changes spread over all rows).",
         "",
-        "| workers | torch threads | flows | flows/min | seconds (after loading) | wall incl. loading (s) | load avg first -> last |",
-        "|---|---|---|---|---|---|---|",
+        "| workers | torch threads | flows | flows/min | seconds (after loading) | runs in flight | wall incl. loading (s) | load avg first -> last |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in data["batch"]:
         lines.append(
             f"| {r['config']} | {r['workers'].split(', ')[-1] if 'torch' in r['workers'] else 'default'} | {r['flows']} "
-            f"| {r['flows_per_minute']} | {r['steady_seconds']} | {r['wall_seconds_with_loading']} "
+            f"| {r['flows_per_minute']} | {r['steady_seconds']} | {r.get('in_flight', '-')} | {r['wall_seconds_with_loading']} "
             f"| {r['load_average_before']} -> {r['load_average_after']} |"
         )
     base = next((r for r in data["batch"] if r["config"] == "1 worker"), None)
@@ -301,6 +310,12 @@ def markdown(data: dict) -> str:
             )
             + ".",
         ]
+    lines += [
+        "",
+        "`runs in flight`: the runs' own durations summed, over the timed window: how many runs the "
+        "configuration kept going at once. Threads on one backend keep two in flight, but their model "
+        "calls take turns, so each run takes longer.",
+    ]
     same = all(r["answers"] == data["batch"][0]["answers"] for r in data["batch"])
     lines += ["", f"Every configuration gave the same answers: {'yes' if same else 'no'}."]
     lines += [
@@ -328,6 +343,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--serve-concurrency", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per batch worker")
+    parser.add_argument("--configs", nargs="+", help="only these batch configurations (e.g. '2 processes')")
     parser.add_argument("--rounds", type=int, default=2, help="batch rounds (the questions split among them)")
     parser.add_argument("--serve-threads", type=int, default=1, help="torch threads of the server process")
     parser.add_argument("--no-ray", action="store_true")
@@ -368,7 +384,7 @@ def main() -> None:
             ray = False
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_batch:
-            data["batch"] = batch_rows(questions, Path(tmp), ray, args.threads, args.rounds)
+            data["batch"] = batch_rows(questions, Path(tmp), ray, args.threads, args.rounds, args.configs)
     if not args.no_serve:
         server, thread, url = start_server(args.serve_concurrency, args.serve_threads)
         for clients in args.clients:
