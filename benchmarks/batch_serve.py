@@ -332,6 +332,8 @@ def markdown(data: dict) -> str:
             f"| {r['clients']} | {r['requests']} ({r['ok']} ok) | {r['p50_s']} | {r['p90_s']} | {r['p99_s']} "
             f"| {r['max_s']} | {r['flows_per_minute']} | {r['load_average_before']} -> {r['load_average_after']} |"
         )
+    if data.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in data["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -353,8 +355,20 @@ def main() -> None:
     parser.add_argument(
         "--flow", type=Path, default=FLOW, help="another flow with a 'question' input (smoke runs)"
     )
+    parser.add_argument("--note", action="append", default=[], help="a line for the results' notes")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite batch_serve.md from batch_serve.json (with --note)",
+    )
     args = parser.parse_args()
     FLOW_FILE[0] = args.flow
+    if args.render:
+        data = json.loads((args.out / "batch_serve.json").read_text())
+        data["notes"] = data.get("notes", []) + args.note
+        (args.out / "batch_serve.json").write_text(json.dumps(data, indent=2) + "\n")
+        (args.out / "batch_serve.md").write_text(markdown(data))
+        return
 
     import warnings
 
@@ -374,6 +388,7 @@ def main() -> None:
         "serve_threads": args.serve_threads,
         "batch": [],
         "serve": [],
+        "notes": list(args.note),
     }
     ray = not args.no_ray
     if ray:
