@@ -167,8 +167,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         'Headline metrics: uncertainty, AUROC of the certainty for "the base model\'s own answer is right"',
         "(right = the answer contains the gold value or a listed alias after normalisation,",
         "`realistic/judge.py`); hallucination, F1 of `unfaithful` over answer sentences; answerability,",
-        "accuracy; rewrite, share of rewrites that name the right entity and attribute and no entity of an",
-        "earlier turn (`judge.rewrite_check`). The synthetic column is the same adapter's headline on the",
+        "accuracy; rewrite, share of rewrites that are a question naming the right entity and attribute and",
+        "no entity of an earlier turn (`judge.rewrite_check`). The synthetic column is the same adapter's headline on the",
         "project's generated eval (`eval.md`; rewrite there is exact match).",
         "",
         f"## Held-out domains ({', '.join(HELD_OUT_DOMAINS)})",
@@ -309,9 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=WORK, help="checkpoint directory")
     parser.add_argument("--out", type=Path, default=None, help="where realistic.{json,md} go")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite realistic.md from realistic.json, run nothing"
+    )
     args = parser.parse_args(argv)
     # A --limit run never overwrites the full results unless asked to.
     out = args.out or (args.work if args.limit else RESULTS)
+    if args.report_only:
+        write_report(json.loads((out / "realistic.json").read_text()), out)
+        print(json.dumps({"written": [str(out / "realistic.md")]}))
+        return 0
 
     import torch
 

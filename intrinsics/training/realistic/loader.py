@@ -297,6 +297,7 @@ def _case_meta(
     if isinstance(data, RewriteCase):
         return domain, "conversation", data.kind
     key = documents[data.docs[0]]
+    kind: str
     if isinstance(data, AnswerabilityCase):
         kind = data.kind
     elif isinstance(data, HallucinationCase):

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from intrinsics.training.realistic.judge import answer_correct, tokens
-from intrinsics.training.realistic.loader import CaseSet, load_cases
+from intrinsics.training.realistic.loader import AnswerabilityCase, CaseSet, UncertaintyCase, load_cases
 
 Outcome = Literal["correct", "wrong", "abstained"]
 
@@ -52,6 +52,7 @@ def rag_questions(case_set: CaseSet) -> list[RagQuestion]:
     seen: set[tuple[str, ...]] = set()
     for case in case_set.cases["uncertainty"]:
         d = case.data
+        assert isinstance(d, UncertaintyCase)
         out.append(
             RagQuestion(
                 id=f"rag-{case.id}",
@@ -66,13 +67,14 @@ def rag_questions(case_set: CaseSet) -> list[RagQuestion]:
         )
         seen.add(tuple(tokens(d.question)))
     for case in case_set.cases["answerability"]:
-        d = case.data
-        if d.label != "unanswerable" or tuple(tokens(d.question)) in seen:
+        a = case.data
+        assert isinstance(a, AnswerabilityCase)
+        if a.label != "unanswerable" or tuple(tokens(a.question)) in seen:
             continue
-        seen.add(tuple(tokens(d.question)))
+        seen.add(tuple(tokens(a.question)))
         out.append(
             RagQuestion(
-                id=f"rag-{case.id}", question=d.question, answerable=False, kind=d.kind, domain=case.domain
+                id=f"rag-{case.id}", question=a.question, answerable=False, kind=a.kind, domain=case.domain
             )
         )
     return out

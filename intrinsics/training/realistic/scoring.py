@@ -83,13 +83,13 @@ def build_items(
     items = []
     majority = "answerable"
     if intrinsic == "answerability":
-        counts = Counter(c.data.label for c in cases)
+        counts = Counter(str(getattr(c.data, "label", "")) for c in cases)
         majority = max(sorted(counts), key=lambda k: counts[k])
     for case in cases:
         record = records.get(case.id, {})
         bad = bool(record.get("malformed", False))
         docs = case_set.doc_texts(case)
-        data = case.data
+        data: Any = case.data  # its type follows from ``intrinsic``
         if intrinsic == "uncertainty":
             answer = (answers or {})[case.id]
             item = Item(case, bool(answer["correct"]), malformed=bad)
@@ -258,7 +258,8 @@ def _kinds(intrinsic: str, items: Sequence[Item], systems: Sequence[str]) -> dic
     if intrinsic == "hallucination":
         rows: dict[str, dict[str, Any]] = {}
         for it in items:
-            for r, sentence in enumerate(it.case.data.answer):
+            answer: Any = getattr(it.case.data, "answer", [])
+            for r, sentence in enumerate(answer):
                 row = rows.setdefault(f"{sentence.f}/{sentence.why}", {"n": 0, **{s: 0 for s in systems}})
                 row["n"] += 1
                 for s in systems:
