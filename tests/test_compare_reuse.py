@@ -53,7 +53,9 @@ def test_every_run_starts_from_the_given_conversation(uncertainty_backend):
     result = compare_reuse(rag_flow(), uncertainty_backend, {"question": "When?"}, start=start, repeats=1)
     assert start.messages == before  # the caller's session is untouched
     first_model_step = next(s for s in result.reuse[0].steps if s.kind == "generate")
-    assert first_model_step.context_tokens == first_model_step.reused_tokens == len(start.ids)
+    # Everything cached is reused; only the closing tokens of the start's last turn were pending.
+    assert first_model_step.reused_tokens == start.cached_tokens
+    assert first_model_step.context_tokens == len(start.ids) > start.cached_tokens
     no_reuse_step = next(s for s in result.no_reuse[0].steps if s.kind == "generate")
     assert no_reuse_step.reused_tokens == 0 and no_reuse_step.prefill_tokens > len(start.ids)
 
@@ -80,7 +82,13 @@ def test_the_report_gives_medians_ranges_and_the_saving():
     assert lines[0] == "measured, 3 rounds after a warm-up, order alternating (median, range):"
     assert lines[1] == "  without reuse 10.0 s (9.5-11.0 s), with reuse 8.5 s (8.0-9.0 s)"
     assert lines[2] == "  saved 60 prefill tokens and 2.0 s a run (20%; rounds 0.5-2.5 s)"
-    assert len(lines) == 3  # a quiet machine: no load note
+    assert len(lines) == 3  # a quiet machine, no CPU times recorded: no more lines
+    timed = result.model_copy(
+        update={"reuse_cpu_seconds": [7.0, 7.5, 7.2], "no_reuse_cpu_seconds": [8.0, 8.1, 8.6]}
+    )
+    assert comparison_lines(timed)[3] == (
+        "  CPU time: without reuse 8.1 s, with reuse 7.2 s, saved 1.0 s a run (rounds 0.6-1.4 s)"
+    )
     busy = result.model_copy(update={"other_cpus": [1.2, 1.5, 0.9]})
     assert (
         comparison_lines(busy)[-1] == "  note: other work kept 1.2 CPUs busy; more --repeats narrow the range"

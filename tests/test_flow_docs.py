@@ -30,7 +30,9 @@ def test_python_example_runs(capsys):
     answer = result.trace.steps[1].output  # the generated answer ('abstain' replaced it in the state)
     reread = spec.adapted_input_ids(backend.tokenizer, {"last_assistant": answer})
     assert len(reread) > len(backend.tokenizer(answer)["input_ids"])
-    assert f"('certainty', {3 + len(reread)}, " in capsys.readouterr().out
+    closing = certainty.context_tokens - certainty.reused_tokens  # the answer's end of turn
+    assert 0 < closing <= 3
+    assert f"('certainty', {closing + 3 + len(reread)}, " in capsys.readouterr().out
 
 
 def test_yaml_reference_example_validates():

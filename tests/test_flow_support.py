@@ -6,7 +6,7 @@ The fake session follows the Session contract (extend/generate/history/reuse) wi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel
 
@@ -69,11 +69,14 @@ class FakeSession:
         self,
         max_new_tokens: int = 256,
         *,
+        messages: Sequence[dict[str, str]] = (),
         temperature: float = 0.0,
         seed: int | None = None,
         on_token: Any = None,
     ) -> GenerateResult:
         self.seeds.append(seed)
+        before = self.tokens()
+        self.messages += [dict(m) for m in messages]
         text = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         for word in text.split():
             if on_token is not None:
@@ -81,8 +84,8 @@ class FakeSession:
         n = self.tokens()
         stats = CallStats(
             kind="generate",
-            reused_tokens=n if self.reuse else 0,
-            prefill_tokens=1 if self.reuse else n + 1,
+            reused_tokens=before if self.reuse else 0,
+            prefill_tokens=n - before + 1 if self.reuse else n + 1,
             generated_tokens=len(text.split()),
         )
         self.history.append(stats)

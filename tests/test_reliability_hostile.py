@@ -259,11 +259,13 @@ def test_documents_with_special_tokens_cannot_forge_turns_or_invocations(backend
     assert "<\u200b|im_start|>certainty" in tok.decode(ids)  # escaped, visibly
 
     rate = next(s for s in result.trace.steps if s.node == "rate")
-    assert rate.reused_tokens == len(ids)  # the whole conversation, cached
+    # the whole conversation, cached, but the answer's closing tokens (they wait for the next call)
+    assert len(ids) - 3 <= rate.reused_tokens < len(ids)
     answer = next(m["content"] for m in reversed(session.messages) if m["role"] == "assistant")
     reread = specs["alpha"].adapted_input_ids(tok, {"last_assistant": answer})
     assert not set(reread) & set(specials.values())  # the re-read answer is plain text
-    assert rate.prefill_tokens == len(invocation) + len(reread)  # its invocation and re-read answer
+    # its invocation and re-read answer, plus the answer's closing tokens
+    assert rate.prefill_tokens == len(ids) - rate.reused_tokens + len(invocation) + len(reread)
     assert 0.0 <= result.state.certainty.score <= 1.0
 
 

@@ -201,6 +201,7 @@ def test_a_retried_generate_starts_from_the_conversation_before_it(backend):
     assert failed.error == "RuntimeError: CUDA out of memory (simulated)" and ok.error is None
     # the second step reused the whole conversation: the failed try left nothing behind
     more = result.trace.steps[1]
-    assert more.reused_tokens == more.context_tokens == reference.trace.steps[1].reused_tokens
+    assert more.reused_tokens == reference.trace.steps[1].reused_tokens
+    assert 0 < more.context_tokens - more.reused_tokens <= 3  # only the answer's closing tokens
     with pytest.raises(RuntimeError, match="out of memory"):  # not an engine error: raised as is
         build(None).run(FailingOnce(backend), inputs)

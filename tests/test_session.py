@@ -56,14 +56,39 @@ def snapshot(session):
 def test_invoke_rolls_back_cache_exactly(backend):
     session = Session(backend)
     session.extend(conversation(5))
-    session.generate(8)
     before, ids, messages = snapshot(session), list(session._cached_ids), list(session.messages)
     for adapter in ("alpha", "beta"):
         session.invoke(adapter, messages=[{"role": "user", "content": "extra turn"}], max_new_tokens=6)
     after = snapshot(session)
-    assert session._cached_ids == ids and session.messages == messages
+    assert session._cached_ids == ids == session.ids and session.messages == messages
     assert session._cache.get_seq_length() == len(ids)
     assert all(torch.equal(k0, k1) and torch.equal(v0, v1) for (k0, v0), (k1, v1) in zip(before, after))
+
+
+def test_invoke_keeps_only_base_kv_of_the_conversation(backend):
+    """A generated turn's closing tokens wait for the next call. An intrinsic feeds them with its
+    own tokens; it keeps their KV (base model: the adapter starts later) and nothing of its own."""
+    session = Session(backend)
+    session.extend(conversation(5))
+    session.generate(8)
+    before, ids, messages = snapshot(session), list(session._cached_ids), list(session.messages)
+    assert len(ids) < len(session.ids) and session.ids[: len(ids)] == ids  # the closing tokens wait
+    for adapter in ("alpha", "beta"):
+        session.invoke(adapter, messages=[{"role": "user", "content": "extra turn"}], max_new_tokens=6)
+    after = snapshot(session)
+    assert session.messages == messages and session._cached_ids == session.ids
+    assert session._cache.get_seq_length() == len(session.ids)
+    n = len(ids)
+    assert all(
+        torch.equal(k0, k1[..., :n, :]) and torch.equal(v0, v1[..., :n, :])
+        for (k0, v0), (k1, v1) in zip(before, after)
+    )
+    fresh = Session(backend)
+    fresh.extend(messages)
+    for (k1, v1), (kf, vf) in zip(after, snapshot(fresh)):
+        assert (k1 - kf).abs().max().item() < 1e-5 and (v1 - vf).abs().max().item() < 1e-5
+    # The second call found the conversation cached whole: it ran only its own tokens.
+    assert session.history[-1].reused_tokens == len(session.ids)
 
 
 def test_invoke_input_messages_are_not_kept(backend):

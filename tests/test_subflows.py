@@ -273,8 +273,9 @@ def test_child_intrinsics_reuse_the_parent_cache_and_match_the_same_nodes_inline
     review = nested.trace.steps[2]
     rate, note = review.steps[0], review.steps[3]
     conversation = len(Session(backend, messages=nested_session.messages[:2]).ids)
-    assert rate.reused_tokens == rate.context_tokens == conversation > 0  # the parent's whole cache
-    assert note.reused_tokens == note.context_tokens > rate.context_tokens
+    # The parent's whole cache; only the answer's closing tokens (end of turn) waited for this call.
+    assert rate.context_tokens == conversation > rate.reused_tokens >= conversation - 3
+    assert note.context_tokens > rate.context_tokens >= note.context_tokens - note.reused_tokens
     flat_rate = reference.trace.steps[2]
     assert (rate.prefill_tokens, rate.reused_tokens) == (flat_rate.prefill_tokens, flat_rate.reused_tokens)
     assert nested.trace.totals.prefill_tokens == reference.trace.totals.prefill_tokens

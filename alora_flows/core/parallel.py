@@ -115,6 +115,17 @@ def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[In
         return [_sequential(session, call) for call in calls]
     start = time.perf_counter()
     renderer = session._renderer
+    if session.cached_tokens < len(session.ids):
+        # A generated turn's closing tokens wait for the next call: run them once, for every row.
+        reused, prefilled = session._sync(session.ids)
+        session._record(
+            CallStats(
+                kind="extend",
+                prefill_tokens=prefilled,
+                reused_tokens=reused,
+                seconds=time.perf_counter() - start,
+            )
+        )
     prefix = list(session._cached_ids)
     rows: list[_Row] = []
     for call in calls:

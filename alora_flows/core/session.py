@@ -1,11 +1,15 @@
 """The KV-cache session: one conversation's tokens, the cache that matches them, and call statistics.
 
 Invariant (reuse mode): after every public call, the cache holds exactly the KV of
-``self._cached_ids``, which is the rendering of ``self.messages``. Each call re-renders what it
+``self._cached_ids``, a prefix of the rendering of ``self.messages``. Each call re-renders what it
 needs, keeps the longest common prefix with the cached tokens (cropping on divergence) and runs
-only the rest. Intrinsic calls add their input turn and invocation tokens on top, decode with the
-adapter, then restore the snapshot taken before: the conversation and its cache are exactly as
-they were, and the call cost only its own tokens.
+only the rest, in one forward: new turns and the generation prompt go together, and the tokens
+that close a generated turn (end of turn, template suffix) wait for the next call, because a
+forward of a few tokens costs about as much as a decode step. Intrinsic calls add their input turn
+and invocation tokens on top, decode with the adapter, then roll back to the snapshot taken
+before, keeping only the KV of what they computed *of the conversation itself*: an aLoRA adapter
+changes nothing before its invocation, so those positions are exact base-model KV. The
+conversation is unchanged, and the call cost only its own tokens.
 
 Why snapshots are free: transformers' ``DynamicLayer.update`` appends with ``torch.cat``, creating
 new tensors and never writing into old ones. A shallow copy of the cache layers therefore pins the
@@ -153,14 +157,19 @@ class Session:
         self,
         max_new_tokens: int = 256,
         *,
+        messages: Sequence[Mapping[str, str]] = (),
         temperature: float = 0.0,
         seed: int | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> GenerateResult:
-        """Answer with the base model (adapters off) and append the answer as an assistant turn."""
+        """Append ``messages`` (if any), answer with the base model (adapters off) and append the
+        answer as an assistant turn. The new turns and the generation prompt run as one forward,
+        where ``extend`` then ``generate`` would run two."""
         start = time.perf_counter()
-        target = self._renderer.ids(self.messages, add_generation_prompt=True, documents=self.documents)
+        new = self.messages + [_as_message(m) for m in messages]
+        target = self._renderer.ids(new, add_generation_prompt=True, documents=self.documents)
         self._check_context(len(target), max_new_tokens)
+        self.messages = new
         cache = self._cache if self.reuse else self.backend.new_cache()
         cached = self._cached_ids if self.reuse else []
         reused, logits = self._feed(cache, cached, target, adapter=None, adapted=0)
@@ -182,10 +191,8 @@ class Session:
         text = self._text(tokens)
         self.messages.append({"role": "assistant", "content": text})
         if self.reuse:
+            # The turn's closing tokens are fed by the next call, together with its own tokens.
             self._cached_ids = target + fed
-            # Close the turn now (end-of-turn token, template suffix) so the cache matches
-            # self.messages again and the next intrinsic reuses the whole conversation.
-            prefill += self._sync(self.ids)[1]
         return GenerateResult(
             text=text,
             token_ids=tokens,
@@ -242,14 +249,11 @@ class Session:
         adapted = info.adapter_tokens + [int(t) for t in adapted_input]
         target = prompt + lead + adapted
         self._check_context(len(target), max_new_tokens)
-        prefill = 0
-        if self.reuse and (extra or conversation is not None or documents is not None):
-            prefill += self._sync(self.ids)[1]
-        with self._rollback():
+        with self._rollback(keep=target[: len(prompt)]):
             cache = self._cache if self.reuse else self.backend.new_cache()
-            cached = self._cached_ids[: len(prompt)] if self.reuse else []
+            cached = self._cached_ids if self.reuse else []
             reused, logits = self._feed(cache, cached, target, adapter=adapter, adapted=len(adapted))
-            prefill += len(target) - reused
+            prefill = len(target) - reused
             first_logits = logits.detach().clone() if return_logits else None
             tokens, _, probs = self._decode(
                 cache,
@@ -315,12 +319,28 @@ class Session:
         return copy.deepcopy(layers)
 
     @contextmanager
-    def _rollback(self) -> Iterator[None]:
+    def _rollback(self, keep: Sequence[int] = ()) -> Iterator[None]:
+        """Restore the cache after the block; but where the block's cache starts with ``keep``
+        (base-model tokens it fed) further into the conversation than the snapshot did, keep that
+        much of it instead: the next call need not run those tokens again."""
         layers, ids = self._copy_layers(), list(self._cached_ids)
         try:
             yield
-        finally:
+        except BaseException:
             self._cache.layers, self._cached_ids = layers, ids
+            raise
+        conversation = self.ids if self.reuse and len(keep) > len(ids) else []
+        kept = min(_common_prefix(list(keep), conversation), self._cache.get_seq_length())
+        if kept > len(ids) and conversation[: len(ids)] == ids and self._crop_supported():
+            self._crop(self._cache, kept)
+            self._cached_ids = conversation[:kept]
+        else:
+            self._cache.layers, self._cached_ids = layers, ids
+
+    def _crop_supported(self) -> bool:
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in self._cache.layers)
 
     def _crop(self, cache, keep: int) -> None:
         remove = cache.get_seq_length() - keep

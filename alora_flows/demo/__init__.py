@@ -129,6 +129,14 @@ def comparison_lines(comparison: ReuseComparison) -> list[str]:
         f"  saved {comparison.saved_prefill_tokens} prefill tokens and {saved:.1f} s a run "
         f"({share:.0%}; rounds {_spread(savings)})",
     ]
+    cpu_savings = comparison.cpu_savings
+    if cpu_savings:
+        # CPU time counts only this process's work, so other work on the machine moves it less.
+        lines.append(
+            f"  CPU time: without reuse {median(comparison.no_reuse_cpu_seconds):.1f} s, with reuse "
+            f"{median(comparison.reuse_cpu_seconds):.1f} s, saved {median(cpu_savings):.1f} s a run "
+            f"(rounds {_spread(cpu_savings)})"
+        )
     if comparison.other_cpus and median(comparison.other_cpus) >= 0.25:
         lines.append(
             f"  note: other work kept {median(comparison.other_cpus):.1f} CPUs busy; more --repeats "

@@ -47,11 +47,13 @@ class GenerateNode(Retryable):
             for role, text in (("system", params.system), ("user", params.user))
             if text is not None
         ]
-        if messages:
-            ctx.session.extend(messages)
         seed = None if ctx.seed is None else ctx.seed + ctx.index
         result = ctx.session.generate(
-            params.max_new_tokens, temperature=params.temperature, seed=seed, on_token=ctx.stream
+            params.max_new_tokens,
+            messages=messages,
+            temperature=params.temperature,
+            seed=seed,
+            on_token=ctx.stream,
         )
         ctx.write(self.output, result.text)
         return str(result.text)
