@@ -87,7 +87,7 @@ def test_the_report_gives_medians_ranges_and_the_saving():
         update={"reuse_cpu_seconds": [7.0, 7.5, 7.2], "no_reuse_cpu_seconds": [8.0, 8.1, 8.6]}
     )
     assert comparison_lines(timed)[3] == (
-        "  CPU time: without reuse 8.1 s, with reuse 7.2 s, saved 1.0 s a run (rounds 0.6-1.4 s)"
+        "  CPU time 8.1 s and 7.2 s, saved 1.0 s (rounds 0.6-1.4 s)"
     )
     busy = result.model_copy(update={"other_cpus": [1.2, 1.5, 0.9]})
     assert (

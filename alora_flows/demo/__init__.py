@@ -133,8 +133,8 @@ def comparison_lines(comparison: ReuseComparison) -> list[str]:
     if cpu_savings:
         # CPU time counts only this process's work, so other work on the machine moves it less.
         lines.append(
-            f"  CPU time: without reuse {median(comparison.no_reuse_cpu_seconds):.1f} s, with reuse "
-            f"{median(comparison.reuse_cpu_seconds):.1f} s, saved {median(cpu_savings):.1f} s a run "
+            f"  CPU time {median(comparison.no_reuse_cpu_seconds):.1f} s and "
+            f"{median(comparison.reuse_cpu_seconds):.1f} s, saved {median(cpu_savings):.1f} s "
             f"(rounds {_spread(cpu_savings)})"
         )
     if comparison.other_cpus and median(comparison.other_cpus) >= 0.25:
