@@ -86,9 +86,7 @@ def test_the_report_gives_medians_ranges_and_the_saving():
     timed = result.model_copy(
         update={"reuse_cpu_seconds": [7.0, 7.5, 7.2], "no_reuse_cpu_seconds": [8.0, 8.1, 8.6]}
     )
-    assert comparison_lines(timed)[3] == (
-        "  CPU time 8.1 s and 7.2 s, saved 1.0 s (rounds 0.6-1.4 s)"
-    )
+    assert comparison_lines(timed)[3] == ("  CPU time 8.1 s and 7.2 s, saved 1.0 s (rounds 0.6-1.4 s)")
     busy = result.model_copy(update={"other_cpus": [1.2, 1.5, 0.9]})
     assert (
         comparison_lines(busy)[-1] == "  note: other work kept 1.2 CPUs busy; more --repeats narrow the range"

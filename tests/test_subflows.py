@@ -363,3 +363,35 @@ def test_resume_refuses_a_changed_subflow_file(tmp_path):
     result = resume_run(run.path, backend, intrinsic_specs=real)
     assert [s.node for s in result.trace.steps] == NESTED_TOP
     assert [s.node for s in result.trace.steps[3].steps] == REVIEW_STEPS
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_live_view_shows_subflow_steps_under_their_subflow(width):
+    import io
+
+    from rich.console import Console
+
+    from alora_flows.flow.live import LiveView
+
+    for plain in (True, False):
+        out = io.StringIO()
+        console = Console(file=out, width=width, force_terminal=not plain, color_system=None)
+        with LiveView(console, plain=plain) as view:
+            parent_flow(child_flow()).run(
+                FakeSession(), {"question": "When?"}, intrinsic_specs=specs(0.9), listeners=[view]
+            )
+        nodes = [step.node for step in view.steps]
+        assert nodes == ["ask", "answer", "  rate", "  judge", "check"]  # children indented
+        text = out.getvalue()
+        if plain:  # a log names a child by its path
+            assert "step 0 check/rate (intrinsic uncertainty)" in text
+            assert "step 1 check/judge (set)" in text and "step 2 check (flow)" in text
+        else:
+            import re
+
+            indent = {
+                m.group(2): len(m.group(1))
+                for m in (re.match(r"\s*\d+(\s+)(\w+)", line) for line in text.splitlines())
+                if m
+            }
+            assert indent["rate"] > indent["ask"] == indent["check"]

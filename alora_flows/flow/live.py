@@ -10,7 +10,7 @@ baseline trace is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich import box
@@ -153,12 +153,14 @@ def compact_steps(steps: list[TraceStep], title: str | None, width: int) -> Grou
     return Group(*lines)
 
 
-def plain_step(step: TraceStep) -> str:
-    """One log line per step: what ran, what it cost, where the flow went, what it produced."""
+def plain_step(step: TraceStep, path: Sequence[str] = ()) -> str:
+    """One log line per step: what ran, what it cost, where the flow went, what it produced.
+    A step inside subflows is named by its path (``review/rate``), so a log reads unambiguously."""
     kind = f"{step.kind} {step.adapter}" if step.adapter else step.kind
     branch = f" {_branch_text(step)}" if _branch_text(step) else ""
+    node = "/".join([*path, step.node])
     return (
-        f"step {step.index} {step.node} ({kind}): prefill {step.prefill_tokens}, reused "
+        f"step {step.index} {node} ({kind}): prefill {step.prefill_tokens}, reused "
         f"{step.reused_tokens}, generated {step.generated_tokens}, {step.seconds:.2f}s -> "
         f"{step.next or '-'}{branch} | {short(step.output, 160)}"
     )
@@ -287,7 +289,7 @@ class LiveView(RunListener):
         if self.note and self.title:
             parts.insert(0, Text(self.note, style="dim", overflow="ellipsis", no_wrap=True))
         if self.current is not None:
-            head = f"{self.current.node} ({self.current.kind}"
+            head = f"{'/'.join([*self.current.path, self.current.node])} ({self.current.kind}"
             head += f": {self.current.adapter})" if self.current.adapter else ")"
             body = self.streamed[-self.stream_chars :] if self.streamed else "…"
             parts.append(Panel(Text(body), title=f"running {head}", title_align="left", expand=False))
@@ -315,10 +317,13 @@ class LiveView(RunListener):
         self._refresh()
 
     def on_step_finished(self, event: StepFinished) -> None:
-        self.steps.append(event.step)
+        # A subflow's steps finish before the subflow's own step: indent them under it.
+        depth = len(event.frames)
+        shown = event.step.model_copy(update={"node": "  " * depth + event.step.node}) if depth else event.step
+        self.steps.append(shown)
         self.current, self.streamed = None, ""
         if self.plain:
-            self._say(plain_step(event.step))
+            self._say(plain_step(event.step, event.path))
         self._refresh()
 
     def on_run_finished(self, event: RunFinished) -> None:
