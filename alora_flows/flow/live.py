@@ -319,7 +319,9 @@ class LiveView(RunListener):
     def on_step_finished(self, event: StepFinished) -> None:
         # A subflow's steps finish before the subflow's own step: indent them under it.
         depth = len(event.frames)
-        shown = event.step.model_copy(update={"node": "  " * depth + event.step.node}) if depth else event.step
+        shown = (
+            event.step.model_copy(update={"node": "  " * depth + event.step.node}) if depth else event.step
+        )
         self.steps.append(shown)
         self.current, self.streamed = None, ""
         if self.plain:
