@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from alora_flows.errors import DocumentError
 
@@ -61,6 +61,12 @@ class DocumentSet(BaseModel):
 
     documents: tuple[Document, ...] = ()
     render_as: DocsAs | None = None
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _coerce(cls, value: Any) -> Any:
+        """Plain strings and ``{doc_id, text}`` mappings as :func:`as_documents` reads them."""
+        return tuple(as_documents(value)) if not isinstance(value, DocumentSet) else value.documents
 
 
 DocumentsLike = DocumentSet | Iterable[Document | Mapping[str, Any] | str] | None
