@@ -301,7 +301,7 @@ def paths(
         ends["strict retry (unfaithful sentences)"] += "retry_strict" in nodes
         ends["abstained (low certainty twice)"] += bool(r["abstained"])
         ends["flagged (unfaithful after the strict retry)"] += bool(r["flagged"])
-    rewinds = [r for r in gated if r["rewind_reused_tokens"] or r["rewind_recomputed_tokens"]]
+    rewinds = [r for r in gated if {"retry_wider", "retry_strict"} & set(r["path"])]
     seconds = {
         p: [records[(p, q.id)]["seconds"] for q in questions if (p, q.id) in records] for p in PIPELINES
     }
