@@ -1,7 +1,7 @@
 """The gated RAG flow against a plain retrieve-and-answer pipeline, on the realistic questions.
 
     OMP_NUM_THREADS=1 python -m examples.rag.realistic_eval [--limit N] [--work DIR] [--out DIR]
-                                                          [--report-only]
+                                                          [--report-only] [--shard I/N]
 
 Corpus and questions come from :mod:`intrinsics.training.realistic.rag` (160 hand-written
 documents on real-world topics; 489 questions, 167 unanswerable). The questions evaluated are a
@@ -391,8 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--report-only", action="store_true", help="score what the checkpoint holds")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        help="I/N: answer only every N-th question from the I-th (0-based), for N worker processes "
+        "sharing one --work; then --report-only scores them together",
+    )
     args = parser.parse_args(argv)
     questions = select_questions(rag_questions(load_cases()))[: args.limit]
+    if args.shard and not args.report_only:
+        index, count = (int(x) for x in args.shard.split("/"))
+        run(questions[index::count], args.work, threads=args.threads)
+        return 0
     if args.report_only:
         checkpoint = Checkpoint(args.work / "answers.jsonl")
         records = {(r["pipeline"], r["question_id"]): r for r in checkpoint.records.values()}
