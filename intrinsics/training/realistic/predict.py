@@ -109,7 +109,7 @@ def case_session(backend, case: Case, case_set: CaseSet, answer: str | None = No
     docs = case_set.doc_texts(case)
     at = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
     parts = split_inline(messages[at]["content"]) if docs and at is not None else None
-    if parts is None or parts[0] != "\n".join(docs):
+    if at is None or parts is None or parts[0] != "\n".join(docs):
         return Session(backend, messages=messages)
     session = Session(backend, messages=messages[:at])
     documents = DocumentSet(documents=tuple(as_documents(docs)), render_as="inline")
