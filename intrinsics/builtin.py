@@ -19,7 +19,9 @@ Conversation shape each built-in expects when invoked (and in its training data)
   (:func:`~alora_flows.sandbox.text.split_sentences`): without it, a small model loses count of the
   sentences it labels. A spec file with ``input_template: null`` gives adapters trained without
   it (and Granite adapters) no input turn.
-- ``rewrite``: any prior conversation; the input turn is the question to make standalone.
+- ``rewrite``: any prior conversation; the input turn is the question to make standalone: the
+  flow state's ``question``, or without one the conversation's last user turn. The question is
+  sent once (``input_once``): when the conversation already ends with it, nothing is appended.
 - ``answerability``: the conversation ends with the user turn that holds the documents and the
   question (e.g. appended by a ``message`` node). No input turn.
 """
@@ -119,6 +121,7 @@ def rewrite_spec(
             "kind": "rewrite",
             "description": "Standalone version of the last user question, given the conversation.",
             "input_template": REWRITE_INPUT,
+            "input_once": True,
             "max_new_tokens": 64,
             "output_model": RewriteOutput,
             "parser": parse_rewrite,

@@ -26,7 +26,7 @@ from intrinsics.outputs import (
     TextOutput,
     UncertaintyOutput,
 )
-from intrinsics.spec import RawOutput
+from intrinsics.spec import SOURCE_DOCUMENTS, RawOutput
 
 DIGITS = tuple(str(d) for d in range(10))
 FAITH_LABELS = ("faithful", "partial", "unfaithful")
@@ -138,12 +138,20 @@ def _labels_by_regex(text: str) -> list[SentenceLabel]:
     return labels
 
 
-def _evidence_source(context: dict[str, Any] | None) -> str:
-    """What the evidence must quote: every turn of the conversation but the judged answer (the
-    last assistant turn), case-folded. Empty when the conversation is unknown."""
-    messages = list((context or {}).get("messages") or [])
-    last_answer = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
-    return "\n".join(str(m.get("content", "")) for i, m in enumerate(messages) if i != last_answer).casefold()
+def _evidence_source(context: dict[str, Any] | None) -> str | None:
+    """What the evidence must quote: the conversation's documents, case-folded, and nothing else.
+
+    Not the question, not an earlier assistant turn: a retry's failed first answer, or a question
+    that names a value ("Is it 40 km long?"), must not "support" that value. The documents are
+    the session's first-class documents (:data:`~intrinsics.spec.SOURCE_DOCUMENTS`, put in the
+    context by :meth:`IntrinsicSpec.prepare <intrinsics.spec.IntrinsicSpec.prepare>`); a flow that
+    pastes documents into a user turn gives the check no documents, so every quoted value is
+    unverified. None when the context does not say (a parser called without a session): the
+    adapter's labels are then kept.
+    """
+    if context is None or context.get(SOURCE_DOCUMENTS) is None:
+        return None
+    return "\n".join(str(d) for d in context[SOURCE_DOCUMENTS]).casefold()
 
 
 def _states(folded_text: str, value: str) -> bool:
@@ -152,7 +160,7 @@ def _states(folded_text: str, value: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(value.casefold())}(?!\w)", folded_text) is not None
 
 
-def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
+def label_from_evidence(label: SentenceLabel, source: str | None) -> SentenceLabel:
     """The sentence's label, as its evidence says: a fact is supported when the value the adapter
     quotes for it is both in the documents and in the judged sentence.
 
@@ -163,13 +171,13 @@ def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
     all facts supported -> ``faithful``, none -> ``unfaithful``, else ``partial``. Evidence that
     quotes no value ("not stated" only) keeps the adapter's label: that is ``unfaithful`` for a
     claim and ``faithful`` for a sentence that claims nothing ("The documents say nothing about
-    ..."), which no string search can tell apart. ``source`` is the case-folded conversation
-    (:func:`_evidence_source`). Without evidence, a conversation (``source`` empty) or the
-    sentence itself, the label is kept. Gold targets derive their own labels this
+    ..."), which no string search can tell apart. ``source`` is the case-folded documents
+    (:func:`_evidence_source`; ``""``: the conversation has none, so nothing is supported).
+    Without evidence, a known source (``source`` None) or the sentence itself, the label is kept. Gold targets derive their own labels this
     way (tested); of the 6,589 gold sentences of the shipped adapter's splits, one does not: a
     "pale blue" logo in the answer, judged against the documents' "blue", which contains it.
     """
-    if not source or not label.e.startswith(EVIDENCE_PREFIX):
+    if source is None or not label.e.startswith(EVIDENCE_PREFIX):
         return label
     values = [v.strip() for v in label.e[len(EVIDENCE_PREFIX) :].split(";") if v.strip()]
     quoted = [v for v in values if v.casefold() != NOT_STATED]
@@ -186,7 +194,7 @@ def label_from_evidence(label: SentenceLabel, source: str) -> SentenceLabel:
 
 def parse_hallucination(raw: RawOutput) -> HallucinationOutput:
     """JSON list of ``{"r", "e", "f"}`` -> per-sentence labels (dedup by ``r``, sorted), each
-    through :func:`label_from_evidence` against the conversation."""
+    through :func:`label_from_evidence` against the conversation's documents."""
     value = extract_json(raw.text, "[")
     labels = [lab for lab in map(_label_from_dict, value) if lab] if isinstance(value, list) else []
     if not labels and value != []:

@@ -78,6 +78,11 @@ def _state_dict(state: Any) -> dict[str, Any]:
     )
 
 
+#: The parser-context key holding the texts of the conversation's documents (the session's
+#: first-class documents), the only text a hallucination evidence check may quote. Absent: unknown.
+SOURCE_DOCUMENTS = "source_documents"
+
+
 def conversation_context(messages: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     """Helpers every input template can use: the conversation and its last user/assistant turns."""
     msgs = [dict(m) for m in messages]
@@ -86,6 +91,24 @@ def conversation_context(messages: Sequence[Mapping[str, str]]) -> dict[str, Any
         for role in ("user", "assistant")
     }
     return {"messages": msgs, "last_user": last["user"], "last_assistant": last["assistant"]}
+
+
+def layout_documents(messages: Sequence[Mapping[str, str]]) -> list[str]:
+    """The documents of a data file's conversation, read from the embedded model's RAG layout.
+
+    Training and evaluation JSONL files hold conversations as rendered, with the documents in a
+    user turn ``"<documents>\n\nQuestion: <question>"`` (the ``inline`` rendering of
+    :mod:`alora_flows.core.documents`); there that layout marks them. Live sessions never use
+    this: they know their documents.
+    """
+    from alora_flows.core.documents import split_inline
+
+    out = []
+    for m in messages:
+        parts = split_inline(m["content"]) if m.get("role") == "user" else None
+        if parts is not None:
+            out.append(parts[0])
+    return out
 
 
 class PreparedCall(BaseModel):
@@ -112,6 +135,11 @@ class IntrinsicSpec(BaseModel):
     invocation. Its tokens are paid on every call, and they are still independent of the
     conversation's length. Also rolled back. ``allowed_outputs`` constrains decoding.
     ``formatter`` turns an output object into the exact target text the adapter is trained on.
+    ``input_once``: the input turn is the conversation's latest question (rewrite). Without a
+    ``question`` in the flow state, the template's ``question`` is the conversation's last turn
+    of ``input_role``. When that turn already holds the input turn's content, the call runs on
+    the conversation up to it and appends nothing: the adapter sees the question once, as
+    trained, whether or not the flow had already added it.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
@@ -122,6 +150,7 @@ class IntrinsicSpec(BaseModel):
     description: str = ""
     input_template: str | None = None
     input_role: Role = "user"
+    input_once: bool = False
     adapted_input_template: str | None = None
     max_new_tokens: int = Field(32, ge=1, le=4096)
     allowed_outputs: tuple[str, ...] | None = None
@@ -204,10 +233,26 @@ class IntrinsicSpec(BaseModel):
 
     # ------------------------------------------------------------------ input turn
     def template_context(
-        self, state: Any = None, conversation: Sequence[Mapping[str, str]] = ()
+        self,
+        state: Any = None,
+        conversation: Sequence[Mapping[str, str]] = (),
+        documents: Sequence[Any] | None = None,
     ) -> dict[str, Any]:
-        """Context for the input template: conversation helpers, overridden by flow-state fields."""
-        return {**conversation_context(conversation), **_state_dict(state)}
+        """Context for the input template: conversation helpers, overridden by flow-state fields.
+
+        ``documents`` (the session's :class:`~alora_flows.core.documents.Document` objects or
+        texts) go under :data:`SOURCE_DOCUMENTS`, after the state, so no state field can pose
+        as documents.
+        """
+        context = {**conversation_context(conversation), **_state_dict(state)}
+        if self.input_once and context.get("question") is None:
+            # no question from the flow: the conversation's last turn of input_role is the question
+            context["question"] = next(
+                (m["content"] for m in reversed(conversation) if m.get("role") == self.input_role), ""
+            )
+        if documents is not None:
+            context[SOURCE_DOCUMENTS] = [getattr(d, "text", d) for d in documents]
+        return context
 
     def render_input(self, context: Mapping[str, Any]) -> str | None:
         """Render the input turn's content, or ``None`` when the intrinsic has no input turn."""
@@ -248,7 +293,7 @@ class IntrinsicSpec(BaseModel):
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         has_input = self.input_template is not None and len(msgs) > 1
         conversation = msgs[:-1] if has_input else msgs
-        context = self.template_context(state, conversation)
+        context = self.template_context(state, conversation, documents=layout_documents(conversation))
         context["input"] = msgs[-1]["content"] if has_input else None
         return conversation, context
 
@@ -269,6 +314,20 @@ class IntrinsicSpec(BaseModel):
             return [{"role": m["role"], "content": m["content"]} for m in input_override]
         content = self.render_input(self.template_context(state, conversation))
         return [] if content is None else [{"role": self.input_role, "content": content}]
+
+    def _asked_at(self, conversation: Sequence[Mapping[str, str]], extra: list[dict[str, str]]) -> int | None:
+        """With :attr:`input_once`: the index of the conversation's last ``input_role`` turn when
+        it already holds the input turn's content (the call then runs up to it, appending
+        nothing), else None."""
+        if not self.input_once or len(extra) != 1:
+            return None
+        index = next(
+            (i for i in range(len(conversation) - 1, -1, -1) if conversation[i]["role"] == self.input_role),
+            None,
+        )
+        if index is None or conversation[index]["content"].strip() != extra[0]["content"].strip():
+            return None
+        return index
 
     def training_messages(
         self, conversation: Sequence[Mapping[str, str]], state: Any = None
@@ -333,12 +392,31 @@ class IntrinsicSpec(BaseModel):
         packed forward (:func:`alora_flows.core.parallel.invoke_parallel`); :meth:`finish` parses.
         None when this intrinsic's call cannot be packed (a subclass whose :meth:`run` needs more
         than a plain invocation); the caller then uses :meth:`run`."""
+        prepared, upto = self._prepare(session, adapter_name, state, input_override)
+        return prepared if upto is None else None
+
+    def _prepare(
+        self,
+        session,
+        adapter_name: str,
+        state: Any = None,
+        input_override: str | Sequence[Mapping[str, str]] | None = None,
+    ) -> tuple[PreparedCall, int | None]:
+        """The prepared call, and (``input_once``) how many turns of the conversation it runs on
+        when that is fewer than all of them (None: all)."""
         from alora_flows.core.parallel import IntrinsicCall
 
         tokenizer = session.backend.tokenizer
-        context = self.template_context(state, session.messages)
+        context = self.template_context(
+            state, session.messages, documents=getattr(session, "documents", None)
+        )
         extra = self.input_messages(state, session.messages, input_override)
         context["input"] = extra[-1]["content"] if extra else None
+        upto = None
+        asked = self._asked_at(session.messages, extra)
+        if asked is not None:
+            extra = []
+            upto = None if asked == len(session.messages) - 1 else asked + 1
         plan = self.decoding_plan(tokenizer)
         call = IntrinsicCall(
             adapter=adapter_name,
@@ -348,7 +426,7 @@ class IntrinsicSpec(BaseModel):
             allowed_token_ids=plan.allowed_token_ids,
             return_probs=plan.return_probs,
         )
-        return PreparedCall(call=call, plan=plan, context=context)
+        return PreparedCall(call=call, plan=plan, context=context), upto
 
     def finish(self, prepared: PreparedCall, result: Any) -> BaseModel:
         """The typed output of a prepared call, given the session's ``InvokeResult``."""
@@ -369,8 +447,7 @@ class IntrinsicSpec(BaseModel):
         The session's conversation and cache are unchanged afterwards (``Session.invoke`` rolls
         back the input turn, the invocation and the adapted input).
         """
-        prepared = IntrinsicSpec.prepare(self, session, adapter_name, state, input_override)
-        assert prepared is not None
+        prepared, upto = IntrinsicSpec._prepare(self, session, adapter_name, state, input_override)
         call = prepared.call
         result = session.invoke(
             call.adapter,
@@ -379,6 +456,7 @@ class IntrinsicSpec(BaseModel):
             max_new_tokens=call.max_new_tokens,
             allowed_token_ids=call.allowed_token_ids,
             return_probs=call.return_probs,
+            conversation=None if upto is None else session.messages[:upto],
         )
         return self.finish(prepared, result), result.stats
 

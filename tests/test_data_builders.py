@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 
-from intrinsics import get_spec
+from intrinsics import get_spec, hallucination_spec
 from intrinsics.parsers import parse_hallucination
 from intrinsics.spec import RawOutput
 from intrinsics.training.data import answerability, build, hallucination, rewrite, uncertainty
@@ -138,8 +138,10 @@ def test_hallucination_evidence_quotes_the_documents(kb, data):
                 quoted += 1
     assert quoted > 50
     # so the label the parser takes from the evidence is the gold label
+    spec = hallucination_spec()
     for row in rows + data[("hallucination", "train")]:
-        context = {"messages": row["messages"][:-1], "last_assistant": _answer(row)}
+        _, context = spec.example_context(row["messages"])  # documents read from the data's layout
+        assert context["source_documents"] and context["last_assistant"] == _answer(row)
         parsed = parse_hallucination(RawOutput(text=row["output"], context=context))
         assert [(s.f, s.unverified) for s in parsed.sentences] == [
             (s["f"], []) for s in json.loads(row["output"])

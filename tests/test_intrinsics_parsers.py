@@ -71,7 +71,7 @@ def test_hallucination_well_formed_with_sentence_text():
 def test_hallucination_label_follows_its_evidence():
     """A fact is supported when its quoted value is in the documents and in the sentence; the label
     is then all / some / none supported. Evidence quoting no value keeps the adapter's label;
-    without a conversation nothing changes."""
+    without the documents (no session) nothing changes."""
     messages = [
         {
             "role": "user",
@@ -85,7 +85,8 @@ def test_hallucination_label_follows_its_evidence():
             "The documents say nothing about its bridges. Its mayor is Tam Orvel.",
         },
     ]
-    context = {"messages": messages, "last_assistant": messages[-1]["content"]}
+    documents = [messages[0]["content"].split("\n\nQuestion:")[0]]  # the session's documents
+    context = {"messages": messages, "last_assistant": messages[-1]["content"], "source_documents": documents}
     text = json.dumps(
         [
             {"r": 0, "e": "documents: 1851", "f": "faithful"},  # the answer's own value

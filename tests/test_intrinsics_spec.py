@@ -84,8 +84,8 @@ def test_templates_render_pydantic_state_and_conversation_helpers():
 
 
 def test_template_errors_are_typed_and_name_the_intrinsic():
-    with pytest.raises(FlowRuntimeError, match="rewrite.*question.*available"):
-        get_spec("rewrite").input_messages({"query": "x"})
+    with pytest.raises(FlowRuntimeError, match="rewrite.*topic.*available"):
+        get_spec("rewrite").replace(input_template="{{ topic }}").input_messages({"query": "x"})
     evil = get_spec("rewrite").replace(input_template="{{ question.__class__.__mro__ }}")
     with pytest.raises(UnsafeExpressionError):
         evil.input_messages({"question": "x"})

@@ -71,3 +71,31 @@ def test_demo_runs_and_intrinsics_reuse_the_conversation(tmp_path):
         assert step["reused_tokens"] >= 0.9 * step["context_tokens"]
     # The path through the graph depends on what the intrinsics said.
     assert any(s["branch"] for s in intrinsic_steps)
+
+
+def test_the_flow_hands_documents_over_and_retries_from_the_question():
+    """Both retry paths rewind to the mark set before the first attempt, and the documents enter
+    the session as documents (inline: the intrinsics' training layout)."""
+    flow = Flow.from_yaml(FLOW_FILE)
+    nodes = flow.nodes
+    assert nodes["asked"].mark == "before_answer"
+    assert (
+        nodes["ask"].message.documents == "{{ documents }}" and nodes["ask"].message.documents_as == "inline"
+    )
+    graph = flow.to_networkx()
+    for retry, rewind in (("widen", "retry_wider"), ("stricter", "retry_strict")):
+        assert list(graph.successors(retry)) == [rewind]
+        assert nodes[rewind].rewind == "before_answer"
+    assert list(graph.successors("retry_wider")) == ["retrieve"]  # more documents, same question
+    assert list(graph.successors("retry_strict")) == ["instruct"]  # a stricter instruction
+
+
+def test_retrieval_searches_another_folder(tmp_path):
+    (tmp_path / "a.md").write_text("---\nid: a\n---\nThe Danube flows into the Black Sea.\n")
+    (tmp_path / "b.md").write_text("---\nid: b\n---\nMount Fuji is 3,776 metres high.\n")
+    assert retrieve_ids("How high is Mount Fuji?", 1, str(tmp_path)) == ["b"]
+    from alora_flows.demo import load_flow
+
+    flow = load_flow(docs_dir=tmp_path)
+    assert flow.nodes["retrieve"].args["docs_dir"] == str(tmp_path)
+    assert build_flow(docs_dir=str(tmp_path)) == flow

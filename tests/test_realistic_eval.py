@@ -110,8 +110,8 @@ def test_prompts_follow_the_demo_flow(case_set):
     docs = case_set.doc_texts(case)
     assert messages[1]["content"] == "\n".join(docs) + "\n\nQuestion: " + case.data.question
     flow = (Path(__file__).parents[1] / "alora_flows" / "demo" / "flow.yaml").read_text()
-    assert f'system: "{SYSTEM_PROMPT}"' in flow
-    assert "user: \"{{ documents | join('\\n') }}\\n\\nQuestion: {{ question }}\"" in flow
+    assert f'instruction: "{SYSTEM_PROMPT}"' in flow  # the demo's system turn
+    assert 'content: "Question: {{ question }}"' in flow and "documents_as: inline" in flow
     rewrite = case_set.cases["rewrite"][0]
     assert case_set.messages(rewrite) == [t.model_dump() for t in rewrite.data.turns]
 
@@ -432,3 +432,18 @@ def test_rag_questions_and_corpus(case_set, tmp_path):
     assert rag_outcome(answerable, "I don't know: the documents do not answer this.") == "abstained"
     assert rag_outcome(unanswerable[0], "It is 42.") == "wrong"
     assert rag_outcome(unanswerable[0], "It is 42.", abstained=True) == "abstained"
+
+
+def test_case_sessions_hold_documents_as_documents_with_the_same_tokens(case_set, backend):
+    """The evaluation hands the case's documents to the session (the hallucination evidence check
+    reads only those) and the model sees exactly the prompt the case describes."""
+    from alora_flows.core.session import Session
+    from intrinsics.training.realistic.predict import case_session, conversation
+
+    for name in ("hallucination", "answerability"):
+        case = case_set.cases[name][0]
+        session = case_session(backend, case, case_set)
+        assert [d.text for d in session.documents] == case_set.doc_texts(case)
+        assert session.ids == Session(backend, messages=conversation(case, case_set)).ids
+    rewrite = case_set.cases["rewrite"][0]
+    assert case_session(backend, rewrite, case_set).documents == []

@@ -12,6 +12,12 @@ Templates that do not take documents get one documented rendering instead
 ``io.yaml`` may ask for another form (``docs_as_message``: ``string`` — that same turn, first in
 the conversation as Granite places it; ``json`` — a user turn holding the JSON list; ``roles`` —
 one turn per document with role ``document <id>``): :class:`DocumentSet` carries that choice.
+A fourth form, ``inline``, is the layout the embedded model's intrinsics were trained on: each
+document belongs to the user turn it came with (:attr:`Document.turn`, set by the session), and
+that turn renders as ``"<text>\n<text>\n\n<content>"``. So a flow that hands documents to the
+session (``message`` with ``documents:`` and ``documents_as: inline``) gives the model exactly the
+tokens of a flow that pasted them into the turn, while the session, and the hallucination
+intrinsic's evidence check, know which text is documents and which is the question.
 
 Everything here is pure: :func:`chat_inputs` turns messages + documents into the messages and
 the chat-template keyword arguments that :class:`~alora_flows.core.chat.ChatRenderer` renders.
@@ -23,21 +29,28 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from alora_flows.errors import DocumentError
 
-DocsAs = Literal["template", "string", "json", "roles"]
+DocsAs = Literal["template", "string", "json", "roles", "inline"]
 DOCUMENTS_HEADER = "You have access to the following documents:\n\n"
+#: Between a user turn's inline documents and its own content (``inline`` rendering).
+INLINE_SEPARATOR = "\n\n"
 
 
 class Document(BaseModel):
-    """One document: an id (as the model will cite it) and its text."""
+    """One document: an id (as the model will cite it) and its text.
+
+    ``turn`` (``inline`` rendering only) is the index of the message the document came with; the
+    session sets it, so that a document stays with its question when later turns follow.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     doc_id: str
     text: str
+    turn: int | None = None
 
 
 class DocumentSet(BaseModel):
@@ -48,6 +61,12 @@ class DocumentSet(BaseModel):
 
     documents: tuple[Document, ...] = ()
     render_as: DocsAs | None = None
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _coerce(cls, value: Any) -> Any:
+        """Plain strings and ``{doc_id, text}`` mappings as :func:`as_documents` reads them."""
+        return tuple(as_documents(value)) if not isinstance(value, DocumentSet) else value.documents
 
 
 DocumentsLike = DocumentSet | Iterable[Document | Mapping[str, Any] | str] | None
@@ -60,6 +79,8 @@ def as_documents(items: Iterable[Any] | None) -> list[Document]:
     """
     if items is None:
         return []
+    if isinstance(items, DocumentSet):
+        return list(items.documents)
     if isinstance(items, (str, Mapping)):
         items = [items]
     out = []
@@ -109,7 +130,48 @@ def documents_as_messages(documents: Sequence[Document], how: DocsAs) -> list[di
         return [{"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
     if how == "roles":
         return [{"role": f"document {d.doc_id}", "content": d.text} for d in documents]
-    raise DocumentError(f"unknown document rendering {how!r} (string, json, roles or template)")
+    raise DocumentError(f"unknown document rendering {how!r} (string, json, roles, inline or template)")
+
+
+def inline_messages(
+    messages: Sequence[Mapping[str, str]], documents: Sequence[Document]
+) -> list[dict[str, str]]:
+    """The ``inline`` rendering: each document's text goes in front of the user turn it belongs to.
+
+    A document belongs to the first user turn at or after its :attr:`Document.turn` (no turn: the
+    first user turn). Texts are joined with a newline and separated from the turn's content by a
+    blank line (:data:`INLINE_SEPARATOR`). Documents with no user turn to join (handed over before
+    their question) form a user turn of their own at the end.
+    """
+    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+    attached: dict[int, list[str]] = {}
+    trailing: list[str] = []
+    for doc in documents:
+        start = 0 if doc.turn is None else doc.turn
+        target = next((i for i in range(start, len(msgs)) if msgs[i]["role"] == "user"), None)
+        if target is None:
+            trailing.append(doc.text)
+        else:
+            attached.setdefault(target, []).append(doc.text)
+    for i, texts in attached.items():
+        msgs[i]["content"] = "\n".join(texts) + INLINE_SEPARATOR + msgs[i]["content"]
+    if trailing:
+        msgs.append({"role": "user", "content": "\n".join(trailing)})
+    return msgs
+
+
+def split_inline(content: str, marker: str = "Question: ") -> tuple[str, str] | None:
+    """``(documents text, rest)`` of a user turn in the inline layout whose own content starts
+    with ``marker``, or None.
+
+    Only for data files (training and evaluation JSONL) that hold the *rendered* conversation of
+    the embedded model's RAG layout (``"<documents>\n\nQuestion: <question>"``): there the
+    documents are marked by that layout. A live session never guesses: it knows its documents.
+    """
+    head, sep, tail = content.rpartition(INLINE_SEPARATOR + marker)
+    if not sep or not head.strip():
+        return None
+    return head, marker + tail
 
 
 def chat_inputs(
@@ -133,6 +195,8 @@ def chat_inputs(
         how = "template" if template_takes_documents(tokenizer) else None
     if how == "template":
         return msgs, {"documents": [{"doc_id": d.doc_id, "text": escape(d.text)} for d in docs.documents]}
+    if how == "inline":
+        return inline_messages(msgs, docs.documents), {}
     if how is None:  # our documented rendering: after the leading system turns
         lead = next((i for i, m in enumerate(msgs) if m["role"] != "system"), len(msgs))
         return msgs[:lead] + documents_as_messages(docs.documents, "string") + msgs[lead:], {}

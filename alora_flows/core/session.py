@@ -11,6 +11,11 @@ before, keeping only the KV of what they computed *of the conversation itself*: 
 changes nothing before its invocation, so those positions are exact base-model KV. The
 conversation is unchanged, and the call cost only its own tokens.
 
+Rewinding (:meth:`Session.mark`, :meth:`Session.rewind`) uses the same property the other way:
+the conversation up to a mark renders to a prefix of today's tokens, so going back to it crops the
+cache to that prefix (views of the cached tensors, no copy) and runs no forward pass. A flow's
+retry then starts from the question, not after its failed attempt, at no cost.
+
 Why snapshots are free: transformers' ``DynamicLayer.update`` appends with ``torch.cat``, creating
 new tensors and never writing into old ones. A shallow copy of the cache layers therefore pins the
 old tensors unchanged; restoring it is a list assignment, and a fork shares every cached tensor
@@ -20,6 +25,8 @@ with its parent (copy-on-write for free). Other layer kinds fall back to a deep 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
@@ -30,8 +37,8 @@ from pydantic import BaseModel, Field
 from alora_flows.core.backend import Backend
 from alora_flows.core.chat import ChatRenderer
 from alora_flows.core.decoding import Decoded, TextStream, decode, detokenize
-from alora_flows.core.documents import Document, DocumentsLike, as_documents
-from alora_flows.errors import AdapterError, AloraFlowsError, ContextLengthError
+from alora_flows.core.documents import DocsAs, Document, DocumentSet, DocumentsLike, as_documents
+from alora_flows.errors import AdapterError, AloraFlowsError, ContextLengthError, DocumentError
 
 ROLES = ("system", "user", "assistant", "tool")
 #: ``(tokens generated so far, scores of the next token) -> scores``: a constraint (masked scores)
@@ -43,12 +50,32 @@ class CallStats(BaseModel):
     """What one session call cost. ``prefill_tokens`` ran through the model for the prompt;
     ``reused_tokens`` had their KV taken from the session cache; generated tokens are apart."""
 
-    kind: Literal["extend", "generate", "invoke"]
+    kind: Literal["extend", "generate", "invoke", "rewind"]
     adapter: str | None = None
     prefill_tokens: int = 0
     reused_tokens: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
+
+
+class SessionMark(BaseModel):
+    """A point in a conversation to return to (:meth:`Session.rewind`): how many messages and
+    documents it had, how they were rendered, and a digest of them (a rewind refuses a
+    conversation whose part before the mark has changed since). Plain data, so a flow keeps it in
+    its state and a resumed run can still rewind."""
+
+    messages: int
+    documents: int
+    documents_as: DocsAs | None = None
+    tokens: int = 0
+    digest: str
+
+
+def _digest(messages: Sequence[Mapping[str, str]], documents: Sequence[Document]) -> str:
+    payload = json.dumps(
+        [[dict(m) for m in messages], [d.model_dump() for d in documents]], ensure_ascii=False, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 class GenerateResult(BaseModel):
@@ -102,6 +129,8 @@ class Session:
         self.messages: list[dict[str, str]] = []
         #: The conversation's documents, rendered by the chat template (``core.documents``).
         self.documents: list[Document] = []
+        #: How they are rendered (``DocumentSet.render_as``; None: the chat template's way).
+        self.documents_as: DocsAs | None = None
         self.history: list[CallStats] = []
         self._renderer = ChatRenderer(backend.tokenizer)
         self._cache = backend.new_cache()
@@ -113,7 +142,7 @@ class Session:
     @property
     def ids(self) -> list[int]:
         """The rendered conversation (without a generation prompt)."""
-        return self._renderer.ids(self.messages, documents=self.documents)
+        return self._renderer.ids(self.messages, documents=self._documents())
 
     @property
     def cached_tokens(self) -> int:
@@ -134,13 +163,23 @@ class Session:
 
     # ------------------------------------------------------------------ public calls
     def extend(self, messages: Sequence[Mapping[str, str]], *, documents: DocumentsLike = ()) -> CallStats:
-        """Append turns (and documents); in reuse mode prefill only the tokens not already cached."""
+        """Append turns (and documents); in reuse mode prefill only the tokens not already cached.
+
+        ``documents`` as a :class:`~alora_flows.core.documents.DocumentSet` with ``render_as``
+        sets how the session renders its documents (one way per session); ``inline`` documents
+        belong to the first of ``messages`` (the user turn they came with).
+        """
         start = time.perf_counter()
         new = self.messages + [_as_message(m) for m in messages]
-        docs = self.documents + as_documents(documents)
-        target = self._renderer.ids(new, documents=docs)
+        incoming = as_documents(documents)
+        how = self._documents_as(documents, incoming)
+        if how == "inline":
+            anchor = len(self.messages)
+            incoming = [d if d.turn is not None else d.model_copy(update={"turn": anchor}) for d in incoming]
+        docs = self.documents + incoming
+        target = self._renderer.ids(new, documents=self._documents(docs, how))
         self._check_context(len(target), 0)
-        self.messages, self.documents = new, docs
+        self.messages, self.documents, self.documents_as = new, docs, how
         reused = prefill = 0
         if self.reuse:
             reused, prefill = self._sync(target)
@@ -167,7 +206,7 @@ class Session:
         where ``extend`` then ``generate`` would run two."""
         start = time.perf_counter()
         new = self.messages + [_as_message(m) for m in messages]
-        target = self._renderer.ids(new, add_generation_prompt=True, documents=self.documents)
+        target = self._renderer.ids(new, add_generation_prompt=True, documents=self._documents())
         self._check_context(len(target), max_new_tokens)
         self.messages = new
         cache = self._cache if self.reuse else self.backend.new_cache()
@@ -242,9 +281,13 @@ class Session:
             )
         extra = [_as_message(m) for m in messages]
         base = self.messages if conversation is None else [_as_message(m) for m in conversation]
-        prompt = self._renderer.ids(
-            base + extra, documents=self.documents if documents is None else documents
-        )
+        if documents is None:
+            # inline documents stay with their turns: a shorter conversation keeps only its own
+            kept = [d for d in self.documents if d.turn is None or d.turn < len(base)]
+            call_documents = self._documents(kept if conversation is not None else None, self.documents_as)
+        else:
+            call_documents = documents
+        prompt = self._renderer.ids(base + extra, documents=call_documents)
         lead = info.invocation_tokens[: info.activation_offset]  # base weights, as trained
         adapted = info.adapter_tokens + [int(t) for t in adapted_input]
         target = prompt + lead + adapted
@@ -289,6 +332,7 @@ class Session:
         twin.backend, twin.reuse = self.backend, self.reuse
         twin.messages = [dict(m) for m in self.messages]
         twin.documents = list(self.documents)
+        twin.documents_as = self.documents_as
         twin.history = list(self.history)
         twin._renderer = self._renderer.copy()
         twin._cache = copy.copy(self._cache)
@@ -296,7 +340,70 @@ class Session:
         twin._cached_ids = list(self._cached_ids)
         return twin
 
+    def mark(self) -> SessionMark:
+        """This point of the conversation, to :meth:`rewind` to later."""
+        return SessionMark(
+            messages=len(self.messages),
+            documents=len(self.documents),
+            documents_as=self.documents_as,
+            tokens=len(self.ids),
+            digest=_digest(self.messages, self.documents),
+        )
+
+    def rewind(self, mark: SessionMark) -> CallStats:
+        """Return to ``mark``: drop the messages and documents added since.
+
+        In reuse mode the cache is cropped to the tokens the conversation keeps (they are a
+        prefix of what is cached), so nothing is recomputed: the recorded call has
+        ``reused_tokens`` = the kept tokens and ``prefill_tokens`` = 0 (more only if a template
+        renders the shorter conversation differently, which the cache then follows). Raises
+        :class:`AloraFlowsError` when the conversation before the mark has changed since.
+        """
+        start = time.perf_counter()
+        messages, documents = self.messages[: mark.messages], self.documents[: mark.documents]
+        if (
+            len(self.messages) < mark.messages
+            or len(self.documents) < mark.documents
+            or _digest(messages, documents) != mark.digest
+        ):
+            raise AloraFlowsError(
+                f"cannot rewind to a mark of {mark.messages} messages and {mark.documents} documents: "
+                "the conversation before it has changed since the mark was set"
+            )
+        self.messages, self.documents, self.documents_as = messages, documents, mark.documents_as
+        reused = prefill = 0
+        if self.reuse:
+            reused, prefill = self._sync(self.ids)
+        return self._record(
+            CallStats(
+                kind="rewind",
+                prefill_tokens=prefill,
+                reused_tokens=reused,
+                seconds=time.perf_counter() - start,
+            )
+        )
+
     # ------------------------------------------------------------------ internals
+    def _documents_as(self, documents: DocumentsLike, incoming: list[Document]) -> DocsAs | None:
+        """The session's rendering after adding ``incoming`` (one rendering per session)."""
+        asked = documents.render_as if isinstance(documents, DocumentSet) else None
+        if asked is None or not incoming:
+            return self.documents_as
+        if self.documents and asked != self.documents_as:
+            raise DocumentError(
+                f"this session renders its documents as {self.documents_as or 'the chat template does'}; "
+                f"documents rendered as {asked!r} cannot join them (one rendering per session)"
+            )
+        return asked
+
+    def _documents(
+        self, documents: Sequence[Document] | None = None, how: DocsAs | None = None
+    ) -> DocumentsLike:
+        """What the renderer gets: the documents, with the session's rendering when it has one."""
+        docs = self.documents if documents is None else documents
+        how = self.documents_as if documents is None else how
+        return list(docs) if how is None else DocumentSet(documents=tuple(docs), render_as=how)
+
     def _record(self, stats: CallStats) -> CallStats:
         self.history.append(stats)
         return stats

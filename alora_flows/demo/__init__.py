@@ -2,10 +2,12 @@
 install runs ``alora-flows demo``.
 
 It runs ``alora_flows/demo/flow.yaml`` over the documents in ``corpus/`` (BM25,
-:mod:`alora_flows.demo.retrieval`): rewrite -> retrieve -> answer -> uncertainty ->
-(low: retry once with more documents, then abstain) -> hallucination -> (unfaithful: regenerate
-strictly once, then flag). ``--chat`` keeps one session across questions, so follow-ups reuse the
-growing conversation's cache and the rewrite intrinsic resolves "it"/"its" against it.
+:mod:`alora_flows.demo.retrieval`; ``docs_dir`` for another folder): rewrite -> retrieve ->
+answer (the documents handed to the session as documents) -> uncertainty -> (low: rewind to the
+question, retry once with more documents, then abstain) -> hallucination -> (unfaithful: rewind,
+answer again strictly once, then flag). ``--chat`` keeps one session across questions, so
+follow-ups reuse the growing conversation's cache and the rewrite intrinsic resolves "it"/"its"
+against it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ DEFAULT_QUESTION = "Where does Juhoskor spring from?"
 FLOW_FILE = Path(__file__).resolve().parent / "flow.yaml"
 
 
+def load_flow(flow_file: Path = FLOW_FILE, *, docs_dir: str | Path | None = None) -> Any:
+    """The demo flow; with ``docs_dir``, its ``retrieve`` step searches that folder instead of the
+    shipped corpus."""
+    from alora_flows.flow import Flow
+
+    flow = Flow.from_yaml(flow_file)
+    if docs_dir is not None:
+        node = flow.nodes["retrieve"]
+        flow.nodes["retrieve"] = node.model_copy(update={"args": {**node.args, "docs_dir": str(docs_dir)}})
+    return flow
+
+
 class DemoRunner:
     """Model, adapters and one session, loaded once; runs the RAG flow per question."""
 
@@ -40,12 +54,13 @@ class DemoRunner:
         flow_file: Path = FLOW_FILE,
         device: str | None = None,
         threads: int | None = None,
+        docs_dir: str | Path | None = None,
     ) -> None:
         from alora_flows.app import load_flow_backend
         from alora_flows.core.session import Session
-        from alora_flows.flow import Flow
 
-        self.flow = Flow.from_yaml(flow_file)
+        self.docs_dir = docs_dir
+        self.flow = load_flow(flow_file, docs_dir=docs_dir)
         self.flow.validate()
         self.backend, self.specs = load_flow_backend(
             self.flow, flow_file.parent, device=device, threads=threads
@@ -112,6 +127,15 @@ def reuse_line(step: Any) -> str:
     )
 
 
+def rewind_line(step: Any) -> str:
+    """What a rewind kept and recomputed, in words."""
+    out = step.output if isinstance(step.output, dict) else {}
+    return (
+        f"back to the question: kept {step.reused_tokens} cached tokens, dropped "
+        f"{out.get('dropped_tokens', '?')}, recomputed {step.prefill_tokens}"
+    )
+
+
 def _spread(values: Sequence[float]) -> str:
     return f"{min(values):.1f}-{max(values):.1f} s"
 
@@ -147,7 +171,9 @@ def comparison_lines(comparison: ReuseComparison) -> list[str]:
     return lines
 
 
-def summary_panel(result: Any, comparison: ReuseComparison | None = None) -> Panel:
+def summary_panel(
+    result: Any, comparison: ReuseComparison | None = None, *, docs_dir: str | Path | None = None
+) -> Panel:
     """Answer, certainty, faithfulness, documents used, and what reuse saved."""
     from alora_flows.demo.retrieval import retrieve_ids
 
@@ -166,7 +192,9 @@ def summary_panel(result: Any, comparison: ReuseComparison | None = None) -> Pan
     if flags:
         grid.add_row("status", ", ".join(flags))
     if "query" in values:
-        docs = retrieve_ids(str(values["query"]), int(values.get("k", 2)))
+        docs = retrieve_ids(
+            str(values["query"]), int(values.get("k", 2)), None if docs_dir is None else str(docs_dir)
+        )
         grid.add_row("documents", ", ".join(docs) or "none")
     branches = [
         f"{s.node} -> {s.next} ({s.branch})"
@@ -178,6 +206,8 @@ def summary_panel(result: Any, comparison: ReuseComparison | None = None) -> Pan
     for step in trace.steps:
         if step.kind == "intrinsic":
             grid.add_row(f"  {step.node}", reuse_line(step))
+        elif step.kind == "rewind":
+            grid.add_row(f"  {step.node}", rewind_line(step))
     totals = trace.compute_totals()
     lines = [
         f"this run: prefilled {totals.prefill_tokens} tokens, reused {totals.reused_tokens}, "

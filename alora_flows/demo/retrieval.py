@@ -1,7 +1,9 @@
-"""Retrieval for the RAG example: BM25 (bm25s) over the shipped synthetic documents.
+"""Retrieval for the RAG example: BM25 (bm25s) over a folder of documents.
 
 Documents are Markdown files with a small YAML header (id, title, license); only the body is
-indexed and returned, so prompts look like the intrinsics' training data.
+indexed and returned, so prompts look like the intrinsics' training data. The default folder is
+the shipped synthetic corpus; ``docs_dir`` points at another (the realistic evaluation's corpus,
+``python -m intrinsics.training.realistic.rag DIR``).
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ def search(query: str, k: int = 2, docs_dir: str | Path = DOCS_DIR) -> list[tupl
     return [(docs[i][0], docs[i][1], float(s)) for i, s in zip(results[0], scores[0]) if s > 0]
 
 
-def retrieve(query: str, k: int = 2) -> list[str]:
-    """Tool step: the bodies of the ``k`` best documents (possibly fewer if nothing matches)."""
-    return [body for _, body, _ in search(str(query), int(k))]
+def retrieve(query: str, k: int = 2, docs_dir: str | None = None) -> list[str]:
+    """Tool step: the bodies of the ``k`` best documents (possibly fewer if nothing matches) in
+    ``docs_dir`` (default: the shipped corpus)."""
+    return [body for _, body, _ in search(str(query), int(k), docs_dir or DOCS_DIR)]
 
 
-def retrieve_ids(query: str, k: int = 2) -> list[str]:
+def retrieve_ids(query: str, k: int = 2, docs_dir: str | None = None) -> list[str]:
     """The ids of the documents :func:`retrieve` returns, for traces and the demo panel."""
-    return [doc_id for doc_id, _, _ in search(str(query), int(k))]
+    return [doc_id for doc_id, _, _ in search(str(query), int(k), docs_dir or DOCS_DIR)]

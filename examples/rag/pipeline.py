@@ -1,6 +1,11 @@
-"""The RAG flow of ``examples/rag/flow.yaml``, built with the Python API (same graph, same state).
+"""The RAG flow of ``alora_flows/demo/flow.yaml``, built with the Python API (same graph, same state).
 
 python -m examples.rag.pipeline "What is the chief export of Skoharna?"
+
+The retrieved documents enter the conversation as documents (a ``message`` node with
+``documents`` rendered ``inline``: in front of the question, as the intrinsics were trained), so
+the hallucination check accepts only values found in them; both retries rewind to the mark set
+before the first attempt, so the second answer starts from the question.
 """
 
 from __future__ import annotations
@@ -9,51 +14,59 @@ import sys
 
 from alora_flows.demo.retrieval import retrieve
 from alora_flows.flow import END, Flow
+from alora_flows.flow.nodes import MarkNode, MessageNode, MessageParams, RewindNode
 
 #: Certainty below this is "low": retry once with more documents, then abstain. Chosen on the
 #: uncertainty validation split as the threshold that cuts the most wrong answers net of the
 #: correct ones it loses (keeps 51/87 correct, cuts 87/113 wrong answers there).
 CERTAINTY_THRESHOLD = 0.55
 ABSTAIN = "I don't know: the documents do not answer this."
-STRICTER = (
-    "Some of that is not in the documents. Answer again with one sentence copied from "
-    "the documents, or say: I don't know."
-)
+INSTRUCTION = "Answer only from the documents."
+STRICTER = "Answer with one sentence copied from the documents, or say: I don't know."
 
 
-def build_flow(threshold: float = CERTAINTY_THRESHOLD) -> Flow:
+def build_flow(threshold: float = CERTAINTY_THRESHOLD, docs_dir: str | None = None) -> Flow:
+    """The demo flow; ``docs_dir`` makes ``retrieve`` search another folder of documents."""
     low = f"certainty.score < {threshold}"
     flow = Flow("rag-with-checks", inputs=["question"], max_steps=30, model="embedded", start="init")
-    flow.set("init", attempt=1, k=2, strict=False, abstained=False, flagged=False)
+    flow.set("init", attempt=1, k=2, strict=False, abstained=False, flagged=False, instruction=INSTRUCTION)
+    flow.add("asked", MarkNode(mark="before_answer"))
     flow.intrinsic("rewrite", "rewrite", output="query")
-    flow.tool("retrieve", retrieve, args={"query": "{{ query }}", "k": "{{ k }}"}, output="documents")
-    flow.generate(
-        "answer",
-        system="Answer only from the documents.",
-        user="{{ documents | join('\n') }}\n\nQuestion: {{ question }}",
-        max_new_tokens=64,
-        output="answer",
+    args = {"query": "{{ query }}", "k": "{{ k }}", **({"docs_dir": docs_dir} if docs_dir else {})}
+    flow.tool("retrieve", retrieve, args=args, output="documents")
+    flow.message("instruct", "system", "{{ instruction }}")
+    flow.add(
+        "ask",
+        MessageNode(
+            message=MessageParams(
+                role="user",
+                content="Question: {{ question }}",
+                documents="{{ documents }}",
+                documents_as="inline",
+            )
+        ),
     )
+    flow.generate("answer", max_new_tokens=64, output="answer")
     flow.intrinsic("certainty", "uncertainty", output="certainty")
     flow.set("widen", attempt=2, k=4)
+    flow.add("retry_wider", RewindNode(rewind="before_answer"))
     flow.set("abstain", answer=ABSTAIN, abstained=True)
     flow.intrinsic("check", "hallucination", output="hallucination")
-    flow.message("strict_answer", "user", STRICTER)
-    flow.generate("regenerate", max_new_tokens=48, output="answer")
-    flow.set("mark_strict", strict=True)
+    flow.set("stricter", strict=True, instruction=STRICTER)
+    flow.add("retry_strict", RewindNode(rewind="before_answer"))
     flow.set("flag", flagged=True)
 
-    flow.edge("init", "rewrite").edge("rewrite", "retrieve").edge("retrieve", "answer")
+    flow.edge("init", "asked").edge("asked", "rewrite").edge("rewrite", "retrieve")
+    flow.edge("retrieve", "instruct").edge("instruct", "ask").edge("ask", "answer")
     flow.edge("answer", "certainty")
     flow.branch("certainty", [(f"{low} and attempt == 1", "widen"), (low, "abstain")], default="check")
-    flow.edge("widen", "rewrite").edge("abstain", END)
+    flow.edge("widen", "retry_wider").edge("retry_wider", "retrieve").edge("abstain", END)
     flow.branch(
         "check",
-        [("hallucination.unfaithful and not strict", "strict_answer"), ("hallucination.unfaithful", "flag")],
+        [("hallucination.unfaithful and not strict", "stricter"), ("hallucination.unfaithful", "flag")],
         default=END,
     )
-    flow.edge("strict_answer", "regenerate").edge("regenerate", "mark_strict")
-    flow.edge("mark_strict", "check").edge("flag", END)
+    flow.edge("stricter", "retry_strict").edge("retry_strict", "instruct").edge("flag", END)
     return flow
 
 

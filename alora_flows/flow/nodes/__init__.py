@@ -13,9 +13,11 @@ from alora_flows.flow.nodes.base import (
 from alora_flows.flow.nodes.generate import GenerateNode, GenerateParams
 from alora_flows.flow.nodes.interrupt import InterruptNode, InterruptParams, coerce_values
 from alora_flows.flow.nodes.intrinsic import IntrinsicNode
+from alora_flows.flow.nodes.mark import MarkNode
 from alora_flows.flow.nodes.message import MessageNode, MessageParams
 from alora_flows.flow.nodes.parallel import ParallelNode
 from alora_flows.flow.nodes.retry import ErrorRoute, RetryPolicy
+from alora_flows.flow.nodes.rewind import RewindNode
 from alora_flows.flow.nodes.set import SetNode
 from alora_flows.flow.nodes.subflow import SubflowNode
 from alora_flows.flow.nodes.tool import ToolNode
@@ -28,6 +30,7 @@ __all__ = [
     "InterruptNode",
     "InterruptParams",
     "IntrinsicNode",
+    "MarkNode",
     "MessageNode",
     "MessageParams",
     "Node",
@@ -36,6 +39,7 @@ __all__ = [
     "Params",
     "Pause",
     "RetryPolicy",
+    "RewindNode",
     "Retryable",
     "SetNode",
     "StepContext",

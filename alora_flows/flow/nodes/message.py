@@ -2,14 +2,18 @@
 
 ``documents: "{{ documents }}"`` also hands the session documents (a list of texts or of
 ``{doc_id, text}``), rendered the way the model's chat template renders documents: how a flow
-feeds Granite intrinsics the documents they read.
+feeds Granite intrinsics the documents they read. ``documents_as`` picks another rendering
+(:mod:`alora_flows.core.documents`); ``inline`` puts them in front of this very turn, the layout
+the embedded model's intrinsics were trained on, while the session still knows them as documents
+(the hallucination intrinsic's evidence must be found in them).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from alora_flows.errors import FlowDefinitionError, FlowRuntimeError
+from alora_flows.core.documents import DocsAs, DocumentSet, as_documents
+from alora_flows.errors import DocumentError, FlowDefinitionError, FlowRuntimeError
 from alora_flows.flow.nodes.base import Node, NodeCheck, Params, StepContext, register_node_kind
 from alora_flows.sandbox.templates import TemplateError, evaluate_native, single_expression
 
@@ -18,6 +22,7 @@ class MessageParams(Params):
     role: Literal["system", "user", "assistant"]
     content: str
     documents: str | None = None  # an exact ``{{ expr }}`` naming a list of documents
+    documents_as: DocsAs | None = None  # how the session renders them (None: the chat template's way)
 
 
 @register_node_kind
@@ -32,6 +37,8 @@ class MessageNode(Node):
     def check(self, ctx: NodeCheck) -> None:
         ctx.template(self.message.content, ("message", "content"), "message template")
         documents = self.message.documents
+        if documents is None and self.message.documents_as is not None:
+            ctx.error("documents_as needs documents", ("message", "documents_as"), FlowDefinitionError)
         if documents is not None:
             if single_expression(documents) is None:
                 ctx.error(
@@ -53,6 +60,13 @@ class MessageNode(Node):
             documents: Any = evaluate_native(self.message.documents, ctx.values())
         except TemplateError as exc:
             raise FlowRuntimeError(f"documents: {exc}") from None
+        if self.message.documents_as is not None:
+            try:
+                documents = DocumentSet(
+                    documents=tuple(as_documents(documents)), render_as=self.message.documents_as
+                )
+            except DocumentError as exc:
+                raise FlowRuntimeError(f"documents: {exc}") from None
         ctx.session.extend(turn, documents=documents)
         return content
 

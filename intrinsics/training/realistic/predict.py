@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from alora_flows.core.documents import as_documents
 from alora_flows.errors import IntrinsicOutputError
 from intrinsics.outputs import AnswerabilityOutput, HallucinationOutput, RewriteOutput, UncertaintyOutput
 from intrinsics.training.realistic.loader import Case, CaseSet, RewriteCase
@@ -94,11 +95,32 @@ def output_record(output: Any) -> dict[str, Any]:
     raise TypeError(f"unexpected output {type(output).__name__}")
 
 
-def predict_case(backend, spec, adapter_name: str, case: Case, case_set: CaseSet, answer: str | None):
-    """``(record fields, malformed)`` for one case through ``spec.run`` on a fresh Session."""
+def case_session(backend, case: Case, case_set: CaseSet, answer: str | None = None):
+    """A fresh Session holding the case's conversation, its documents handed over as documents.
+
+    The RAG prompt's user turn (``"<documents>\n\nQuestion: <q>"``) becomes the turn
+    ``"Question: <q>"`` with the documents rendered ``inline``: the same tokens, and the session
+    (so the hallucination evidence check) knows which text is documents.
+    """
+    from alora_flows.core.documents import DocumentSet, split_inline
     from alora_flows.core.session import Session
 
-    session = Session(backend, messages=conversation(case, case_set, answer))
+    messages = conversation(case, case_set, answer)
+    docs = case_set.doc_texts(case)
+    at = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
+    parts = split_inline(messages[at]["content"]) if docs and at is not None else None
+    if at is None or parts is None or parts[0] != "\n".join(docs):
+        return Session(backend, messages=messages)
+    session = Session(backend, messages=messages[:at])
+    documents = DocumentSet(documents=tuple(as_documents(docs)), render_as="inline")
+    session.extend([{"role": "user", "content": parts[1]}], documents=documents)
+    session.extend(messages[at + 1 :])
+    return session
+
+
+def predict_case(backend, spec, adapter_name: str, case: Case, case_set: CaseSet, answer: str | None):
+    """``(record fields, malformed)`` for one case through ``spec.run`` on a fresh Session."""
+    session = case_session(backend, case, case_set, answer)
     try:
         output, stats = spec.run(session, adapter_name, state_for(case))
     except IntrinsicOutputError as exc:
