@@ -78,6 +78,8 @@ def run_config(name: str, questions: list[dict], tmp: Path, *, workers: int, bat
     seconds = clock.results[-1] - clock.ready
     worker = pool.loaded.result()
     stats = getattr(worker.session_backend, "stats", None)
+    if stats:
+        print("by rows:", {k: [v[0], round(v[1], 1)] for k, v in sorted(stats.by_rows.items())}, flush=True)
     results = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     run = {
         "config": name,

@@ -233,6 +233,8 @@ class BatchingStats:
     tokens: int = 0
     max_rows: int = 0
     seconds: float = 0.0  # in batched forwards
+    #: rows -> [forwards of that many rows, seconds they took]
+    by_rows: dict[int, list[float]] = field(default_factory=dict)
 
     @property
     def mean_rows(self) -> float:
@@ -242,21 +244,31 @@ class BatchingStats:
 class ForwardScheduler:
     """Takes forwards from session threads and runs the ready ones together on one worker thread.
 
-    When to run: as soon as every thread of the previous batch has sent its next request (their
-    Python work between two steps takes well under a millisecond), or ``gather_seconds`` after the
-    first waiting request, whichever comes first; a thread that went off to a tool or finished its
-    run costs one such wait, then is no longer expected. At most ``max_batch_tokens`` tokens run in
-    one forward (a request larger than that runs alone); the rest wait for the next one.
+    When to run: as soon as every thread of the previous batch has sent its next request, or when
+    the wait for them reaches ``gather_seconds`` or ``gather_fraction`` of the last forward's time
+    (whichever is longer), counted from the first waiting request. Between two decode steps a
+    thread's own work is short, but at a node boundary (rendering, tokenising, a tool) it can take
+    tens of milliseconds with eight threads sharing the GIL: waiting a tenth of a forward for it
+    costs less than running a forward without it. A thread that went off to a long tool or
+    finished its run costs one such wait, then is no longer expected. At most ``max_batch_tokens``
+    tokens run in one forward (a request larger than that runs alone); the rest wait for the next.
     """
 
     def __init__(
-        self, backend: Backend, *, max_batch_tokens: int = 4096, gather_seconds: float = 0.01
+        self,
+        backend: Backend,
+        *,
+        max_batch_tokens: int = 4096,
+        gather_seconds: float = 0.01,
+        gather_fraction: float = 0.1,
     ) -> None:
-        if max_batch_tokens < 1 or gather_seconds < 0:
-            raise AloraFlowsError("max_batch_tokens must be >= 1 and gather_seconds >= 0")
+        if max_batch_tokens < 1 or gather_seconds < 0 or gather_fraction < 0:
+            raise AloraFlowsError("max_batch_tokens must be >= 1, gather_seconds and gather_fraction >= 0")
         self.backend = backend
         self.max_batch_tokens = max_batch_tokens
         self.gather_seconds = gather_seconds
+        self.gather_fraction = gather_fraction
+        self._last_seconds = 0.0
         self.stats = BatchingStats()
         self._queue: list[ForwardRequest] = []
         self._cond = threading.Condition()
@@ -329,7 +341,8 @@ class ForwardScheduler:
                     request.done.set()
                 return None
             expected = {t for t in self._last if t.is_alive()}
-            deadline = time.monotonic() + self.gather_seconds
+            wait = max(self.gather_seconds, self.gather_fraction * self._last_seconds)
+            deadline = time.monotonic() + wait
             while not self._closed:
                 waiting = {r.thread for r in self._queue}
                 left = deadline - time.monotonic()
@@ -363,6 +376,10 @@ class ForwardScheduler:
         stats.tokens += sum(len(r.input_ids) for r in batch)
         stats.max_rows = max(stats.max_rows, len(batch))
         stats.seconds += seconds
+        entry = stats.by_rows.setdefault(len(batch), [0, 0.0])
+        entry[0] += 1
+        entry[1] += seconds
+        self._last_seconds = seconds
 
 
 class BatchedBackend(Backend):
@@ -375,12 +392,20 @@ class BatchedBackend(Backend):
     __slots__ = ("_scheduler",)  # the view's own state; everything else is the backend's
 
     def __init__(
-        self, backend: Backend, *, max_batch_tokens: int = 4096, gather_seconds: float = 0.01
+        self,
+        backend: Backend,
+        *,
+        max_batch_tokens: int = 4096,
+        gather_seconds: float = 0.01,
+        gather_fraction: float = 0.1,
     ) -> None:
         # Share the instance's attributes rather than copy them, so that nothing can go stale.
         self.__dict__ = backend.__dict__
         self._scheduler = ForwardScheduler(
-            backend, max_batch_tokens=max_batch_tokens, gather_seconds=gather_seconds
+            backend,
+            max_batch_tokens=max_batch_tokens,
+            gather_seconds=gather_seconds,
+            gather_fraction=gather_fraction,
         )
 
     def forward(
