@@ -78,8 +78,6 @@ def run_config(name: str, questions: list[dict], tmp: Path, *, workers: int, bat
     seconds = clock.results[-1] - clock.ready
     worker = pool.loaded.result()
     stats = getattr(worker.session_backend, "stats", None)
-    if stats:
-        print("by rows:", {k: [v[0], round(v[1], 1)] for k, v in sorted(stats.by_rows.items())}, flush=True)
     results = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     run = {
         "config": name,
@@ -93,6 +91,8 @@ def run_config(name: str, questions: list[dict], tmp: Path, *, workers: int, bat
         "rows": stats.rows if stats else None,
         "mean_rows_per_forward": round(stats.mean_rows, 2) if stats else None,
         "max_rows": stats.max_rows if stats else None,
+        # rows -> [forwards with that many rows, their seconds]
+        "by_rows": {k: [v[0], round(v[1], 2)] for k, v in sorted(stats.by_rows.items())} if stats else None,
         "load_average_before": round(load_before, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
         "final_states": {k: r["final_state"] for k, r in results.items()},
@@ -195,6 +195,9 @@ def main() -> None:
         f"1e-4): {'yes' if same_all else 'NO'}; largest difference in a score: {worst_all:.2e}.",
     ]
     for run in runs:
+        if run["by_rows"]:
+            spread = ", ".join(f"{k}: {v[0]} ({v[1]} s)" for k, v in run["by_rows"].items())
+            md.append(f"- {run['config']}: forwards by requests in them (count, seconds): {spread}.")
         if run["differences_from_sequential"] or run["errors"]:
             md.append(f"- {run['config']}: {run['differences_from_sequential'][:5]} {run['errors']}")
     write_results(args.out, "batching", result, md)
