@@ -193,3 +193,30 @@ def test_a_bad_request_fails_its_own_caller_and_a_closed_scheduler_refuses(stron
     scheduler.close()
     with pytest.raises(AloraFlowsError, match="closed"):
         scheduler.forward([3], cache)
+
+
+@pytest.mark.slow
+def test_batching_benchmark_smoke(tmp_path):
+    """benchmarks/batching.py end to end on two flows of the embedded model (no control row)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [
+        sys.executable,
+        "benchmarks/batching.py",
+        "--questions",
+        "2",
+        "--no-control",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "batching.json").read_text())
+    sequential, batched = data["runs"]
+    assert sequential["ok"] == batched["ok"] == 2
+    assert batched["differences_from_sequential"] == [] and batched["forwards"] < batched["rows"]
+    assert "| 2 threads, batched |" in (tmp_path / "batching.md").read_text()
