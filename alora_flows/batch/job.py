@@ -48,6 +48,11 @@ def make_pool(
     or processes. One worker always runs in this process (no process start-up to pay)."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
+    if config.batching and (ray is not None or (pool != "thread" and workers > 1)):
+        raise UsageError(
+            "--batching batches the forwards of thread workers that share one backend: "
+            "use it with --pool thread (processes and Ray actors each have a backend of their own)"
+        )
     if ray is not None:
         from alora_flows.batch.ray_actors import RayPool
 
@@ -71,8 +76,11 @@ def worker_threads(threads: int | None, *, workers: int, pool: str, ray: str | N
 def describe_pool(pool: WorkerPool) -> str:
     threads = getattr(getattr(pool, "config", None), "threads", None)
     if pool.kind == "thread":  # one process, one backend: its torch threads are shared
-        return f"{pool.size} thread worker(s) on one backend" + (
-            f", {threads} torch thread(s)" if threads else ""
+        batching = getattr(getattr(pool, "config", None), "batching", False)
+        return (
+            f"{pool.size} thread worker(s) on one backend"
+            + (", forwards batched" if batching else "")
+            + (f", {threads} torch thread(s)" if threads else "")
         )
     return f"{pool.size} {pool.kind} worker(s)" + (f", {threads} torch thread(s) each" if threads else "")
 
@@ -97,12 +105,16 @@ def plan_batch(
     reuse: bool = True,
     seed: int | None = None,
     retry_failed: bool = False,
+    batching: bool = False,
 ) -> BatchPlan:
     """Check the flow and the inputs, read the results so far (resume); nothing is loaded yet.
 
-    ``retry_failed`` removes the failed results from ``out`` so those inputs run again.
+    ``retry_failed`` removes the failed results from ``out`` so those inputs run again;
+    ``batching`` makes thread workers batch their forwards (``core.batching``).
     """
-    config = WorkerConfig.from_file(flow_file, device=device, reuse=reuse, seed=seed, threads=threads)
+    config = WorkerConfig.from_file(
+        flow_file, device=device, reuse=reuse, seed=seed, threads=threads, batching=batching
+    )
     config.flow()  # a bad flow fails here, before any input is read or model loaded
     items = read_inputs(inputs_file)
     results = ResultsFile(out)
@@ -138,6 +150,7 @@ def batch(
     reuse: bool = True,
     seed: int | None = None,
     retry_failed: bool = False,
+    batching: bool = False,
     listeners: Sequence[BatchListener] = (),
 ) -> BatchSummary:
     """Run ``flow_file`` on every input of ``inputs_file`` not yet in ``out`` (the Python face of
@@ -145,6 +158,8 @@ def batch(
 
     ``threads``: torch threads per worker process (default: the cores shared out among local
     process workers, ``cpus_per_worker`` on Ray, torch's default for threads in this process).
+    ``batching`` (with ``pool="thread"``): the thread workers' forwards that are ready at the same
+    moment run as one (:mod:`alora_flows.core.batching`).
     """
     threads = worker_threads(threads, workers=workers, pool=pool, ray=ray)
     plan = plan_batch(
@@ -156,6 +171,7 @@ def batch(
         reuse=reuse,
         seed=seed,
         retry_failed=retry_failed,
+        batching=batching,
     )
     if not plan.todo:
         return plan.summary  # nothing to run: no model to load

@@ -1,7 +1,10 @@
 """Local batch workers: threads sharing one backend, or processes with a backend each.
 
 Threads share one model in memory, but the backend's lock lets one forward pass run at a time,
-so N threads run about as fast as one (they overlap only tokenising, parsing and tools).
+so N threads run about as fast as one (they overlap only tokenising, parsing and tools), unless
+the worker batches (``WorkerConfig.batching``, ``--batching``): then the forwards of the threads'
+runs that are ready at the same moment run as one (:mod:`alora_flows.core.batching`), and on a
+CPU the decode steps of N runs cost little more than one's.
 Processes each load the model (about 0.6 GB for the embedded one) and really run in parallel; on
 a CPU each should get ``cores / workers`` torch threads (:func:`default_threads`), since torch's
 own threads do not scale a small model's forward pass as well as separate processes do. The
@@ -64,9 +67,12 @@ class ThreadPool:
         return False
 
     def close(self) -> None:
-        if self.loaded.done() and self.loaded.exception() is None:
-            self.loaded.result().close()  # runs in progress stop at their next step
+        worker = self.loaded.result() if self.loaded.done() and self.loaded.exception() is None else None
+        if worker is not None:
+            worker.close()  # runs in progress stop at their next step
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if worker is not None:
+            worker.release()
 
 
 # ---------------------------------------------------------------------- processes

@@ -24,6 +24,8 @@ from pydantic import BaseModel
 
 from alora_flows.app import load_flow_backend
 from alora_flows.batch.records import BatchInput, BatchResult
+from alora_flows.core.backend import Backend
+from alora_flows.core.batching import BatchedBackend
 from alora_flows.core.session import Session
 from alora_flows.errors import AloraFlowsError, RunCancelledError, RunTimeoutError
 from alora_flows.flow import Flow, RunFailed, RunFinished, Runner, RunResult
@@ -40,6 +42,9 @@ class WorkerConfig(BaseModel):
     reuse: bool = True
     seed: int | None = None
     threads: int | None = None  # torch threads in this worker's process (None: leave as is)
+    #: Threads sharing this worker batch their forwards (``core.batching``): the steps of
+    #: concurrent runs that are ready together run as one forward.
+    batching: bool = False
 
     @classmethod
     def from_file(cls, flow_file: str | Path, **options: Any) -> WorkerConfig:
@@ -94,7 +99,8 @@ class FlowWorker:
     """The flow's backend and adapters, loaded once; :meth:`run` starts a new session per input.
 
     Several threads may call :meth:`run` at once: they share the backend (its lock serialises
-    forward passes) and nothing else.
+    forward passes, or, with ``config.batching``, a scheduler runs their ready forwards as one)
+    and nothing else.
     """
 
     def __init__(self, config: WorkerConfig) -> None:
@@ -106,12 +112,19 @@ class FlowWorker:
         self.flow = config.flow()
         self.backend, self.specs = load_flow_backend(self.flow, Path(config.base_dir), device=config.device)
         self.compiled = self.flow.compiled(self.specs)
+        #: What the runs' sessions use: the backend, or a batching view of it.
+        self.session_backend: Backend = BatchedBackend(self.backend) if config.batching else self.backend
         self.name = worker_name()
         self.closing = threading.Event()  # set: runs in progress stop at their next step
 
     def close(self) -> None:
         """Stop the runs in progress at their next step or token (they fail as cancelled)."""
         self.closing.set()
+
+    def release(self) -> None:
+        """Stop the batching scheduler's thread (after the runs have ended); a no-op without one."""
+        if isinstance(self.session_backend, BatchedBackend):
+            self.session_backend.close()
 
     def run(
         self, inputs: dict[str, Any], *, seed: int | None = None, listeners: Iterable[Listener] = ()
@@ -122,7 +135,7 @@ class FlowWorker:
             if self.closing.is_set() and not isinstance(event, (RunFailed, RunFinished)):
                 raise RunCancelledError("the worker is shutting down")
 
-        session = Session(self.backend, reuse=self.config.reuse)
+        session = Session(self.session_backend, reuse=self.config.reuse)
         runner = Runner(
             self.compiled,
             session,

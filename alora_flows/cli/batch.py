@@ -52,6 +52,14 @@ def batch(
             help="Local workers: 'process' (a model each, truly parallel) or 'thread' (one shared model).",
         ),
     ] = "process",
+    batching: Annotated[
+        bool,
+        typer.Option(
+            "--batching",
+            help="With --pool thread: run the forwards of the threads' flows that are ready at the same "
+            "moment as one batched forward (several flows decode for about the cost of one).",
+        ),
+    ] = False,
     ray: Annotated[
         bool,
         typer.Option(
@@ -92,6 +100,7 @@ def batch(
             reuse=not no_reuse,
             seed=seed,
             retry_failed=retry_failed,
+            batching=batching,
         )
         summary = plan.summary
         notes = []

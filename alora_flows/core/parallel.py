@@ -1,4 +1,5 @@
-"""Several intrinsic calls on one cached conversation, in one forward pass per decoding step.
+"""Several intrinsic calls (or base-model generations) on one cached conversation, in one forward
+pass per decoding step.
 
 Why packing instead of a batch: a batch of B rows over a cached prefix needs the prefix's KV in
 every row (B copies, or an expand that the cache's concatenation materialises). Here the rows
@@ -9,23 +10,27 @@ layer for all rows, and the cache of the conversation is rolled back afterwards 
 
 Why our own LoRA application: PEFT activates one adapter per row (``adapter_names``) and one
 offset per row (``alora_offsets``); segments of one row need *per-token* adapters. The aLoRA
-adapters stay loaded in PEFT (same weights, same modules); with no ``alora_offsets`` PEFT's aLoRA
-layers add nothing, and a forward hook installed once per LoRA layer adds each segment's delta
-``B(A(x)) * scaling`` on exactly that segment's adapted tokens: the same arithmetic as PEFT's
-``ALoraLinearVariant``, gathered by token instead of by row.
+adapters stay loaded in PEFT (same weights, same modules); the LoRA layers are switched off
+(:meth:`Backend.select_adapter`: they pass straight to the layers they wrap), and a forward hook
+installed once per LoRA layer adds each segment's delta ``B(A(x)) * scaling`` on exactly that
+segment's adapted tokens: the same arithmetic as PEFT's
+``ALoraLinearVariant``, gathered by token instead of by row. Base-model rows (generations:
+:func:`generate_parallel`) simply get no delta. The same hooks serve the batched forwards of
+many sessions (:mod:`alora_flows.core.batching`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from alora_flows.core.session import CallStats, InvokeResult, Session
+from alora_flows.core.decoding import sampling_generator
+from alora_flows.core.session import CallStats, GenerateResult, InvokeResult, Session
 from alora_flows.errors import AdapterError
 
 
@@ -42,14 +47,26 @@ class IntrinsicCall:
 
 
 @dataclass
+class GenerateCall:
+    """One base-model generation of a parallel group: what ``fork.extend(messages)`` then
+    ``fork.generate(...)`` would do on a fork of the session (a sample, a branch's answer)."""
+
+    messages: Sequence[dict[str, str]] = ()
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    seed: int | None = None
+
+
+@dataclass
 class _Row:
-    call: IntrinsicCall
     segment: list[int]  # tokens after the shared prefix (input turn, invocation, adapted input)
+    adapter: str | None  # None: a base-model row
     adapted: int  # how many of the segment's last tokens the adapter covers
+    max_new_tokens: int
+    choose: Callable[[torch.Tensor, bool], int]  # (logits, first position?) -> the next token
     kv: list[int] = field(default_factory=list)  # cache positions this row's tokens occupy
     tokens: list[int] = field(default_factory=list)
     probs: dict[int, float] | None = None
-    done: bool = False
 
 
 class PackedLoRA:
@@ -59,9 +76,15 @@ class PackedLoRA:
         from peft.tuners.lora import LoraLayer
 
         self.plan: list[tuple[str, int, int]] = []  # (adapter, first token, end): contiguous spans
+        self.model = peft_model
+        self.source: Any = None  # the backend's LoRA layer list this was made for
         self.layers: list[Any] = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
-        for layer in self.layers:
-            layer.register_forward_hook(self._hook)
+        self.handles = [layer.register_forward_hook(self._hook) for layer in self.layers]
+
+    def remove(self) -> None:
+        """Take the hooks off (a newer :class:`PackedLoRA` replaces this one)."""
+        for handle in self.handles:
+            handle.remove()
 
     def _hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
         if not self.plan:
@@ -86,11 +109,17 @@ class PackedLoRA:
             self.plan = []
 
 
-def _packed_lora(backend: Any) -> PackedLoRA:
+def packed_lora(backend: Any) -> PackedLoRA:
+    """The backend's :class:`PackedLoRA`, made again when its LoRA layers changed (an adapter was
+    added): packed intrinsic calls and batched forwards (``core.batching``) share it.
+    Call with ``backend.lock`` held."""
     packed = getattr(backend, "_packed_lora", None)
-    if packed is None or packed.model is not backend.model:
+    layers = backend._lora_layers  # a new list each time the backend adds an adapter
+    if packed is None or packed.model is not backend.model or packed.source is not layers:
+        if packed is not None:
+            packed.remove()
         packed = PackedLoRA(backend.model)
-        packed.model = backend.model  # type: ignore[attr-defined]
+        packed.source = layers
         backend._packed_lora = packed
     return packed
 
@@ -128,39 +157,28 @@ def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[In
         )
     prefix = list(session._cached_ids)
     rows: list[_Row] = []
+    stop = backend.stop_token_ids
     for call in calls:
         info = backend.adapters[call.adapter]
-        prompt = renderer.ids(session.messages + [dict(m) for m in call.messages])
+        prompt = renderer.ids(
+            session.messages + [dict(m) for m in call.messages], documents=session.documents
+        )
         lead = info.invocation_tokens[: info.activation_offset]  # base weights, as trained
         adapted = info.adapter_tokens + [int(t) for t in call.adapted_input]
         target = prompt + lead + adapted
         session._check_context(len(target), call.max_new_tokens)
         if target[: len(prefix)] != prefix or len(target) == len(prefix):
             return [_sequential(session, c) for c in calls]  # the rendering diverged: no shared prefix
-        rows.append(_Row(call=call, segment=target[len(prefix) :], adapted=len(adapted)))
-    packed = _packed_lora(backend)
-    stop = backend.stop_token_ids
-    with session._rollback():
-        cache = session._cache
-        feeds = [(row, row.segment, row.adapted) for row in rows]
-        first = True
-        while feeds:
-            logits = _forward_packed(backend, packed, cache, len(prefix), rows, feeds)
-            next_feeds = []
-            for (row, _, _), row_logits in zip(feeds, logits):
-                token = _choose(row, row_logits, first, stop)
-                row.tokens.append(token)
-                if token in stop or len(row.tokens) >= row.call.max_new_tokens:
-                    row.done = True
-                else:
-                    next_feeds.append((row, [token], 1))
-            feeds, first = next_feeds, False
+        row = _Row(target[len(prefix) :], call.adapter, len(adapted), call.max_new_tokens, _greedy)
+        row.choose = _constrained(row, call, stop)
+        rows.append(row)
+    _decode_packed(session, rows)
     seconds = time.perf_counter() - start
     results = []
     for row in rows:
         stats = CallStats(
             kind="invoke",
-            adapter=row.call.adapter,
+            adapter=row.adapter,
             prefill_tokens=len(row.segment),
             reused_tokens=len(prefix),
             generated_tokens=len(row.tokens),
@@ -171,6 +189,85 @@ def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[In
             InvokeResult(text=session._text(row.tokens), token_ids=row.tokens, probs=row.probs, stats=stats)
         )
     return results
+
+
+def generate_parallel(session: Session, calls: Sequence[GenerateCall]) -> list[GenerateResult]:
+    """Base-model generations as branches of the session's conversation, one packed forward per
+    decoding step: N samples for self-consistency, or several prompts over one context.
+
+    Each row is what a fork would do: ``f = session.fork(); f.extend(call.messages);
+    f.generate(call.max_new_tokens, temperature=call.temperature, seed=call.seed)``, with the same
+    tokens (greedy, or sampled with the row's own seeded generator drawing as :func:`decode`
+    does); the session, its conversation and its cache are as they were afterwards (the answers
+    are returned, not appended). Each result's ``stats`` counts the row's own messages and
+    generation prompt as prefilled and the conversation as reused; ``seconds`` is shared.
+    """
+    if not calls:
+        return []
+    if not session.reuse:
+        return [_generate_sequential(session, call) for call in calls]
+    start = time.perf_counter()
+    prefix = list(session._cached_ids)
+    device = session.backend.device
+    rows: list[_Row] = []
+    for call in calls:
+        target = session._renderer.ids(
+            session.messages + [dict(m) for m in call.messages],
+            add_generation_prompt=True,
+            documents=session.documents,
+        )
+        session._check_context(len(target), call.max_new_tokens)
+        if target[: len(prefix)] != prefix or len(target) == len(prefix):
+            return [_generate_sequential(session, c) for c in calls]
+        choose = _sampler(call.temperature, call.seed, device)
+        rows.append(_Row(target[len(prefix) :], None, 0, call.max_new_tokens, choose))
+    _decode_packed(session, rows)
+    seconds = time.perf_counter() - start
+    results = []
+    for row in rows:
+        stats = CallStats(
+            kind="generate",
+            prefill_tokens=len(row.segment),
+            reused_tokens=len(prefix),
+            generated_tokens=len(row.tokens),
+            seconds=seconds,
+        )
+        session.history.append(stats)
+        results.append(GenerateResult(text=session._text(row.tokens), token_ids=row.tokens, stats=stats))
+    return results
+
+
+def _generate_sequential(session: Session, call: GenerateCall) -> GenerateResult:
+    fork = session.fork()
+    before = len(fork.history)
+    if call.messages:
+        fork.extend(call.messages)
+    result = fork.generate(call.max_new_tokens, temperature=call.temperature, seed=call.seed)
+    session.history.extend(fork.history[before:])
+    return result
+
+
+def _decode_packed(session: Session, rows: list[_Row]) -> None:
+    """Decode every row to its end (a stop token, or its ``max_new_tokens``) on the session's
+    cache, one packed forward per step, then roll the cache back."""
+    backend = session.backend
+    prefix_len = len(session._cached_ids)
+    stop = backend.stop_token_ids
+    with backend.lock:
+        packed = packed_lora(backend)
+    with session._rollback():
+        cache = session._cache
+        feeds = [(row, row.segment, row.adapted) for row in rows]
+        first = True
+        while feeds:
+            logits = _forward_packed(backend, packed, cache, prefix_len, feeds)
+            next_feeds = []
+            for (row, _, _), row_logits in zip(feeds, logits):
+                token = row.choose(row_logits, first)
+                row.tokens.append(token)
+                if token not in stop and len(row.tokens) < row.max_new_tokens:
+                    next_feeds.append((row, [token], 1 if row.adapter else 0))
+            feeds, first = next_feeds, False
 
 
 def _sequential(session: Session, call: IntrinsicCall) -> InvokeResult:
@@ -189,7 +286,6 @@ def _forward_packed(
     packed: PackedLoRA,
     cache: Any,
     prefix_len: int,
-    rows: list[_Row],
     feeds: list[tuple[_Row, list[int], int]],
 ) -> list[torch.Tensor]:
     """One forward over every row's new tokens; returns each row's last-position logits."""
@@ -203,7 +299,8 @@ def _forward_packed(
         base = prefix_len + len(row.kv)  # the row's own position, as if it ran alone
         ids.extend(tokens)
         positions.extend(range(base, base + len(tokens)))
-        plan.append((row.call.adapter, len(ids) - adapted, len(ids)))
+        if row.adapter is not None:
+            plan.append((row.adapter, len(ids) - adapted, len(ids)))
         ends.append(len(ids) - 1)
     q = len(ids)
     # visibility: the shared prefix, the row's earlier tokens, and its new tokens causally
@@ -221,6 +318,7 @@ def _forward_packed(
     model = backend.model.get_base_model() if backend.adapters else backend.model
     kwargs = {backend._cache_kwarg: cache}
     with backend.lock, torch.inference_mode(), packed.active(plan):
+        backend.select_adapter(None)  # LoRA layers pass through; the hooks add each span's delta
         out = model(
             input_ids=torch.tensor([ids], dtype=torch.long, device=device),
             position_ids=torch.tensor([positions], dtype=torch.long, device=device),
@@ -232,21 +330,47 @@ def _forward_packed(
     return list(out.logits[0])
 
 
-def _choose(row: _Row, logits: torch.Tensor, first: bool, stop: frozenset[int]) -> int:
-    """Greedy choice under the call's constraints (as :meth:`Session.invoke` decodes)."""
-    scores = logits.float()
-    allowed = row.call.allowed_token_ids
-    if allowed:
-        keep = torch.tensor(sorted(set(allowed) | (set() if first else set(stop))), device=scores.device)
-        if first and row.call.return_probs:
-            idx = torch.tensor(sorted(set(allowed)), device=scores.device)
-            p = torch.softmax(scores[idx], dim=-1)
-            row.probs = {int(t): float(v) for t, v in zip(idx.tolist(), p.tolist())}
-        masked = torch.full_like(scores, float("-inf"))
-        masked[keep] = scores[keep]
-        scores = masked
-    elif first and row.call.return_probs:
-        p = torch.softmax(scores, dim=-1)
-        top = torch.topk(p, k=min(10, p.numel()))
-        row.probs = {int(t): float(v) for t, v in zip(top.indices.tolist(), top.values.tolist())}
-    return int(torch.argmax(scores))
+def _greedy(logits: torch.Tensor, first: bool) -> int:
+    return int(torch.argmax(logits.float()))
+
+
+def _constrained(row: _Row, call: IntrinsicCall, stop: frozenset[int]) -> Callable[[torch.Tensor, bool], int]:
+    """Greedy choice under the call's constraints (as :meth:`Session.invoke` decodes); records the
+    first position's probabilities on ``row`` when the call asks for them."""
+
+    def choose(logits: torch.Tensor, first: bool) -> int:
+        scores = logits.float()
+        allowed = call.allowed_token_ids
+        if allowed:
+            keep = torch.tensor(sorted(set(allowed) | (set() if first else set(stop))), device=scores.device)
+            if first and call.return_probs:
+                idx = torch.tensor(sorted(set(allowed)), device=scores.device)
+                p = torch.softmax(scores[idx], dim=-1)
+                row.probs = {int(t): float(v) for t, v in zip(idx.tolist(), p.tolist())}
+            masked = torch.full_like(scores, float("-inf"))
+            masked[keep] = scores[keep]
+            scores = masked
+        elif first and call.return_probs:
+            p = torch.softmax(scores, dim=-1)
+            top = torch.topk(p, k=min(10, p.numel()))
+            row.probs = {int(t): float(v) for t, v in zip(top.indices.tolist(), top.values.tolist())}
+        return int(torch.argmax(scores))
+
+    return choose
+
+
+def _sampler(
+    temperature: float, seed: int | None, device: torch.device
+) -> Callable[[torch.Tensor, bool], int]:
+    """A row's own choice: greedy, or one draw per token from its own generator, exactly as
+    :func:`~alora_flows.core.decoding.decode` draws (so a seeded row equals its sequential run)."""
+    generator = sampling_generator(temperature, seed, device)
+
+    def choose(logits: torch.Tensor, first: bool) -> int:
+        scores = logits.float()
+        if generator is None:
+            return int(torch.argmax(scores))
+        dist = torch.softmax(scores / temperature, dim=-1)
+        return int(torch.multinomial(dist, 1, generator=generator))
+
+    return choose

@@ -8,8 +8,11 @@
 
 Intrinsic branches run as **one packed forward** over the shared cached conversation
 (:func:`alora_flows.core.parallel.invoke_parallel`): each branch pays its own few tokens, once,
-and none of them re-reads the conversation. Other branches run one after the other, each on a
-free fork of the session, so every branch sees the conversation as it was at the fan-out and
+and none of them re-reads the conversation. Two or more ``generate`` branches (N samples for
+self-consistency, several prompts over one context) are packed the same way
+(:func:`~alora_flows.core.parallel.generate_parallel`; they do not stream). Each branch gets a
+seed of its own (:func:`branch_seed`), so sampled branches differ. Other branches run one after
+the other, each on a free fork of the session, so every branch sees the conversation as it was at the fan-out and
 none sees another's turns; only state writes join. Two branches may write the same field only
 when the node declares how to combine them (``reduce: {notes: append}``, as LangGraph's reducers).
 """
@@ -30,6 +33,7 @@ from alora_flows.flow.nodes.base import (
     parse_node,
     register_node_kind,
 )
+from alora_flows.flow.nodes.generate import GenerateNode
 from alora_flows.flow.nodes.intrinsic import IntrinsicNode
 from alora_flows.flow.nodes.set import SetNode
 
@@ -40,6 +44,13 @@ _REDUCE: dict[str, Callable[[list[Any]], Any]] = {
     "min": min,
     "max": max,
 }
+
+
+def branch_seed(seed: int | None, position: int) -> int | None:
+    """The run's seed for the branch at ``position`` (declaration order): distinct per branch, so
+    that N sampled branches are N samples, and far apart, so that a branch's seed plus a step
+    index (as the generate node adds) does not land on another branch's."""
+    return None if seed is None else seed + 1_000_003 * position
 
 
 @runtime_checkable
@@ -125,18 +136,25 @@ class ParallelNode(Node):
             packable = {}
         else:
             outputs.update(packed)
+        done: set[str] = set(packable)
+        generators = {name: branch for name, branch in self.parallel.items() if type(branch) is GenerateNode}
+        if len(generators) > 1 and getattr(ctx.session, "reuse", False):
+            outputs.update(self._packed_generate(ctx, generators, writes))
+            done = set(packable) | set(generators)
         resources = ctx.resource() or {}
-        for name, branch in self.parallel.items():
-            if name in packable:
+        for position, (name, branch) in enumerate(self.parallel.items()):
+            if name in done:
                 continue
             if not branch.uses_session:
                 outputs[name] = branch.execute(
-                    _BranchStep(ctx, name, ctx.session, resources.get(name), writes)
+                    _BranchStep(ctx, name, ctx.session, resources.get(name), writes, position)
                 )
                 continue
             fork = ctx.session.fork()
             before = len(fork.history)
-            outputs[name] = branch.execute(_BranchStep(ctx, name, fork, resources.get(name), writes))
+            outputs[name] = branch.execute(
+                _BranchStep(ctx, name, fork, resources.get(name), writes, position)
+            )
             ctx.session.history.extend(fork.history[before:])  # the trace counts every branch's calls
         for field, values in writes.items():
             reducer = self.reduce.get(field)
@@ -169,6 +187,39 @@ class ParallelNode(Node):
             if branch.output:
                 writes.setdefault(branch.output, []).append(output)
             outputs[name] = output
+        return outputs
+
+    def _packed_generate(
+        self, ctx: StepContext, branches: dict[str, GenerateNode], writes: dict[str, list[Any]]
+    ) -> dict[str, Any]:
+        """The generate branches as one packed pass: what each would do on its fork (its
+        messages, then a base-model answer with its own seed), same tokens."""
+        from alora_flows.core.parallel import GenerateCall, generate_parallel
+
+        positions = {name: i for i, name in enumerate(self.parallel)}
+        calls = []
+        for name, branch in branches.items():
+            params = branch.generate
+            messages = [
+                {"role": role, "content": ctx.render(text, role)}
+                for role, text in (("system", params.system), ("user", params.user))
+                if text is not None
+            ]
+            seed = branch_seed(ctx.seed, positions[name])
+            calls.append(
+                GenerateCall(
+                    messages=messages,
+                    max_new_tokens=params.max_new_tokens,
+                    temperature=params.temperature,
+                    seed=None if seed is None else seed + ctx.index,  # as the generate node seeds
+                )
+            )
+        results = generate_parallel(ctx.session, calls)
+        outputs = {}
+        for (name, branch), result in zip(branches.items(), results):
+            if branch.output:
+                writes.setdefault(branch.output, []).append(result.text)
+            outputs[name] = result.text
         return outputs
 
 
@@ -214,7 +265,13 @@ class _BranchStep:
     """A branch's step context: its own fork of the session; writes collected for the join."""
 
     def __init__(
-        self, ctx: StepContext, branch: str, session: Any, resource: Any, writes: dict[str, list[Any]]
+        self,
+        ctx: StepContext,
+        branch: str,
+        session: Any,
+        resource: Any,
+        writes: dict[str, list[Any]],
+        position: int,
     ):
         self.ctx, self.branch, self.session, self._resource, self.writes = (
             ctx,
@@ -223,7 +280,8 @@ class _BranchStep:
             resource,
             writes,
         )
-        self.name, self.index, self.state, self.seed = ctx.name, ctx.index, ctx.state, ctx.seed
+        self.name, self.index, self.state = ctx.name, ctx.index, ctx.state
+        self.seed = branch_seed(ctx.seed, position)
         self.path = ctx.path
 
     def values(self) -> dict[str, Any]:
