@@ -156,12 +156,19 @@ def main() -> None:
     ]
 
     def ci(v: list) -> str:
-        return f"[{v[0]:.3f}, {v[1]:.3f}]" if v and None not in v else "-"
+        return f"[{v[0]:.3f}, {v[1]:.3f}]" if v and None not in v and v[0] == v[0] else "-"
+
+    def f(v: float | None, sign: str = "") -> str:
+        return "-" if v is None else f"{v:{sign}.3f}"
+
+    def gap(r: dict) -> float | None:
+        a, b = r["exact"]["value"], r["float16"]["value"]
+        return None if a is None or b is None else b - a
 
     md += [
-        f"| {r['intrinsic']} | {r['metric']} | {r['n']} | {r['exact']['value']:.3f} {ci(r['exact']['ci'])} | "
-        f"{r['float16']['value']:.3f} {ci(r['float16']['ci'])} | "
-        f"{r['float16']['value'] - r['exact']['value']:+.3f} {ci(r['f16_minus_exact_ci'])} | "
+        f"| {r['intrinsic']} | {r['metric']} | {r['n']} | {f(r['exact']['value'])} {ci(r['exact']['ci'])} | "
+        f"{f(r['float16']['value'])} {ci(r['float16']['ci'])} | "
+        f"{f(gap(r), '+')} {ci(r['f16_minus_exact_ci'])} | "
         f"{r['predictions_changed']} of {r['n']} | {r['probability_abs_change']['median']:.4f} / "
         f"{r['probability_abs_change']['max']:.4f} | {r['seconds_per_case']['auto']:.2f} / "
         f"{r['seconds_per_case']['float16']:.2f} |"

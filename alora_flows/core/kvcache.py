@@ -108,7 +108,7 @@ def cache_class(half: bool, in_place: bool) -> type:
                 super().__init__()
                 self.layer_class_to_replicate = layer
 
-            def update(  # type: ignore[override]
+            def update(
                 self,
                 key_states: torch.Tensor,
                 value_states: torch.Tensor,
@@ -212,13 +212,12 @@ def arena_layer_class() -> type:
                 return False
             return arena.others_within(self, at)
 
-        def _move(self, needed: int, like: torch.Tensor) -> None:
+        def _move(self, needed: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
             """A new arena of capacity ``needed`` + spare holding this layer's positions."""
             capacity = needed + max(self.SPARE, needed // 8)
-            shape = (*like.shape[:-2], capacity, like.shape[-1])
-            keys = torch.empty(shape, dtype=self.keys.dtype, device=like.device)
-            values = torch.empty(shape, dtype=self.values.dtype, device=like.device)
-            if self.length:
+            keys = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
+            values = value_states.new_empty((*value_states.shape[:-2], capacity, value_states.shape[-1]))
+            if self.length and self.keys is not None and self.values is not None:
                 keys[..., : self.length, :].copy_(self.keys)
                 values[..., : self.length, :].copy_(self.values)
             if self.arena is not None:
@@ -233,13 +232,15 @@ def arena_layer_class() -> type:
                 self.lazy_initialization(key_states, value_states)
             at, new = self.length, key_states.shape[-2]
             if not self._writable(at, at + new):
-                self._move(at + new, key_states)
-            assert self.arena is not None
-            self.arena.keys[..., at : at + new, :].copy_(key_states)
-            self.arena.values[..., at : at + new, :].copy_(value_states)
+                self._move(at + new, key_states, value_states)
+            arena = self.arena
+            assert arena is not None
+            arena.keys[..., at : at + new, :].copy_(key_states)
+            arena.values[..., at : at + new, :].copy_(value_states)
             self.length = at + new
-            self._views()
-            return self.keys, self.values
+            keys, values = arena.keys[..., : self.length, :], arena.values[..., : self.length, :]
+            self.keys, self.values = keys, values
+            return keys, values
 
         def get_seq_length(self) -> int:
             return self.length
@@ -247,10 +248,13 @@ def arena_layer_class() -> type:
         def crop(self, tokens_to_remove: int) -> None:
             if tokens_to_remove > 0:
                 raise ValueError("crop takes a negative number of tokens to remove")
-            if tokens_to_remove == 0 or self.arena is None:
+            if tokens_to_remove == 0 or not self.is_initialized:
                 return
             self.length = max(0, self.length + tokens_to_remove)
-            self._views()
+            if self.arena is None:  # detached (batch reshaping): plain tensors
+                super().crop(tokens_to_remove)
+            else:
+                self._views()
 
         def reset(self) -> None:
             if self.arena is not None:
@@ -260,7 +264,7 @@ def arena_layer_class() -> type:
 
         def _detach(self) -> None:
             """Leave the arena for plain tensors (batch reshaping: rare, never on our paths)."""
-            if self.arena is not None:
+            if self.arena is not None and self.keys is not None and self.values is not None:
                 self.arena.discard(self)
                 self.keys, self.values = self.keys.clone(), self.values.clone()
                 self.arena = None
