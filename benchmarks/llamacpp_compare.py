@@ -132,12 +132,32 @@ def build_server(cache: Path = CACHE, jobs: int = 1) -> Path:
 
 
 # ----------------------------------------------------------------------------------- convert
+#: Python packages llama.cpp's converters import that this project does not need itself (they
+#: use the ``gguf`` package vendored beside them).
+CONVERTER_REQUIREMENTS = ("sentencepiece",)
+
+
+def ensure_converter_requirements() -> None:
+    import importlib.util
+
+    missing = [p for p in CONVERTER_REQUIREMENTS if importlib.util.find_spec(p) is None]
+    if missing:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", *missing], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise Skip(
+                f"cannot pip-install the converters' requirements {missing}: {done.stderr.strip()[-300:]}"
+            )
+
+
 def convert(cache: Path, src: Path, model_dir: Path, adapter_dir: Path) -> tuple[Path, Path]:
     """The embedded model (f32) and the adapter as GGUF, with llama.cpp's own converters.
 
     The converters import the ``gguf`` package vendored next to them (``gguf-py``), so the GGUF
     they write matches the server built from the same source.
     """
+    ensure_converter_requirements()
     out = cache / "gguf"
     out.mkdir(parents=True, exist_ok=True)
     model_gguf = out / "smollm2-135m-f32.gguf"
