@@ -68,6 +68,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
     parser.add_argument("--limit", type=int, default=None, help="first N cases per intrinsic")
+    parser.add_argument(
+        "--limit-for",
+        nargs="*",
+        default=[],
+        metavar="NAME=N",
+        help="a limit for one intrinsic (overrides --limit for it), e.g. uncertainty=150",
+    )
     parser.add_argument("--work", type=Path, default=Path("runs") / "kv-dtype-eval")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
@@ -90,9 +97,13 @@ def main() -> None:
     apply_cpu_tuning()  # what alora_flows.app.load_backend does on CPU (as the realistic evaluation)
     model_id = backends["auto"].model_id
     answers = current_answers(case_set, model_id)
+    limits = {name: args.limit for name in args.only}
+    for item in args.limit_for:
+        name, _, n = item.partition("=")
+        limits[name] = int(n)
     rows = []
     for name in args.only:
-        cases = case_set.cases[name][: args.limit]
+        cases = case_set.cases[name][: limits[name]]
         if name == "uncertainty":
             cases = [c for c in cases if c.id in answers]  # rated answers are stored, never regenerated here
         results, records, items = {}, {}, {}
@@ -103,7 +114,7 @@ def main() -> None:
                 backends[kv],
                 case_set,
                 work,
-                limit=args.limit,
+                limit=limits[name],
                 resamples=args.resamples,
                 answers=answers,
             )
@@ -138,13 +149,17 @@ def main() -> None:
     result = {
         "benchmark": "kv_dtype_accuracy",
         "model": backends["auto"].model_id,
-        "limit": args.limit,
+        "limits": limits,
         "resamples": args.resamples,
         "environment": environment(),
         "total_seconds": time.perf_counter() - started,
         "rows": rows,
     }
-    limit = f"the first {args.limit} cases of each intrinsic" if args.limit else "all cases"
+    limit = (
+        "all cases"
+        if not any(limits.values())
+        else "the first " + ", ".join(f"{n} {k}" for k, n in limits.items() if n) + " cases"
+    )
     md = [
         f"Realistic evaluation ({limit}), shipped adapters on {result['model']}, exact KV cache "
         f'(`kv_dtype="auto"`, float32) vs `kv_dtype="float16"`; 95% percentile bootstrap over cases '
@@ -179,7 +194,8 @@ def main() -> None:
         "Predictions changed: answerability label or uncertainty digit differs between the two "
         "caches; probability change: answerability P(answerable), uncertainty certainty score. "
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/kv_dtype_accuracy.py"
-        f"{f' --limit {args.limit}' if args.limit else ''}`.",
+        f"{f' --limit {args.limit}' if args.limit else ''}"
+        f"{(' --limit-for ' + ' '.join(args.limit_for)) if args.limit_for else ''}`.",
     ]
     write_results(args.out, args.name, result, md)
 
