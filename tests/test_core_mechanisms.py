@@ -283,7 +283,9 @@ def test_base_generation_does_not_switch_adapters_per_token(backend, monkeypatch
     session = Session(backend, messages=CONVERSATION[:2])
     session.invoke("alpha", max_new_tokens=2)
     switches.clear()
-    session.generate(10)  # one switch to the base model (one flag per LoRA layer), then none
+    session.generate(10)  # at most one switch to the base model (one flag per LoRA layer), then none
     session.generate(10)
     layers = sum(isinstance(m, LoraLayer) for m in backend.model.modules())
-    assert switches == {False: layers}
+    # Adapter calls leave the LoRA layers off (core.lora_deltas adds the deltas), so base
+    # generation usually switches nothing at all.
+    assert switches in (Counter(), Counter({False: layers}))

@@ -72,8 +72,7 @@ def test_adapter_config_is_read_in_one_place_with_typed_errors(tmp_path):
 def reference_logits(backend, adapter: str, ids: list[int], offset: int) -> torch.Tensor:
     """PEFT's own forward over the whole sequence, adapter on the last ``offset`` positions."""
     model = backend.model
-    model.set_adapter(adapter)
-    backend._active = adapter
+    backend.select_adapter(adapter)  # PEFT's own path: its LoRA layers on, this adapter active
     with torch.inference_mode():
         out = model(input_ids=torch.tensor([ids]), alora_offsets=[offset])
     return out.logits[0, -1]

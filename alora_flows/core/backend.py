@@ -12,6 +12,17 @@ Instead, the LoRA layers' own switch is set only when the wanted state changes
 (:meth:`Backend.select_adapter`): a base generation turns the adapters off once, and every LoRA
 layer then passes straight to the layer it wraps; base forwards also call the wrapped transformers
 model directly, skipping PEFT's per-call hook set-up.
+
+Why adapter calls skip PEFT's forward too: ``PeftModel(..., alora_offsets=[n])`` registers and
+removes a pre-hook on every LoRA layer on every forward, and each layer then masks and gathers
+positions. Adapter forwards now also run with the LoRA layers off and call the transformers model
+directly; hooks installed once (:class:`~alora_flows.core.lora_deltas.ALoRADeltas`) add the
+adapter's delta on the last ``adapted`` positions: PEFT's aLoRA arithmetic without its per-call
+set-up (``benchmarks/invoke_breakdown.py``). Adapters that are not plain aLoRA ``Linear`` layers
+keep PEFT's path.
+
+The KV cache (:meth:`Backend.new_cache`) is exact by default; ``kv_dtype="float16"`` stores keys
+and values in half precision (``core.kvcache``), an option with a measured accuracy cost.
 """
 
 from __future__ import annotations
@@ -28,6 +39,8 @@ import torch
 from alora_flows.core import models
 from alora_flows.core.adapters import AdapterInfo, check_fits, lora_config, read_adapter
 from alora_flows.core.decoding import stop_token_ids
+from alora_flows.core.kvcache import KVDtype, check_kv_dtype, new_cache, use_half_kv
+from alora_flows.core.lora_deltas import ALoRADeltas, supported
 from alora_flows.errors import AdapterError, AdapterMismatchError
 
 
@@ -41,7 +54,15 @@ def cache_kwarg(model) -> str:
 class Backend:
     """A base model and its aLoRA adapters, with one forward primitive used by sessions."""
 
-    def __init__(self, model, tokenizer, *, model_id: str, model_key: str | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        model_id: str,
+        model_key: str | None = None,
+        kv_dtype: KVDtype | str = "auto",
+    ) -> None:
         self.base_model = model.eval()
         self.model = self.base_model  # becomes a PeftModel when the first adapter is added
         self.tokenizer = tokenizer
@@ -54,6 +75,15 @@ class Backend:
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self._lora_layers: list[Any] = []  # PEFT's LoRA layers, switched by select_adapter
         self._cache_kwarg = cache_kwarg(model)
+        #: How sessions on this backend store keys and values (``core.kvcache``).
+        self.kv_dtype: KVDtype = check_kv_dtype(kv_dtype)
+        #: Append to the cache in place (``core.kvcache.arena_layer_class``) rather than by
+        #: concatenation; both exact (benchmarks compare them).
+        self.kv_in_place = True
+        if self.kv_dtype == "float16":
+            use_half_kv(self.base_model)
+        self._deltas = ALoRADeltas()
+        self._fast: dict[str, bool] = {}  # adapter -> runs through self._deltas
         for param in self.base_model.parameters():
             param.requires_grad_(False)
 
@@ -66,8 +96,10 @@ class Backend:
         device: str | None = None,
         dtype: torch.dtype | None = None,
         progress: bool = True,
+        kv_dtype: KVDtype | str = "auto",
     ) -> Backend:
-        """Load ``model`` ("embedded", a local HF directory, or a hub id)."""
+        """Load ``model`` ("embedded", a local HF directory, or a hub id); ``kv_dtype`` as in
+        :mod:`~alora_flows.core.kvcache`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         resolved = models.resolve_model(model, progress=progress)
@@ -75,7 +107,7 @@ class Backend:
         dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         lm = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype).to(device)  # type: ignore[arg-type]
-        return cls(lm, tokenizer, model_id=resolved.model_id, model_key=resolved.key)
+        return cls(lm, tokenizer, model_id=resolved.model_id, model_key=resolved.key, kv_dtype=kv_dtype)
 
     def add_adapter(self, name: str, path: str | Path) -> AdapterInfo:
         """Load an aLoRA adapter under ``name``. Checked fully before the model is touched."""
@@ -119,6 +151,8 @@ class Backend:
         from peft.tuners.lora import LoraLayer
 
         self._lora_layers = [m for m in self.base_model.modules() if isinstance(m, LoraLayer)]
+        self._deltas.install(self._lora_layers)
+        self._fast = {a: supported(self._lora_layers, a) for a in [*self.adapters, name]}
         self.select_adapter(None)
 
     def select_adapter(self, adapter: str | None) -> None:
@@ -170,20 +204,28 @@ class Backend:
                         f"adapter '{adapter}' must be active on 1..{len(input_ids)} "
                         f"positions of this call, got {adapted}"
                     )
-                self.select_adapter(adapter)
-                out = self.model(
-                    input_ids=ids,
-                    use_cache=True,
-                    logits_to_keep=1,
-                    alora_offsets=[adapted],
-                    **{self._cache_kwarg: cache},
-                )
+                if self._fast.get(adapter):
+                    # LoRA layers off, the adapter's delta on the last `adapted` positions added by
+                    # the hooks installed once (core.lora_deltas): no PEFT set-up per forward.
+                    self.select_adapter(None)
+                    with self._deltas.active(adapter, adapted):
+                        out = self.base_model(
+                            input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}
+                        )
+                else:
+                    self.select_adapter(adapter)
+                    out = self.model(
+                        input_ids=ids,
+                        use_cache=True,
+                        logits_to_keep=1,
+                        alora_offsets=[adapted],
+                        **{self._cache_kwarg: cache},
+                    )
         return out.logits[0, -1]
 
     def new_cache(self):
-        from transformers import DynamicCache
-
-        return DynamicCache()
+        """An empty KV cache for a session: exact, or half precision (``kv_dtype``)."""
+        return new_cache(self.kv_dtype, in_place=self.kv_in_place)
 
     @functools.cached_property
     def stop_token_ids(self) -> frozenset[int]:

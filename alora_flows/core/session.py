@@ -16,10 +16,12 @@ the conversation up to a mark renders to a prefix of today's tokens, so going ba
 cache to that prefix (views of the cached tensors, no copy) and runs no forward pass. A flow's
 retry then starts from the question, not after its failed attempt, at no cost.
 
-Why snapshots are free: transformers' ``DynamicLayer.update`` appends with ``torch.cat``, creating
-new tensors and never writing into old ones. A shallow copy of the cache layers therefore pins the
-old tensors unchanged; restoring it is a list assignment, and a fork shares every cached tensor
-with its parent (copy-on-write for free). Other layer kinds fall back to a deep copy.
+Why snapshots are free: a shallow copy of a cache layer is an exact snapshot. The backend's
+default layer (``core.kvcache``) appends in place into spare capacity but never writes a position
+another live copy still holds (it moves to a new buffer first: copy-on-write); transformers'
+``DynamicLayer`` appends with ``torch.cat``, never writing into old tensors at all. Restoring a
+snapshot is a list assignment, and a fork shares every cached position with its parent. Other
+layer kinds fall back to a deep copy.
 """
 
 from __future__ import annotations
@@ -417,11 +419,21 @@ class Session:
                 "history (e.g. retrieve fewer documents), lower max_new_tokens, or start a new session"
             )
 
-    def _copy_layers(self) -> list:
+    def _plain_layers(self) -> bool:
+        """Whether every cache layer is one whose shallow copy is a free, exact snapshot and
+        whose ``crop`` keeps a prefix: transformers' ``DynamicLayer`` (appends by concatenation)
+        or our in-place ``ArenaLayer`` (copy-on-write). Other layer kinds (sliding windows, ...)
+        are deep-copied and restored whole."""
         from transformers.cache_utils import DynamicLayer
 
+        from alora_flows.core.kvcache import arena_layer_class
+
+        kinds = (DynamicLayer, arena_layer_class())
+        return all(type(layer) in kinds for layer in self._cache.layers)
+
+    def _copy_layers(self) -> list:
         layers = self._cache.layers
-        if all(type(layer) is DynamicLayer for layer in layers):
+        if self._plain_layers():
             return [copy.copy(layer) for layer in layers]
         return copy.deepcopy(layers)
 
@@ -438,16 +450,11 @@ class Session:
             raise
         conversation = self.ids if self.reuse and len(keep) > len(ids) else []
         kept = min(_common_prefix(list(keep), conversation), self._cache.get_seq_length())
-        if kept > len(ids) and conversation[: len(ids)] == ids and self._crop_supported():
+        if kept > len(ids) and conversation[: len(ids)] == ids and self._plain_layers():
             self._crop(self._cache, kept)
             self._cached_ids = conversation[:kept]
         else:
             self._cache.layers, self._cached_ids = layers, ids
-
-    def _crop_supported(self) -> bool:
-        from transformers.cache_utils import DynamicLayer
-
-        return all(type(layer) is DynamicLayer for layer in self._cache.layers)
 
     def _crop(self, cache, keep: int) -> None:
         remove = cache.get_seq_length() - keep
