@@ -52,8 +52,8 @@ def test_labels_follow_from_the_documents(rows):
         states = any(row["asked"] in d["facts"] for d in about)
         assert states == (row["output"] == "answerable"), row
         user = row["messages"][-1]["content"]
-        if row["output"] == "answerable":
-            assert row["value"] in user
+        if row["output"] == "answerable" and row["value"] not in ("yes", "no"):  # negations: no value
+            assert row["value"].lower() in user.lower()
         if row["kind"] in ("other_entity", "absent"):
             assert not about
         if row["kind"] == "near_miss":

@@ -43,6 +43,7 @@ class Recipe(BaseModel):
     # ones; validation then mixes ``realworld_val`` of them with as many synthetic examples.
     realworld: int = 0
     realworld_val: int = 100
+    synthetic: int | None = None  # with realworld: only the first N synthetic training examples
 
 
 RECIPES: dict[str, Recipe] = {
@@ -60,7 +61,7 @@ RECIPES: dict[str, Recipe] = {
     # The synthetic 1,200 plus 2,400 realistic-style examples (real countries and cities,
     # template subjects in seven domains, near-miss distractors), one epoch: the first adapter
     # (synthetic only) called most answerable realistic questions unanswerable (BUILD.md).
-    "answerability": Recipe(realworld=2400, epochs=1, eval_every=75),
+    "answerability": Recipe(realworld=900, synthetic=300, realworld_val=50, epochs=1, eval_every=1000),
 }
 
 
@@ -78,6 +79,7 @@ def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple
     key = {
         "realworld": recipe.realworld,
         "realworld_val": recipe.realworld_val,
+        "synthetic": recipe.synthetic,
         "seed": seed,
         "sources": {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in sources.items()},
         "generator": hashlib.sha256(Path(realworld.__file__).read_bytes()).hexdigest(),
@@ -91,6 +93,8 @@ def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple
         synthetic = read_jsonl(sources[split])
         if split == "val":
             synthetic = synthetic[: recipe.realworld_val]
+        elif recipe.synthetic is not None:
+            synthetic = synthetic[: recipe.synthetic]
         rows = synthetic + real
         random.Random(f"mix:{name}:{split}:{seed}").shuffle(rows)
         tmp = path.with_suffix(".tmp")
@@ -157,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", action="store_true", help="continue each run from its checkpoint in --work"
     )
+    parser.add_argument(
+        "--init-adapter",
+        type=Path,
+        default=None,
+        help="start from this adapter's weights (one intrinsic; e.g. the previously shipped one)",
+    )
     args = parser.parse_args(argv)
     overrides = {
         k: v
@@ -218,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_every=recipes[name].eval_every,
             seed=0,
             resume=args.resume and (out / "checkpoint" / "trainer_state.pt").is_file(),
+            init_adapter=args.init_adapter,
         )
         result = train_intrinsic(config, model=model, tokenizer=tokenizer, model_id=base_id)
         report[out.name] = {
@@ -232,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": result.seconds,
             "n_train": result.n_train,
             "n_val": result.n_val,
+            "init_adapter": str(args.init_adapter) if args.init_adapter else None,
         }
         print(json.dumps({out.name: report[out.name]}), flush=True)
         target = args.out / out.name
