@@ -193,7 +193,7 @@ def load_initial_weights(peft_model, adapter_dir: Path) -> None:
     if not file.is_file():
         raise TrainError(f"--init-adapter: no adapter_model.safetensors in {adapter_dir}")
     try:
-        result = set_peft_model_state_dict(peft_model, load_file(str(file)))
+        result: Any = set_peft_model_state_dict(peft_model, load_file(str(file)))
     except RuntimeError as exc:  # tensor shapes differ (another rank)
         raise TrainError(f"--init-adapter {adapter_dir} does not fit this adapter: {exc}") from exc
     missing = [k for k in result.missing_keys if "lora_" in k]

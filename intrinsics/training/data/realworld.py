@@ -101,10 +101,10 @@ def _country_records() -> tuple[dict, ...]:
     countries = gc.get_countries()
     extra: dict[str, dict] = {}
     try:
-        for info in CountryInfo().all().values():
-            iso = (info.get("ISO") or {}).get("alpha2")
+        for entry in CountryInfo().all().values():
+            iso = (entry.get("ISO") or {}).get("alpha2")
             if iso:
-                extra[iso] = info
+                extra[iso] = dict(entry)
     except Exception:  # an optional enrichment: the GeoNames facts suffice
         extra = {}
     records = []
@@ -1616,7 +1616,8 @@ KINDS: tuple[Kind, ...] = (
 
 
 def _template_subjects(kind: Kind, rng: random.Random, n: int) -> list[Subject]:
-    out, seen = [], set()
+    out: list[Subject] = []
+    seen: set[str] = set()
     for _ in range(n * 20):  # small name spaces (products, programs) give fewer than n subjects
         if len(out) >= n:
             break
@@ -1926,7 +1927,7 @@ def build_uncertainty_prompts(split: str, n: int, seed: int = 0) -> list[dict]:
         raise ValueError(f"unknown split {split!r}")
     pools = _pools(seed)
     rng = random.Random(f"realworld:uncertainty:{split}:{seed}")
-    out = []
+    out: list[dict] = []
     while len(out) < n:
         domain = rng.choice(DOMAINS)
         subject = rng.choice([s for s in pools.by_split[split] if s.domain == domain])
