@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import shutil
 import sys
 import time
@@ -38,6 +39,11 @@ class Recipe(BaseModel):
     epochs: int = 3
     eval_every: int = 25
     samples: int = 0  # uncertainty only: sampled answers per prompt, 0 = greedy correctness
+    # Realistic-style examples (intrinsics/training/data/realworld.py) added to the synthetic
+    # ones; validation then mixes ``realworld_val`` of them with as many synthetic examples.
+    realworld: int = 0
+    realworld_val: int = 100
+    synthetic: int | None = None  # with realworld: only the first N synthetic training examples
 
 
 RECIPES: dict[str, Recipe] = {
@@ -52,8 +58,50 @@ RECIPES: dict[str, Recipe] = {
     # uses eight wordings per attribute (intrinsics/data/paraphrases.py). 3,600 examples (450
     # steps) instead of 2,400: validation F1 0.798 -> 0.842 (BUILD.md).
     "hallucination": Recipe(train_size=3600, epochs=2, eval_every=50),
-    "answerability": Recipe(),
+    # The synthetic 1,200 plus 2,400 realistic-style examples (real countries and cities,
+    # template subjects in seven domains, near-miss distractors), one epoch: the first adapter
+    # (synthetic only) called most answerable realistic questions unanswerable (BUILD.md).
+    "answerability": Recipe(realworld=900, synthetic=300, realworld_val=50, epochs=1, eval_every=1000),
 }
+
+
+def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``<name>.mix.{train,val}.jsonl``: the synthetic split plus realistic-style examples.
+
+    Deterministic (seeded shuffle), and skipped when the files exist with the same inputs, so an
+    interrupted build resumes without rewriting what training may already be reading."""
+    from intrinsics.training.data import realworld
+    from intrinsics.training.data.text import read_jsonl, write_jsonl
+
+    out = {split: work / f"{name}.mix.{split}.jsonl" for split in ("train", "val")}
+    stamp = work / f"{name}.mix.json"
+    sources = {split: work / f"{name}.{split}.jsonl" for split in ("train", "val")}
+    key = {
+        "realworld": recipe.realworld,
+        "realworld_val": recipe.realworld_val,
+        "synthetic": recipe.synthetic,
+        "seed": seed,
+        "sources": {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in sources.items()},
+        "generator": hashlib.sha256(Path(realworld.__file__).read_bytes()).hexdigest(),
+    }
+    if all(p.is_file() for p in out.values()) and stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return out["train"], out["val"]
+    sizes = {"train": recipe.realworld, "val": recipe.realworld_val}
+    for split, path in out.items():
+        real = realworld.build(split, sizes[split], seed)
+        write_jsonl(work / f"{name}_realworld.{split}.jsonl", real)
+        synthetic = read_jsonl(sources[split])
+        if split == "val":
+            synthetic = synthetic[: recipe.realworld_val]
+        elif recipe.synthetic is not None:
+            synthetic = synthetic[: recipe.synthetic]
+        rows = synthetic + real
+        random.Random(f"mix:{name}:{split}:{seed}").shuffle(rows)
+        tmp = path.with_suffix(".tmp")
+        write_jsonl(tmp, rows)
+        tmp.replace(path)
+    stamp.write_text(json.dumps(key))
+    return out["train"], out["val"]
 
 
 def label_uncertainty_split(work: Path, split: str, model, tokenizer, *, samples: int = 0) -> Path:
@@ -110,6 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
     parser.add_argument("--no-lora-twins", action="store_true", help="skip the standard-LoRA twins")
     parser.add_argument("--lora-twins-only", action="store_true", help="train only the standard-LoRA twins")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue each run from its checkpoint in --work"
+    )
+    parser.add_argument(
+        "--init-adapter",
+        type=Path,
+        default=None,
+        help="start from this adapter's weights (one intrinsic; e.g. the previously shipped one)",
+    )
     args = parser.parse_args(argv)
     overrides = {
         k: v
@@ -152,10 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [(name, True) for name in LORA_TWINS if name in args.only]
     for name, lora in jobs:
         out = args.work / "adapters" / (f"{name}-lora" if lora else name)
+        train_file, val_file = args.work / f"{name}.train.jsonl", args.work / f"{name}.val.jsonl"
+        if recipes[name].realworld:
+            train_file, val_file = mix_realworld(args.work, name, recipes[name])
         config = TrainConfig(
             intrinsic=name,
-            data=args.work / f"{name}.train.jsonl",
-            val_data=args.work / f"{name}.val.jsonl",
+            data=train_file,
+            val_data=val_file,
             out=out,
             lora=lora,
             epochs=recipes[name].epochs,
@@ -167,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             base_model_id=base_id,
             eval_every=recipes[name].eval_every,
             seed=0,
+            resume=args.resume and (out / "checkpoint" / "trainer_state.pt").is_file(),
+            init_adapter=args.init_adapter,
         )
         result = train_intrinsic(config, model=model, tokenizer=tokenizer, model_id=base_id)
         report[out.name] = {
@@ -181,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": result.seconds,
             "n_train": result.n_train,
             "n_val": result.n_val,
+            "init_adapter": str(args.init_adapter) if args.init_adapter else None,
         }
         print(json.dumps({out.name: report[out.name]}), flush=True)
         target = args.out / out.name

@@ -90,6 +90,9 @@ class TrainConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     progress: bool = True
     prefix_cache: bool = True  # aLoRA: no-grad KV cache for the pre-invocation positions (exact)
+    # Start from this adapter's weights instead of a fresh initialisation (fine-tuning a shipped
+    # adapter on new data costs a fraction of a full run on a CPU). Same rank and targets required.
+    init_adapter: Path | None = None
 
 
 class TrainResult(BaseModel):
@@ -179,6 +182,26 @@ def make_peft_model(model, config: TrainConfig, invocation_ids: Sequence[int]):
         return get_peft_model(model, lora_config)
     except ValueError as exc:  # e.g. target modules not found
         raise TrainError(f"cannot attach the adapter: {exc}") from exc
+
+
+def load_initial_weights(peft_model, adapter_dir: Path) -> None:
+    """Copy a saved adapter's weights into ``peft_model`` (every adapter tensor must match)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    file = Path(adapter_dir) / "adapter_model.safetensors"
+    if not file.is_file():
+        raise TrainError(f"--init-adapter: no adapter_model.safetensors in {adapter_dir}")
+    try:
+        result: Any = set_peft_model_state_dict(peft_model, load_file(str(file)))
+    except RuntimeError as exc:  # tensor shapes differ (another rank)
+        raise TrainError(f"--init-adapter {adapter_dir} does not fit this adapter: {exc}") from exc
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise TrainError(
+            f"--init-adapter {adapter_dir} does not fit this adapter (rank, targets): missing "
+            f"{missing[:3]}, unexpected {list(result.unexpected_keys)[:3]}"
+        )
 
 
 def encode_all(encoder: Encoder, examples: Sequence[Example], max_length: int) -> tuple[list[Encoded], int]:
@@ -448,6 +471,8 @@ def train_intrinsic(
     alora = not config.lora
 
     peft_model = make_peft_model(model, config, invocation)
+    if config.init_adapter is not None and not config.resume:
+        load_initial_weights(peft_model, config.init_adapter)
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     micro_per_epoch = math.ceil(len(train_items) / config.batch_size)
