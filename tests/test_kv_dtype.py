@@ -55,7 +55,7 @@ def test_default_path_is_bit_identical_to_transformers(pair):
         cache = DynamicCache()
         exact.select_adapter(None)
         exact.base_model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True)
-        with exact._deltas.active("alpha", len(info.adapter_tokens)):
+        with exact._deltas.active([("alpha", -len(info.adapter_tokens), None)]):
             out = exact.base_model(
                 input_ids=torch.tensor([info.invocation_tokens]),
                 cache=cache,

@@ -208,7 +208,7 @@ class Backend:
                     # LoRA layers off, the adapter's delta on the last `adapted` positions added by
                     # the hooks installed once (core.lora_deltas): no PEFT set-up per forward.
                     self.select_adapter(None)
-                    with self._deltas.active(adapter, adapted):
+                    with self._deltas.active([(adapter, -adapted, None)]):
                         out = self.base_model(
                             input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}
                         )

@@ -17,7 +17,7 @@ runs them as **one** forward (:func:`forward_batch`):
   transformers (:data:`ATTENTION`) that calls the model's own attention implementation once per
   request with the mask a lone forward would use. Nobody's KV is copied into a batch tensor or
   padded: a padded batch would copy every session's cache per step;
-- aLoRA adapters apply per token (:class:`~alora_flows.core.parallel.PackedLoRA`, the mechanism of
+- aLoRA adapters apply per token (:class:`~alora_flows.core.lora_deltas.ALoRADeltas`, the mechanism of
   packed intrinsic calls), so base-model rows and rows of any adapters mix in one forward.
 
 Sessions use it transparently: :class:`BatchedBackend` is the same backend (same model, adapters
@@ -169,8 +169,6 @@ def forward_batch(backend: Backend, requests: Sequence[ForwardRequest]) -> list[
         return [backend.forward(r.input_ids, r.cache, adapter=r.adapter, adapted=r.adapted) for r in requests]
     if len({id(r.cache) for r in requests}) < len(requests):
         raise AloraFlowsError("requests of one batched forward need caches of their own")
-    from alora_flows.core.parallel import packed_lora
-
     _register_attention()
     device, model = backend.device, backend.base_model
     config = model.config
@@ -195,14 +193,10 @@ def forward_batch(backend: Backend, requests: Sequence[ForwardRequest]) -> list[
     inner = None if kind == "eager" else AttentionInterface().get_interface(kind, _ragged_attention)
     ragged = _RaggedCache(segments, inner, masks)
     with backend.lock, torch.inference_mode():
-        packed = packed_lora(backend) if plan else None
         backend.select_adapter(None)  # LoRA layers pass through; the hooks add each span's delta
         config._attn_implementation = ATTENTION
         try:
-            if packed is not None:
-                with packed.active(plan):
-                    out = _run(backend, ids, positions, ends, ragged)
-            else:
+            with backend._deltas.active(plan):
                 out = _run(backend, ids, positions, ends, ragged)
         finally:
             config._attn_implementation = kind

@@ -9,8 +9,11 @@ measures it).
 
 Here the LoRA layers stay switched off in PEFT (they pass straight to the layer they wrap, as
 for a base forward), and one forward hook per LoRA layer, installed once, adds
-``lora_B(lora_A(x)) * scaling`` to the output rows ``[start:end]`` of the adapter named by the
-current :meth:`ALoRADeltas.active` span, nothing when no span is set. For the aLoRA span of a
+``lora_B(lora_A(x)) * scaling`` to the output positions ``[start:end]`` of each span of the
+current :meth:`ALoRADeltas.active` plan, nothing when no plan is set. A single call's plan is
+one span, its last ``n`` positions; packed intrinsic calls (``core.parallel``) and batched
+forwards of many sessions (``core.batching``) give one span per row, each with its own adapter:
+per-token adapters, which PEFT's per-row ``adapter_names`` cannot express. For the aLoRA span of a
 call (its last ``n`` positions) that is exactly the arithmetic of PEFT's ``ALoraLinearVariant``
 (same products, same order, eval mode so no dropout): the tests check the logits against PEFT's
 path to 1e-5.
@@ -21,7 +24,7 @@ types) keeps PEFT's path in :class:`~alora_flows.core.backend.Backend`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,13 +50,16 @@ def supported(layers: list[Any], adapter: str) -> bool:
     return found
 
 
+#: ``(adapter, start, end)``: positions ``[start:end]`` of a forward's tokens (negative ``start``
+#: and ``end=None`` count from the end: ``(name, -n, None)`` is the last ``n``).
+Span = tuple[str, int, int | None]
+
+
 class ALoRADeltas:
-    """Forward hooks on PEFT's LoRA layers that add one adapter's delta on a span of positions."""
+    """Forward hooks on PEFT's LoRA layers that add adapters' deltas on spans of positions."""
 
     def __init__(self) -> None:
-        self.adapter: str | None = None
-        self.start = 0
-        self.end: int | None = None
+        self.plan: list[Span] = []
         self._hooked: set[int] = set()
         self._handles: list[Any] = []
 
@@ -66,21 +72,23 @@ class ALoRADeltas:
                 self._handles.append(layer.register_forward_hook(self._hook))
 
     @contextmanager
-    def active(self, adapter: str, last: int) -> Iterator[None]:
-        """Apply ``adapter`` on the last ``last`` positions of every forward inside the block."""
-        self.adapter, self.start, self.end = adapter, -last, None
+    def active(self, plan: Sequence[Span]) -> Iterator[None]:
+        """Apply each span's adapter on its positions in every forward inside the block."""
+        self.plan = list(plan)
         try:
             yield
         finally:
-            self.adapter = None
+            self.plan = []
 
     def _hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
-        adapter = self.adapter
-        if adapter is None or adapter not in module.lora_A:
+        if not self.plan:
             return None
-        lora_a = module.lora_A[adapter]
-        lora_b = module.lora_B[adapter]
-        x = args[0][..., self.start : self.end, :].to(lora_a.weight.dtype)
-        delta = F.linear(F.linear(x, lora_a.weight, lora_a.bias), lora_b.weight, lora_b.bias)
-        output[..., self.start : self.end, :] += delta * module.scaling[adapter]
+        for adapter, start, end in self.plan:
+            if adapter not in module.lora_A:
+                continue
+            lora_a = module.lora_A[adapter]
+            lora_b = module.lora_B[adapter]
+            x = args[0][..., start:end, :].to(lora_a.weight.dtype)
+            delta = F.linear(F.linear(x, lora_a.weight, lora_a.bias), lora_b.weight, lora_b.bias)
+            output[..., start:end, :] += (delta * module.scaling[adapter]).to(output.dtype)
         return output

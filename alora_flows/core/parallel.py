@@ -11,8 +11,8 @@ layer for all rows, and the cache of the conversation is rolled back afterwards 
 Why our own LoRA application: PEFT activates one adapter per row (``adapter_names``) and one
 offset per row (``alora_offsets``); segments of one row need *per-token* adapters. The aLoRA
 adapters stay loaded in PEFT (same weights, same modules); the LoRA layers are switched off
-(:meth:`Backend.select_adapter`: they pass straight to the layers they wrap), and a forward hook
-installed once per LoRA layer adds each segment's delta ``B(A(x)) * scaling`` on exactly that
+(:meth:`Backend.select_adapter`: they pass straight to the layers they wrap), and the backend's
+forward hooks, installed once per LoRA layer (:mod:`alora_flows.core.lora_deltas`), add each segment's delta ``B(A(x)) * scaling`` on exactly that
 segment's adapted tokens: the same arithmetic as PEFT's
 ``ALoraLinearVariant``, gathered by token instead of by row. Base-model rows (generations:
 :func:`generate_parallel`) simply get no delta. The same hooks serve the batched forwards of
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,61 +66,6 @@ class _Row:
     kv: list[int] = field(default_factory=list)  # cache positions this row's tokens occupy
     tokens: list[int] = field(default_factory=list)
     probs: dict[int, float] | None = None
-
-
-class PackedLoRA:
-    """Per-token multi-adapter LoRA deltas, through hooks installed once on PEFT's LoRA layers."""
-
-    def __init__(self, peft_model: Any) -> None:
-        from peft.tuners.lora import LoraLayer
-
-        self.plan: list[tuple[str, int, int]] = []  # (adapter, first token, end): contiguous spans
-        self.model = peft_model
-        self.source: Any = None  # the backend's LoRA layer list this was made for
-        self.layers: list[Any] = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
-        self.handles = [layer.register_forward_hook(self._hook) for layer in self.layers]
-
-    def remove(self) -> None:
-        """Take the hooks off (a newer :class:`PackedLoRA` replaces this one)."""
-        for handle in self.handles:
-            handle.remove()
-
-    def _hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
-        if not self.plan:
-            return None
-        x = args[0][0]  # one packed row: (tokens, features)
-        out = output[0]
-        for adapter, start, end in self.plan:
-            if adapter not in module.lora_A:
-                continue
-            lora_a, lora_b = module.lora_A[adapter], module.lora_B[adapter]
-            picked = x[start:end].to(lora_a.weight.dtype)
-            delta = lora_b(lora_a(module.lora_dropout[adapter](picked))) * module.scaling[adapter]
-            out[start:end] += delta.to(out.dtype)
-        return output
-
-    @contextmanager
-    def active(self, plan: list[tuple[str, int, int]]) -> Any:
-        self.plan = plan
-        try:
-            yield
-        finally:
-            self.plan = []
-
-
-def packed_lora(backend: Any) -> PackedLoRA:
-    """The backend's :class:`PackedLoRA`, made again when its LoRA layers changed (an adapter was
-    added): packed intrinsic calls and batched forwards (``core.batching``) share it.
-    Call with ``backend.lock`` held."""
-    packed = getattr(backend, "_packed_lora", None)
-    layers = backend._lora_layers  # a new list each time the backend adds an adapter
-    if packed is None or packed.model is not backend.model or packed.source is not layers:
-        if packed is not None:
-            packed.remove()
-        packed = PackedLoRA(backend.model)
-        packed.source = layers
-        backend._packed_lora = packed
-    return packed
 
 
 def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[InvokeResult]:
@@ -253,14 +197,12 @@ def _decode_packed(session: Session, rows: list[_Row]) -> None:
     backend = session.backend
     prefix_len = len(session._cached_ids)
     stop = backend.stop_token_ids
-    with backend.lock:
-        packed = packed_lora(backend)
     with session._rollback():
         cache = session._cache
         feeds = [(row, row.segment, row.adapted) for row in rows]
         first = True
         while feeds:
-            logits = _forward_packed(backend, packed, cache, prefix_len, feeds)
+            logits = _forward_packed(backend, cache, prefix_len, feeds)
             next_feeds = []
             for (row, _, _), row_logits in zip(feeds, logits):
                 token = row.choose(row_logits, first)
@@ -283,7 +225,6 @@ def _sequential(session: Session, call: IntrinsicCall) -> InvokeResult:
 
 def _forward_packed(
     backend: Any,
-    packed: PackedLoRA,
     cache: Any,
     prefix_len: int,
     feeds: list[tuple[_Row, list[int], int]],
@@ -317,7 +258,7 @@ def _forward_packed(
         cursor += n
     model = backend.model.get_base_model() if backend.adapters else backend.model
     kwargs = {backend._cache_kwarg: cache}
-    with backend.lock, torch.inference_mode(), packed.active(plan):
+    with backend.lock, torch.inference_mode(), backend._deltas.active(plan):
         backend.select_adapter(None)  # LoRA layers pass through; the hooks add each span's delta
         out = model(
             input_ids=torch.tensor([ids], dtype=torch.long, device=device),
