@@ -2,8 +2,9 @@
 
 Thread safety: one ``RLock`` per backend. Every forward pass, and every switch of the active
 adapter, happens under it, so several sessions (threads) can share one backend and each call sees
-a consistent adapter state. Calls are serialised, not batched: on a CPU a batch would not be
-faster, and it keeps per-session caches independent.
+a consistent adapter state. Here calls are serialised; :class:`~alora_flows.core.batching.BatchedBackend`
+wraps a backend so that the forwards concurrent sessions have ready run as one (each session keeps
+its own cache).
 
 Why base steps pay nothing for loaded adapters: PEFT's ``disable_adapter()`` context walks every
 module of the model twice per forward (status, then disable/enable), which made a base decode step
