@@ -32,14 +32,18 @@ def test_held_out_domains_are_never_generated(rows):
         assert {r["domain"] for r in split_rows} <= set(realworld.DOMAINS)
 
 
-def test_no_realistic_eval_document_sentence_in_training_data(rows):
-    case_set = load_cases()
-    eval_sentences = set()
-    for doc in case_set.documents.values():
+def _eval_sentences() -> set[str]:
+    out = set()
+    for doc in load_cases().documents.values():
         for s in re.split(r"(?<=[.!?])\s+|\n", doc.text):
             norm = " ".join(s.lower().split())
             if len(norm) > 20:
-                eval_sentences.add(norm)
+                out.add(norm)
+    return out
+
+
+def test_no_realistic_eval_document_sentence_in_training_data(rows):
+    eval_sentences = _eval_sentences()
     assert len(eval_sentences) > 500  # the loader really read the evaluation's documents
     generated = set().union(*(realworld.sentences_of(r) for r in rows.values()))
     assert len(generated) > 1000
@@ -95,3 +99,17 @@ def test_mixed_training_files_resume_and_rebuild_when_inputs_change(tmp_path):
     assert train.stat().st_mtime_ns == stamp
     mix_realworld(tmp_path, "answerability", recipe.model_copy(update={"realworld": 20}))
     assert len(read_jsonl(train)) == 60
+
+
+def test_uncertainty_prompts_have_golds_the_documents_decide():
+    from intrinsics.training.data.uncertainty import is_correct
+
+    prompts = realworld.build_uncertainty_prompts("train", 200, seed=0)
+    assert {p["variant"] for p in prompts} == set(realworld.UNCERTAINTY_VARIANTS)
+    assert all(p["domain"] not in HELD_OUT_DOMAINS for p in prompts)
+    for p in prompts:
+        documents = p["messages"][-1]["content"].split("\n\nQuestion: ")[0]
+        if p["variant"] != "missing":  # the subject's document states the gold: a copy is right
+            assert is_correct(documents, p["gold"]), p
+        assert not is_correct("I don't know.", p["gold"])
+    assert not _eval_sentences() & realworld.sentences_of(prompts)

@@ -58,10 +58,9 @@ RECIPES: dict[str, Recipe] = {
     # uses eight wordings per attribute (intrinsics/data/paraphrases.py). 3,600 examples (450
     # steps) instead of 2,400: validation F1 0.798 -> 0.842 (BUILD.md).
     "hallucination": Recipe(train_size=3600, epochs=2, eval_every=50),
-    # The synthetic 1,200 plus 2,400 realistic-style examples (real countries and cities,
-    # template subjects in seven domains, near-miss distractors), one epoch: the first adapter
-    # (synthetic only) called most answerable realistic questions unanswerable (BUILD.md).
-    "answerability": Recipe(realworld=900, synthetic=300, realworld_val=50, epochs=1, eval_every=1000),
+    # Shipped: synthetic data only. Tried and not shipped (BUILD.md): fine-tuning it from its own
+    # weights on 900 realistic-style + 300 synthetic examples (--realworld 900 --synthetic 300).
+    "answerability": Recipe(),
 }
 
 
@@ -155,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="override: sampled base answers per uncertainty prompt (0: greedy correctness)",
     )
+    parser.add_argument(
+        "--realworld", type=int, default=None, help="override: realistic-style examples added to training"
+    )
+    parser.add_argument(
+        "--synthetic", type=int, default=None, help="override, with --realworld: first N synthetic examples"
+    )
+    parser.add_argument(
+        "--realworld-val", type=int, default=None, help="override: realistic-style validation examples"
+    )
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
     parser.add_argument("--no-lora-twins", action="store_true", help="skip the standard-LoRA twins")
     parser.add_argument("--lora-twins-only", action="store_true", help="train only the standard-LoRA twins")
@@ -175,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": args.epochs,
             "eval_every": args.eval_every,
             "samples": args.samples,
+            "realworld": args.realworld,
+            "synthetic": args.synthetic,
+            "realworld_val": args.realworld_val,
         }.items()
         if v is not None
     }
