@@ -10,7 +10,9 @@ snapshots and forks stay free and exact.
 
 Why a half-precision option: on a CPU such a call is bound by memory traffic, and the KV cache is
 most of what grows with the conversation. Storing keys and values as float16 halves those bytes,
-as llama.cpp's default f16 KV cache does. The cache's ``update`` rounds new keys and values to
+as llama.cpp's default f16 KV cache does (measured on the development CPU with torch's SDPA: no
+consistent speed-up over the exact in-place cache, ``benchmarks/results/fastcall_notes.md``; the
+memory is halved). The cache's ``update`` rounds new keys and values to
 float16 before storing them; attention then runs on them through the ``sdpa_kv`` attention
 function, which casts the query to the cache's dtype, calls transformers' SDPA path and casts the
 output back (torch's CPU kernel accumulates half inputs in float32). Every position, prompt and
