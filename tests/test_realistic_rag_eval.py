@@ -67,9 +67,11 @@ def test_scores_count_the_targets_per_question():
             "command": "x",
             "threads": 1,
             "resamples": 50,
+            "selected": 12,
             "score": report,
             "score_flag_abstains": report,
             "paths": info,
         }
     )
     assert "| wrong answers cut | 60.0%" in text and "**no**" in text
+    assert "2 selected questions were not answered" in text

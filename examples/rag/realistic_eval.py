@@ -330,7 +330,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         "# The gated RAG flow on realistic questions",
         "",
         f"Command: `{report['command']}` (embedded model, shipped adapters, CPU, {report['threads']} thread).",
-        f"Questions: {main['n']} of the 489 realistic RAG questions ({main['unanswerable']} unanswerable), a",
+        f"Questions: {main['n']} answered by both pipelines ({main['unanswerable']} unanswerable), of the "
+        f"{report['selected']} selected from the 489 realistic RAG questions: a",
         "fixed seeded subset stratified by domain and kind (`select_questions` in `examples/rag/realistic_eval.py`);",
         "corpus: the 160 realistic documents. Nothing was tuned on these questions: the flow's certainty",
         "threshold (0.55) was chosen on the synthetic uncertainty validation split. 95% intervals: percentile",
@@ -380,6 +381,13 @@ def markdown(report: Mapping[str, Any]) -> str:
         "Per-question answers, outcomes, paths and certainties: `runs/realistic-rag/answers.jsonl` (not",
         "committed; rerun the command) and `intrinsics/results/realistic_rag.json` (summary).",
     ]
+    if main["n"] < report["selected"]:
+        lines += [
+            "",
+            f"**Incomplete run:** {report['selected'] - main['n']} selected questions were not answered by both",
+            "pipelines when it was stopped (they are a seeded random part of the subset); the same command",
+            "continues from its checkpoint (`--shard I/N` splits it over N processes).",
+        ]
     return "\n".join(lines) + "\n"
 
 
