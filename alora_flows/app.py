@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from alora_flows.core.backend import Backend
+from alora_flows.core.documents import DocumentSet
 from alora_flows.core.models import EMBEDDED
 from alora_flows.core.session import Session
 from alora_flows.core.tuning import (
@@ -331,20 +332,23 @@ def compare_reuse(
     neither path pays the process's first calls or gains from the other's warm caches.
 
     Every run starts from ``start``'s conversation (empty by default): reuse runs on a fork of it
-    (no copy), no-reuse runs on a new no-reuse session with the same messages. ``on_run`` hears
+    (no copy), no-reuse runs on a new no-reuse session with the same messages and documents. ``on_run`` hears
     ``("warm-up" | "reuse" | "no reuse", trace)`` after each run (progress for a CLI).
     """
     if repeats < 1:
         raise UsageError(f"repeats must be at least 1, got {repeats}")
     messages = list(start.messages) if start is not None else []
+    documents: Any = (
+        DocumentSet(documents=start.documents, render_as=start.documents_as)
+        if start is not None and start.documents
+        else ()
+    )
 
     def once(reuse: bool) -> tuple[Trace, float]:
-        if reuse:
-            session = (
-                start.fork() if start is not None and start.reuse else Session(backend, messages=messages)
-            )
+        if reuse and start is not None and start.reuse:
+            session = start.fork()
         else:
-            session = Session(backend, reuse=False, messages=messages)
+            session = Session(backend, reuse=reuse, messages=messages, documents=documents)
         cpu, load = time.process_time(), CpuSampler()
         trace = flow.run(session, inputs, seed=seed, intrinsic_specs=intrinsic_specs).trace
         cpu = time.process_time() - cpu

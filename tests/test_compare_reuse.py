@@ -91,3 +91,16 @@ def test_the_report_gives_medians_ranges_and_the_saving():
     assert (
         comparison_lines(busy)[-1] == "  note: other work kept 1.2 CPUs busy; more --repeats narrow the range"
     )
+
+
+def test_no_reuse_runs_start_from_the_same_documents(uncertainty_backend):
+    from alora_flows.core.documents import DocumentSet
+
+    start = Session(uncertainty_backend)
+    docs = DocumentSet(documents=["Velmora was founded in 1832."], render_as="inline")
+    start.extend([{"role": "user", "content": "Question: When was Velmora founded?"}], documents=docs)
+    start.generate(max_new_tokens=4)
+    result = compare_reuse(rag_flow(), uncertainty_backend, {"question": "Who?"}, start=start, repeats=1)
+    reuse_step = next(s for s in result.reuse[0].steps if s.kind == "generate")
+    no_reuse_step = next(s for s in result.no_reuse[0].steps if s.kind == "generate")
+    assert no_reuse_step.context_tokens == reuse_step.context_tokens == len(start.ids)

@@ -205,3 +205,30 @@ def test_rewrite_of_an_answered_question_runs_on_the_conversation_up_to_it(backe
     asked = Session(backend, messages=[{"role": "user", "content": "How old is Velmora?"}])
     assert stats.reused_tokens == len(asked.ids)
     assert (list(session.messages), list(session._cached_ids)) == before
+
+
+def test_a_run_directory_keeps_the_sessions_documents(backend, tmp_path):
+    """A checkpoint saves the session's documents with its messages, so resuming a run whose
+    flow handed documents over rebuilds the same conversation, token for token."""
+    from alora_flows.runs.rundir import RunDir, load_run, restore_session, run_with_dir
+
+    flow = Flow.from_yaml_text(MESSAGE_FLOW)
+    inputs = {"question": "When?", "documents": DOCS}
+    (tmp_path / "flow.yaml").write_text(MESSAGE_FLOW)
+    run = RunDir.create(
+        tmp_path / "run",
+        flow_text=MESSAGE_FLOW,
+        flow_file=tmp_path / "flow.yaml",
+        flow_name=flow.name,
+        model="tiny",
+        inputs=inputs,
+        reuse=True,
+        seed=None,
+    )
+    session = Session(backend)
+    run_with_dir(run, flow, session, inputs)
+    saved = load_run(run.path)
+    assert [d.text for d in saved.checkpoint.session.documents] == DOCS
+    rebuilt, record = restore_session(backend, saved)
+    assert rebuilt.ids == session.ids and rebuilt.documents_as == "inline"
+    assert record.session == "rebuilt"

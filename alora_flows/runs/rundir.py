@@ -50,6 +50,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from alora_flows import __version__
+from alora_flows.core.documents import DocsAs, Document, DocumentSet
 from alora_flows.errors import AloraFlowsError, FlowInputError, RunDirError, RunInterruptedError
 from alora_flows.flow.nodes import coerce_values
 from alora_flows.flow.spec import END, START
@@ -102,9 +103,13 @@ class RunManifest(BaseModel):
 
 
 class SessionSnapshot(BaseModel):
-    """The conversation as the session held it after the step (intrinsic calls rolled back)."""
+    """The conversation as the session held it after the step (intrinsic calls rolled back):
+    its messages, its documents and how they render (``core.documents``), and the token ids
+    they rendered to, which a resume checks."""
 
     messages: list[dict[str, str]]
+    documents: list[Document] = Field(default_factory=list)
+    documents_as: DocsAs | None = None
     token_ids: list[int] | None = None
 
 
@@ -423,13 +428,20 @@ class RunDirWriter(RunListener):
             )
         ids = getattr(self.session, "ids", None)
         messages = [dict(m) for m in getattr(self.session, "messages", [])]
+        documents = list(getattr(self.session, "documents", []))
+        documents_as = getattr(self.session, "documents_as", None)
         return Checkpoint(
             steps_done=len(top.trace.steps),
             next_node=top.node,
             state=state,
             unsaved=unsaved,
             trace=top.trace,
-            session=SessionSnapshot(messages=messages, token_ids=list(ids) if ids is not None else None),
+            session=SessionSnapshot(
+                messages=messages,
+                documents=documents,
+                documents_as=documents_as,
+                token_ids=list(ids) if ids is not None else None,
+            ),
             inside=inside,
         )
 
@@ -597,7 +609,12 @@ def restore_session(backend: Any, saved: SavedRun) -> tuple[Any, ResumeRecord]:
     started = time.perf_counter()
     snapshot = checkpoint.session if checkpoint is not None else None
     messages = snapshot.messages if snapshot is not None else []
-    session = Session(backend, reuse=manifest.reuse, messages=messages)
+    documents = (
+        DocumentSet(documents=snapshot.documents, render_as=snapshot.documents_as)
+        if snapshot is not None and snapshot.documents
+        else ()
+    )
+    session = Session(backend, reuse=manifest.reuse, messages=messages, documents=documents)
     saved_ids = snapshot.token_ids if snapshot is not None else None
     if saved_ids is not None and session.ids != saved_ids:
         raise RunDirError(
