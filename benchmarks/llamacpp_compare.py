@@ -198,7 +198,8 @@ class Server:
         cmd = [str(binary), "-m", str(model), "--lora", str(adapter), "--lora-init-without-apply"]
         cmd += ["-c", str(ctx), "-t", str(threads), "-tb", str(threads), "-np", "1"]
         cmd += ["-ctk", "f16", "-ctv", "f16", "-fa", "off", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--slots", "--cache-ram", "0", "--no-warmup"]  # slot erase; no RAM prompt cache
+        # slot actions (erase) need a slot save path; no RAM prompt cache
+        cmd += ["--slots", "--slot-save-path", str(log.parent), "--cache-ram", "0", "--no-warmup"]
         self.command = cmd
         self.log = log.open("w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)

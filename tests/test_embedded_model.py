@@ -48,5 +48,5 @@ def test_adapter_call_on_long_conversation_reuses_the_cache(embedded):
     assert answer.stats.reused_tokens == conversation_length  # only the generation prompt is new
     result = session.invoke("probe", max_new_tokens=1)
     assert result.stats.reused_tokens >= 1500
-    assert result.stats.reused_tokens == len(session.ids)
+    assert 0 < len(session.ids) - result.stats.reused_tokens <= 3  # the answer's closing tokens
     assert result.stats.prefill_tokens < 32

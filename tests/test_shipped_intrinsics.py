@@ -34,7 +34,10 @@ def test_shipped_adapter_loads_and_runs(backend, name):
         session.generate(24)  # these judge the last answer
     output, stats = resolved.spec.run(session, name, {"question": "What does it export?"})
     assert isinstance(output, resolved.spec.output_model)
-    assert stats.reused_tokens == len(session.ids)  # the whole conversation came from the cache
+    # the whole conversation came from the cache, but the answer's closing tokens (they wait
+    # for the next call and run with its own)
+    pending = 3 if name in ("uncertainty", "hallucination") else 0
+    assert 0 <= len(session.ids) - stats.reused_tokens <= pending
 
 
 def test_lora_twin_is_refused_as_an_alora(backend):
