@@ -32,6 +32,7 @@ import functools
 import inspect
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,15 +197,7 @@ class Backend:
                     input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}
                 )
             else:
-                if adapter not in self.adapters:
-                    raise AdapterError(
-                        f"no adapter named '{adapter}' is loaded (loaded: {sorted(self.adapters) or 'none'})"
-                    )
-                if not 0 < adapted <= len(input_ids):
-                    raise AdapterError(
-                        f"adapter '{adapter}' must be active on 1..{len(input_ids)} "
-                        f"positions of this call, got {adapted}"
-                    )
+                self.check_forward(input_ids, adapter, adapted)
                 if self._fast.get(adapter):
                     # LoRA layers off, the adapter's delta on the last `adapted` positions added by
                     # the hooks installed once (core.lora_deltas): no PEFT set-up per forward.
@@ -223,6 +216,21 @@ class Backend:
                         **{self._cache_kwarg: cache},
                     )
         return out.logits[0, -1]
+
+    def check_forward(self, input_ids: Sequence[int], adapter: str | None, adapted: int) -> None:
+        """What :meth:`forward` refuses: an adapter that is not loaded, or one active on no
+        position or on more positions than the call has. Callable apart, so a batched caller
+        (``core.batching``) fails the one bad request in its own thread, not the batch."""
+        if adapter is None:
+            return
+        if adapter not in self.adapters:
+            raise AdapterError(
+                f"no adapter named '{adapter}' is loaded (loaded: {sorted(self.adapters) or 'none'})"
+            )
+        if not 0 < adapted <= len(input_ids):
+            raise AdapterError(
+                f"adapter '{adapter}' must be active on 1..{len(input_ids)} positions of this call, got {adapted}"
+            )
 
     def new_cache(self):
         """An empty KV cache for a session: exact, or half precision (``kv_dtype``)."""

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from alora_flows.core.backend import Backend
-from alora_flows.errors import AdapterError, AloraFlowsError
+from alora_flows.errors import AloraFlowsError
 
 #: The attention implementation a batched forward switches the model to, for its duration.
 ATTENTION = "alora_ragged"
@@ -62,20 +62,11 @@ class ForwardRequest:
 
 
 def check_request(backend: Backend, input_ids: Sequence[int], adapter: str | None, adapted: int) -> None:
-    """The checks :meth:`Backend.forward` makes, in the caller's thread (one bad request must
-    fail its own session, not the batch it would have joined)."""
+    """:meth:`Backend.check_forward`, plus a non-empty request, in the caller's thread (one bad
+    request must fail its own session, not the batch it would have joined)."""
     if not input_ids:
         raise AloraFlowsError("a forward needs at least one token")
-    if adapter is None:
-        return
-    if adapter not in backend.adapters:
-        raise AdapterError(
-            f"no adapter named '{adapter}' is loaded (loaded: {sorted(backend.adapters) or 'none'})"
-        )
-    if not 0 < adapted <= len(input_ids):
-        raise AdapterError(
-            f"adapter '{adapter}' must be active on 1..{len(input_ids)} positions of this call, got {adapted}"
-        )
+    backend.check_forward(input_ids, adapter, adapted)
 
 
 # ---------------------------------------------------------------------- the batched forward
