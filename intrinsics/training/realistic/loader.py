@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,18 +41,6 @@ from intrinsics.training.data_format import DataError
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 
-DOMAINS = (
-    "geography",
-    "science",
-    "medicine",
-    "history",
-    "biography",
-    "companies",
-    "sports",
-    "law_policy",
-    "manuals",
-    "recipes",
-)
 Domain = Literal[
     "geography",
     "science",
@@ -65,6 +53,7 @@ Domain = Literal[
     "manuals",
     "recipes",
 ]
+DOMAINS: tuple[str, ...] = get_args(Domain)
 Style = Literal[
     "encyclopedia",  # neutral reference prose
     "news",  # dated report, quotes, "said on Tuesday"
