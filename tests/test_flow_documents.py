@@ -33,8 +33,11 @@ def test_a_message_node_hands_the_session_its_documents(backend):
     text = backend.tokenizer.decode(session.ids)
     assert "Velmora was founded in 1832." in text and "Tarsk Olden founded it." in text
     assert isinstance(result.state.answer, str)
-    # the answer step reused the conversation the documents are part of
-    assert result.trace.steps[1].reused_tokens == result.trace.steps[1].context_tokens > 0
+    # the message step ran nothing; the answer ran the documents, the question and its
+    # generation prompt in one forward
+    ask, answer = result.trace.steps
+    assert ask.prefill_tokens == ask.reused_tokens == 0
+    assert answer.reused_tokens == 0 and answer.prefill_tokens > answer.context_tokens > 0
 
 
 def test_documents_must_be_one_expression():

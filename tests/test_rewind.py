@@ -128,7 +128,12 @@ def test_a_flow_retries_from_the_mark_and_the_trace_shows_no_recompute(backend, 
     # the second attempt saw only the question, once: not the first attempt
     assert [m["role"] for m in session.messages] == ["system", "user", "assistant"]
     second = steps[7]
-    assert second.reused_tokens == second.context_tokens  # the question came from the cache
+    # the message step ran nothing; the answer reused exactly what the rewind kept and ran the
+    # question with its generation prompt in one forward: the retry cost what the first try did
+    assert steps[6].prefill_tokens == steps[6].reused_tokens == 0
+    first = steps[3]
+    assert second.reused_tokens == first.reused_tokens == mark.tokens
+    assert second.prefill_tokens == first.prefill_tokens > second.context_tokens - mark.tokens
     # the same answer as the first attempt: greedy, same conversation
     assert session.messages[-1]["content"] == steps[3].output
 

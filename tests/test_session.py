@@ -120,6 +120,40 @@ def test_reuse_and_no_reuse_give_identical_greedy_tokens(backend):
     assert reuse.totals()["prefill_tokens"] < no_reuse.totals()["prefill_tokens"] / 2
 
 
+def test_deferred_extend_runs_its_tokens_with_the_next_call(backend):
+    """``extend(prefill=False)`` runs no forward; the next call runs the turn in its own forward
+    and gives what an eager session gives, to the logit."""
+    calls: list[int] = []
+    forward = backend.forward
+
+    def counting(ids, cache, **kw):
+        calls.append(len(ids))
+        return forward(ids, cache, **kw)
+
+    eager, lazy = Session(backend), Session(backend)
+    eager.extend(conversation(2))
+    lazy.extend(conversation(2))
+    turn = [{"role": "user", "content": "And who founded it?"}]
+    eager.extend(turn)
+    backend.forward = counting
+    try:
+        stats = lazy.extend(turn, prefill=False)
+        assert calls == [] and stats.prefill_tokens == stats.reused_tokens == 0
+        assert lazy.cached_tokens < len(lazy.ids) == len(eager.ids)
+        lazy_result = lazy.invoke("alpha", max_new_tokens=1, return_logits=True)
+    finally:
+        backend.forward = forward
+    eager_result = eager.invoke("alpha", max_new_tokens=1, return_logits=True)
+    assert len(calls) == 1  # the turn, the invocation and the adapted span in one forward
+    assert lazy_result.stats.prefill_tokens == eager_result.stats.prefill_tokens + len(eager.ids) - len(
+        Session(backend, messages=conversation(2)).ids
+    )
+    assert (lazy_result.logits - eager_result.logits).abs().max().item() < 1e-4
+    # the intrinsic kept the base KV of the turn it ran: the next call reuses it
+    assert lazy.cached_tokens == len(lazy.ids)
+    assert lazy.generate(4).token_ids == eager.generate(4).token_ids
+
+
 def test_fork_branches_are_independent(backend):
     parent = Session(backend)
     parent.extend(conversation(2))

@@ -164,12 +164,22 @@ class Session:
         return {k: sum(getattr(s, k) for s in self.history) for k in keys}
 
     # ------------------------------------------------------------------ public calls
-    def extend(self, messages: Sequence[Mapping[str, str]], *, documents: DocumentsLike = ()) -> CallStats:
+    def extend(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        documents: DocumentsLike = (),
+        prefill: bool = True,
+    ) -> CallStats:
         """Append turns (and documents); in reuse mode prefill only the tokens not already cached.
 
         ``documents`` as a :class:`~alora_flows.core.documents.DocumentSet` with ``render_as``
         sets how the session renders its documents (one way per session); ``inline`` documents
         belong to the first of ``messages`` (the user turn they came with).
+
+        ``prefill=False`` leaves the new tokens for the next model call, which runs them in its
+        own forward: one larger forward instead of two (a flow's ``message`` step, followed by a
+        ``generate`` or an intrinsic, does this). The recorded call then ran nothing.
         """
         start = time.perf_counter()
         new = self.messages + [_as_message(m) for m in messages]
@@ -182,13 +192,15 @@ class Session:
         target = self._renderer.ids(new, documents=self._documents(docs, how))
         self._check_context(len(target), 0)
         self.messages, self.documents, self.documents_as = new, docs, how
-        reused = prefill = 0
-        if self.reuse:
-            reused, prefill = self._sync(target)
+        reused = computed = 0
+        if self.reuse and prefill:
+            reused, computed = self._sync(target)
+        elif self.reuse:
+            self._settle(target)
         return self._record(
             CallStats(
                 kind="extend",
-                prefill_tokens=prefill,
+                prefill_tokens=computed,
                 reused_tokens=reused,
                 seconds=time.perf_counter() - start,
             )
@@ -356,10 +368,10 @@ class Session:
         """Return to ``mark``: drop the messages and documents added since.
 
         In reuse mode the cache is cropped to the tokens the conversation keeps (they are a
-        prefix of what is cached), so nothing is recomputed: the recorded call has
-        ``reused_tokens`` = the kept tokens and ``prefill_tokens`` = 0 (more only if a template
-        renders the shorter conversation differently, which the cache then follows). Raises
-        :class:`AloraFlowsError` when the conversation before the mark has changed since.
+        prefix of what is cached) and no forward runs: the recorded call has ``reused_tokens`` =
+        the kept tokens and ``prefill_tokens`` = 0. (Where a template renders the shorter
+        conversation differently, the differing tail is dropped too and the next call runs it.)
+        Raises :class:`AloraFlowsError` when the conversation before the mark has changed since.
         """
         start = time.perf_counter()
         messages, documents = self.messages[: mark.messages], self.documents[: mark.documents]
@@ -373,13 +385,10 @@ class Session:
                 "the conversation before it has changed since the mark was set"
             )
         self.messages, self.documents, self.documents_as = messages, documents, mark.documents_as
-        reused = prefill = 0
-        if self.reuse:
-            reused, prefill = self._sync(self.ids)
+        reused = self._settle(self.ids) if self.reuse else 0
         return self._record(
             CallStats(
                 kind="rewind",
-                prefill_tokens=prefill,
                 reused_tokens=reused,
                 seconds=time.perf_counter() - start,
             )
@@ -460,6 +469,14 @@ class Session:
         remove = cache.get_seq_length() - keep
         if remove > 0:
             cache.crop(-remove)
+
+    def _settle(self, target: list[int]) -> int:
+        """Crop the cache to its longest common prefix with ``target`` and run nothing: the rest
+        of ``target`` is fed by the next model call. Returns the tokens kept."""
+        kept = _common_prefix(self._cached_ids, target)
+        self._crop(self._cache, kept)
+        self._cached_ids = self._cached_ids[:kept]
+        return kept
 
     def _sync(self, target: list[int]) -> tuple[int, int]:
         """Make the persistent cache hold ``target`` (base model). Returns (reused, prefilled)."""

@@ -6,6 +6,11 @@ feeds Granite intrinsics the documents they read. ``documents_as`` picks another
 (:mod:`alora_flows.core.documents`); ``inline`` puts them in front of this very turn, the layout
 the embedded model's intrinsics were trained on, while the session still knows them as documents
 (the hallucination intrinsic's evidence must be found in them).
+
+The turn's tokens are not prefilled here: the next model step (``generate``, an intrinsic) runs
+them in its own forward, so a flow that builds its prompt from several messages pays one forward,
+as a no-reuse run does, instead of one per message. The trace shows the message step with no
+tokens computed and the next step with them.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ class MessageNode(Node):
         content = ctx.render(self.message.content, "message")
         turn = [{"role": self.message.role, "content": content}]
         if self.message.documents is None:
-            ctx.session.extend(turn)
+            ctx.session.extend(turn, prefill=False)
             return content
         try:
             documents: Any = evaluate_native(self.message.documents, ctx.values())
@@ -67,7 +72,7 @@ class MessageNode(Node):
                 )
             except DocumentError as exc:
                 raise FlowRuntimeError(f"documents: {exc}") from None
-        ctx.session.extend(turn, documents=documents)
+        ctx.session.extend(turn, documents=documents, prefill=False)
         return content
 
     def detail(self) -> str:
