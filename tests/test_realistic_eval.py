@@ -447,3 +447,50 @@ def test_case_sessions_hold_documents_as_documents_with_the_same_tokens(case_set
         assert session.ids == Session(backend, messages=conversation(case, case_set)).ids
     rewrite = case_set.cases["rewrite"][0]
     assert case_session(backend, rewrite, case_set).documents == []
+
+
+def test_the_lora_twin_runs_the_flows_prompt_with_the_adapter_on_every_token(
+    case_set, tiny_intrinsics, tmp_path
+):
+    """The twin sees the very tokens the aLoRA sees in a flow, with its LoRA on all of them: a
+    twin holding the aLoRA's own weights gives what the engine gives when told to adapt every
+    position of that prompt, and not what the aLoRA call gives."""
+    import shutil
+
+    import torch
+
+    from alora_flows.testing import tiny_model, tiny_tokenizer
+    from intrinsics.training.realistic.predict import case_session
+    from intrinsics.training.realistic.twin import LoraTwin, twin_predict_case
+
+    backend, specs, paths, _ = tiny_intrinsics
+    spec, name = specs["uncertainty"], "realistic_uncertainty"
+    if name not in backend.adapters:
+        backend.add_adapter(name, paths["uncertainty"])
+    lora = tmp_path / "uncertainty-lora"
+    shutil.copytree(paths["uncertainty"], lora)
+    config = json.loads((lora / "adapter_config.json").read_text())
+    config["alora_invocation_tokens"] = None  # the same weights, as a standard LoRA
+    (lora / "adapter_config.json").write_text(json.dumps(config))
+    base = tmp_path / "base"
+    tiny_model(tiny_tokenizer(), seed=0).save_pretrained(base)  # the backend's base weights
+    twin = LoraTwin(backend, lora, base)
+
+    case = case_set.cases["uncertainty"][0]
+    session = case_session(backend, case, case_set, "It is somewhere.")
+    prepared = spec.prepare(session, name, {})
+    result = twin.invoke(session, prepared.call)
+    plan = session.invocation(name, adapted_input=prepared.call.adapted_input)
+    assert result.stats.prefill_tokens == len(plan.ids) > plan.prompt  # the whole prompt, no cache
+
+    allowed = list(prepared.call.allowed_token_ids)
+
+    def probs(adapted: int) -> list[float]:
+        logits = backend.forward(plan.ids, backend.new_cache(), adapter=name, adapted=adapted)
+        return torch.softmax(logits[allowed].float(), dim=-1).tolist()
+
+    twin_probs = [result.probs[t] for t in allowed]
+    assert twin_probs == pytest.approx(probs(len(plan.ids)), abs=1e-4)
+    assert twin_probs != pytest.approx(probs(plan.adapted), abs=1e-4)
+    fields, malformed = twin_predict_case(twin, spec, name, case, case_set, "It is somewhere.")
+    assert not malformed and 0.0 <= fields["score"] <= 1.0

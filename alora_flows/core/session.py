@@ -60,6 +60,15 @@ class CallStats(BaseModel):
     seconds: float = 0.0
 
 
+class Invocation(BaseModel):
+    """The tokens of an adapter call: the conversation's ``prompt`` tokens first, the adapter
+    active on the last ``adapted`` (:meth:`Session.invocation`)."""
+
+    ids: list[int]
+    prompt: int
+    adapted: int
+
+
 class SessionMark(BaseModel):
     """A point in a conversation to return to (:meth:`Session.rewind`): how many messages and
     documents it had, how they were rendered, and a digest of them (a rewind refuses a
@@ -288,28 +297,19 @@ class Session:
         the scores of every decoded token.
         """
         start = time.perf_counter()
-        info = self.backend.adapters.get(adapter)
-        if info is None:
-            raise AdapterError(
-                f"no adapter named '{adapter}' is loaded (loaded: {sorted(self.backend.adapters) or 'none'})"
-            )
-        extra = [_as_message(m) for m in messages]
-        base = self.messages if conversation is None else [_as_message(m) for m in conversation]
-        if documents is None:
-            # inline documents stay with their turns: a shorter conversation keeps only its own
-            kept = [d for d in self.documents if d.turn is None or d.turn < len(base)]
-            call_documents = self._documents(kept if conversation is not None else None, self.documents_as)
-        else:
-            call_documents = documents
-        prompt = self._renderer.ids(base + extra, documents=call_documents)
-        lead = info.invocation_tokens[: info.activation_offset]  # base weights, as trained
-        adapted = info.adapter_tokens + [int(t) for t in adapted_input]
-        target = prompt + lead + adapted
+        plan = self.invocation(
+            adapter,
+            messages=messages,
+            adapted_input=adapted_input,
+            conversation=conversation,
+            documents=documents,
+        )
+        target = plan.ids
         self._check_context(len(target), max_new_tokens)
-        with self._rollback(keep=target[: len(prompt)]):
+        with self._rollback(keep=target[: plan.prompt]):
             cache = self._cache if self.reuse else self.backend.new_cache()
             cached = self._cached_ids if self.reuse else []
-            reused, logits = self._feed(cache, cached, target, adapter=adapter, adapted=len(adapted))
+            reused, logits = self._feed(cache, cached, target, adapter=adapter, adapted=plan.adapted)
             prefill = len(target) - reused
             first_logits = logits.detach().clone() if return_logits else None
             tokens, _, probs = self._decode(
@@ -339,6 +339,35 @@ class Session:
                 )
             ),
         )
+
+    def invocation(
+        self,
+        adapter: str,
+        *,
+        messages: Sequence[Mapping[str, str]] = (),
+        adapted_input: Sequence[int] = (),
+        conversation: Sequence[Mapping[str, str]] | None = None,
+        documents: DocumentsLike = None,
+    ) -> Invocation:
+        """The tokens :meth:`invoke` runs for these arguments, without running them: for systems
+        that must see the very same prompt (a standard-LoRA twin in an evaluation)."""
+        info = self.backend.adapters.get(adapter)
+        if info is None:
+            raise AdapterError(
+                f"no adapter named '{adapter}' is loaded (loaded: {sorted(self.backend.adapters) or 'none'})"
+            )
+        extra = [_as_message(m) for m in messages]
+        base = self.messages if conversation is None else [_as_message(m) for m in conversation]
+        if documents is None:
+            # inline documents stay with their turns: a shorter conversation keeps only its own
+            kept = [d for d in self.documents if d.turn is None or d.turn < len(base)]
+            call_documents = self._documents(kept if conversation is not None else None, self.documents_as)
+        else:
+            call_documents = documents
+        prompt = self._renderer.ids(base + extra, documents=call_documents)
+        lead = info.invocation_tokens[: info.activation_offset]  # base weights, as trained
+        adapted = info.adapter_tokens + [int(t) for t in adapted_input]
+        return Invocation(ids=prompt + lead + adapted, prompt=len(prompt), adapted=len(adapted))
 
     def fork(self) -> Session:
         """An independent branch. Shares cached tensors with this session until either appends."""

@@ -51,9 +51,11 @@ def evaluate_intrinsic(
     limit: int | None = None,
     resamples: int = 1000,
     answers: Mapping[str, Mapping[str, Any]] | None = None,
+    twin: tuple[str | Path, str | Path] | None = None,
 ) -> dict[str, Any]:
     """Run and score one intrinsic. Without ``spec``/``adapter_path`` the shipped adapter of
-    ``backend``'s model is loaded as a flow loads it."""
+    ``backend``'s model is loaded as a flow loads it. ``twin`` = (standard LoRA directory, base
+    model directory) adds that LoRA as the ``LoRA twin`` system (uncertainty only)."""
     if spec is None or adapter_path is None:
         from intrinsics.registry import load_intrinsic
 
@@ -76,7 +78,26 @@ def evaluate_intrinsic(
         answers=texts if name == "uncertainty" else None,
         on_progress=progress_printer(name),
     )
-    items = build_items(name, cases, case_set, records, answers)
+    twin_records = None
+    if twin is not None:
+        from functools import partial
+
+        from intrinsics.training.realistic.twin import LoraTwin, twin_predict_case
+
+        lora = LoraTwin(backend, *twin)
+        twin_records = run_adapter(
+            backend,
+            spec,
+            adapter_name,
+            "lora:" + adapter_fingerprint(twin[0]),
+            cases,
+            case_set,
+            Checkpoint(work / f"{name}-lora.jsonl"),
+            answers=texts if name == "uncertainty" else None,
+            on_progress=progress_printer(f"{name} (LoRA twin)"),
+            predict=partial(twin_predict_case, lora),
+        )
+    items = build_items(name, cases, case_set, records, answers, twin=twin_records)
     result = score_intrinsic(name, items, resamples=resamples)
     result["adapter"] = str(Path(adapter_path).relative_to(Path(adapter_path).parents[2]))
     result["adapter_seconds_per_case"] = round(
@@ -143,7 +164,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             continue
         synth = synthetic.get(name)
         synth_cell = f"{synth[1]:.3f} ({synth[0]})" if synth else "-"
-        for k, base in enumerate(s for s in SYSTEMS[name] if s != ADAPTER and not s.startswith("adapter")):
+        for k, base in enumerate(s for s in r["systems"] if s != ADAPTER and not s.startswith("adapter")):
             first = k == 0
             lines.append(
                 "| "
@@ -192,7 +213,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         r = results.get(name)
         if not r:
             continue
-        systems = list(SYSTEMS[name])
+        systems = list(r["systems"])  # SYSTEMS[name], then the twin when it ran
         metric_names = list(dict.fromkeys(k for s in systems for k in r["systems"][s]))
         lines += [
             "",
@@ -310,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where realistic.{json,md} go")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument(
+        "--twin",
+        action="store_true",
+        help="also run the shipped standard-LoRA twin of uncertainty (<adapters>/uncertainty-lora), "
+        "which sees the whole prompt with no cache reuse",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="rewrite realistic.md from realistic.json, run nothing"
     )
     args = parser.parse_args(argv)
@@ -331,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = out / "realistic.json"
     report: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
     command = COMMAND + ("" if args.only == list(INTRINSICS) else " --only " + " ".join(args.only))
+    command += " --twin" if args.twin else ""
     report.update(
         command=command,
         model=backend.model_id,
@@ -344,8 +372,24 @@ def main(argv: list[str] | None = None) -> int:
         generate_answers(backend, case_set, limit=args.limit, on_progress=progress_printer("base answers"))
         answers = current_answers(case_set, backend.model_id)
     for name in args.only:
+        twin = None
+        if args.twin and name == "uncertainty":
+            from alora_flows.core.models import resolve_model
+            from intrinsics.registry import load_intrinsic
+
+            shipped = Path(
+                load_intrinsic(name, "builtin", backend.model_id, tokenizer=backend.tokenizer).path
+            )
+            twin = (shipped.parent / f"{name}-lora", resolve_model("embedded").path)
         report["intrinsics"][name] = evaluate_intrinsic(
-            name, backend, case_set, args.work, limit=args.limit, resamples=args.resamples, answers=answers
+            name,
+            backend,
+            case_set,
+            args.work,
+            limit=args.limit,
+            resamples=args.resamples,
+            answers=answers,
+            twin=twin,
         )
         write_report(report, out)  # after each intrinsic: a long run keeps what it has
         r = report["intrinsics"][name]

@@ -139,8 +139,11 @@ def run_adapter(
     *,
     answers: dict[str, str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    predict: Callable[..., tuple[dict[str, Any], bool]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Records for ``cases`` by id, computing only those the checkpoint lacks."""
+    """Records for ``cases`` by id, computing only those the checkpoint lacks. ``predict`` (the
+    arguments of :func:`predict_case` but the backend) replaces the engine's call, e.g. by a
+    standard-LoRA twin's (:mod:`.twin`); ``adapter_key`` must then name that system."""
     out: dict[str, dict[str, Any]] = {}
     todo = []
     for case in cases:
@@ -153,7 +156,10 @@ def run_adapter(
             out[case.id] = record
     for i, (case, answer, key) in enumerate(todo):
         start = time.perf_counter()
-        fields, malformed = predict_case(backend, spec, adapter_name, case, case_set, answer)
+        if predict is None:
+            fields, malformed = predict_case(backend, spec, adapter_name, case, case_set, answer)
+        else:
+            fields, malformed = predict(spec, adapter_name, case, case_set, answer)
         record = {
             "id": case.id,
             "key": key,

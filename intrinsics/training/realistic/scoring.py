@@ -48,6 +48,8 @@ SYSTEMS = {
     "answerability": (ADAPTER, "question overlap", "majority"),
     "rewrite": (ADAPTER, "echo question"),
 }
+#: The standard LoRA trained on the same data and budget (``evaluate --twin``; uncertainty only).
+TWIN = "LoRA twin"
 
 
 @dataclass
@@ -74,8 +76,10 @@ def build_items(
     case_set: CaseSet,
     records: Mapping[str, Mapping[str, Any]],
     answers: Mapping[str, Mapping[str, Any]] | None = None,
+    twin: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Item]:
-    """Gold and predictions of all systems for ``cases`` (``records``: the adapter's, by case id).
+    """Gold and predictions of all systems for ``cases`` (``records``: the adapter's, by case id;
+    ``twin``: the standard-LoRA twin's, scored as the :data:`TWIN` system, uncertainty only).
 
     A malformed adapter output is scored as the trivial answer (0.5 certainty, all faithful,
     answerable, the question unchanged), the way :mod:`intrinsics.training.evaluate` scores it.
@@ -95,6 +99,9 @@ def build_items(
             item = Item(case, bool(answer["correct"]), malformed=bad)
             item.preds[ADAPTER] = 0.5 if bad else float(record["score"])
             item.preds["word overlap"] = heuristics.overlap_certainty(answer["answer"], docs)
+            if twin is not None:
+                other = twin.get(case.id, {})
+                item.preds[TWIN] = 0.5 if other.get("malformed", True) else float(other["score"])
         elif intrinsic == "hallucination":
             gold = {i: s.f for i, s in enumerate(data.answer)}
             item = Item(case, gold, malformed=bad)
@@ -285,8 +292,12 @@ def _kinds(intrinsic: str, items: Sequence[Item], systems: Sequence[str]) -> dic
 def score_intrinsic(
     intrinsic: str, items: Sequence[Item], *, resamples: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Everything the report shows for one intrinsic."""
-    systems = SYSTEMS[intrinsic]
+    """Everything the report shows for one intrinsic (its :data:`SYSTEMS`, then any other system
+    the items carry, such as the :data:`TWIN`)."""
+    systems = (
+        *SYSTEMS[intrinsic],
+        *(s for s in (items[0].preds if items else ()) if s not in SYSTEMS[intrinsic]),
+    )
     overall = _with_intervals(intrinsic, items, systems, resamples, seed)
     held = [it for it in items if it.case.domain in HELD_OUT_DOMAINS]
     domains = {}
