@@ -125,3 +125,23 @@ def test_the_serve_command_passes_the_batching_option(config, monkeypatch):
         result = CliRunner().invoke(app, ["serve", config.flow_file, "--concurrency", "4", *flags])
         assert result.exit_code == 0, result.output
         assert seen[-1].batching is batching and seen[-1].batches is (batching is not False)
+
+
+def test_serve_batching_benchmark_smoke(tmp_path):
+    """benchmarks/serve_batching.py end to end on the tiny flow (two servers, one repeat)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    flow = write_tiny_flow(tmp_path / "flow")
+    script = Path(__file__).parents[1] / "benchmarks" / "serve_batching.py"
+    args = ["--requests", "3", "--repeats", "1", "--lone", "1", "--flow", str(flow), "--out", str(tmp_path)]
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "serve_batching.json").read_text())
+    assert data["same_outputs"] and data["torch_threads"] == 1
+    (pair,) = data["pairs"]
+    assert pair["ratio"] > 0 and pair["requests_per_forward"] >= 1
+    assert [r["batching"] for r in data["rounds"]] == [True, False]
+    assert "| 0 | on, off |" in (tmp_path / "serve_batching.md").read_text()
