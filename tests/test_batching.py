@@ -9,7 +9,14 @@ import threading
 import pytest
 import torch
 
-from alora_flows.core.batching import BatchedBackend, ForwardRequest, ForwardScheduler, forward_batch
+from alora_flows.core.backend import Backend
+from alora_flows.core.batching import (
+    BatchedBackend,
+    ForwardRequest,
+    ForwardScheduler,
+    forward_batch,
+    run_batch,
+)
 from alora_flows.core.session import Session
 from alora_flows.errors import AdapterError, AloraFlowsError
 
@@ -114,6 +121,78 @@ def test_one_cache_cannot_appear_twice_in_a_batch(strong):
     ids = _ids(strong, "The quick")
     with pytest.raises(AloraFlowsError, match="caches of their own"):
         forward_batch(strong, [ForwardRequest(ids, cache), ForwardRequest(ids, cache)])
+
+
+def _faulty(cache, layer: int):
+    """``cache``, whose ``update`` fails at ``layer`` (the layers before it have taken their keys)."""
+    update = cache.update
+
+    def broken(key_states, value_states, layer_idx, *args, **kwargs):
+        if layer_idx == layer:
+            raise RuntimeError("this cache is broken")
+        return update(key_states, value_states, layer_idx, *args, **kwargs)
+
+    cache.update = broken
+    return cache
+
+
+def test_a_failing_request_fails_alone_and_the_rest_of_its_batch_is_right(strong):
+    shapes = _requests(strong)
+    lone_caches = [_prefilled(strong, p) if p else strong.new_cache() for p, *_ in shapes]
+    lone = [
+        strong.forward(ids, cache, adapter=adapter, adapted=adapted)
+        for (_, ids, adapter, adapted), cache in zip(shapes, lone_caches)
+    ]
+    caches = [_prefilled(strong, p) if p else strong.new_cache() for p, *_ in shapes]
+    past = caches[2].get_seq_length()
+    _faulty(caches[2], layer=1)  # layer 0 of the packed forward appends to it, then it fails
+    requests = [
+        ForwardRequest(ids, cache, adapter, adapted)
+        for (_, ids, adapter, adapted), cache in zip(shapes, caches)
+    ]
+    assert run_batch(strong, requests) is True  # the packed forward failed; each ran alone
+    assert isinstance(requests[2].error, RuntimeError) and requests[2].logits is None
+    assert caches[2].layers[0].get_seq_length() == past  # failed alone too, and cut back again
+    for i, (request, want) in enumerate(zip(requests, lone)):
+        if i == 2:
+            continue
+        assert request.error is None
+        assert torch.allclose(request.logits, want, atol=1e-4), i
+        # each cache holds its tokens once: cut back to before the failed forward, then run alone
+        assert caches[i].get_seq_length() == lone_caches[i].get_seq_length(), i
+        for (ka, va), (kb, vb) in zip(_kv(lone_caches[i]), _kv(caches[i])):
+            assert torch.allclose(ka, kb, atol=1e-4) and torch.allclose(va, vb, atol=1e-4)
+    ok = [
+        ForwardRequest(ids, _prefilled(strong, p) if p else strong.new_cache()) for p, ids, _, _ in shapes[:2]
+    ]
+    assert run_batch(strong, ok) is False and all(r.error is None for r in ok)
+
+
+def test_a_model_whose_attention_cannot_be_packed_skips_the_scheduler(strong, monkeypatch):
+    """With an attention batching cannot pack (flash attention on a GPU, ``sdpa_kv``), a forward
+    runs in its caller's thread, exactly the backend's own: no worker thread, no gather wait."""
+    import alora_flows.core.batching as batching
+
+    ids = _ids(strong, "The quick brown fox")
+    want = strong.forward(ids, strong.new_cache())
+    threads: list[str] = []
+    real = Backend.forward
+
+    def forward(self, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(self, *args, **kwargs)
+
+    # on the class: an instance attribute would outlive the test (a BatchedBackend shares __dict__)
+    monkeypatch.setattr(Backend, "forward", forward)
+    monkeypatch.setattr(batching, "batchable", lambda backend: False)
+    scheduler = ForwardScheduler(strong)
+    try:
+        got = scheduler.forward(ids, strong.new_cache())
+    finally:
+        scheduler.close()
+    assert threads == [threading.current_thread().name]
+    assert scheduler._worker is None and scheduler.stats.forwards == 0
+    assert torch.equal(got, want)
 
 
 CONVERSATIONS = [

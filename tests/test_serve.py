@@ -41,7 +41,13 @@ def worker(config) -> FlowWorker:
 @contextmanager
 def live_server(config: WorkerConfig, worker: FlowWorker, **settings) -> Iterator[str]:
     """A uvicorn server on 127.0.0.1 (a free port) serving the tiny flow; yields its base URL."""
-    service = FlowService(config, ServeSettings(**settings), loader=lambda _: worker)
+    with serving(FlowService(config, ServeSettings(**settings), loader=lambda _: worker)) as url:
+        yield url
+
+
+@contextmanager
+def serving(service: FlowService) -> Iterator[str]:
+    """``service``'s app on a uvicorn server on 127.0.0.1 (a free port), once its flow has loaded."""
     app = create_app(service)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

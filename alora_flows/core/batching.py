@@ -20,6 +20,9 @@ runs them as **one** forward (:func:`forward_batch`):
 - aLoRA adapters apply per token (:class:`~alora_flows.core.lora_deltas.ALoRADeltas`, the mechanism of
   packed intrinsic calls), so base-model rows and rows of any adapters mix in one forward.
 
+A packed forward that fails is cut back and its requests rerun one by one
+(:func:`run_batch`), so one session's fault fails that session only.
+
 Sessions use it transparently: :class:`BatchedBackend` is the same backend (same model, adapters
 and lock) whose ``forward`` goes through the scheduler; a :class:`~alora_flows.core.session.Session`
 built on it needs nothing else. The results equal the lone forwards (tests: logits within 1e-4,
@@ -194,6 +197,48 @@ def forward_batch(backend: Backend, requests: Sequence[ForwardRequest]) -> list[
     return list(out.logits[0])
 
 
+def run_batch(backend: Backend, requests: Sequence[ForwardRequest]) -> bool:
+    """Run ``requests`` as one forward and give each its logits or its error; returns whether the
+    packed forward failed and the requests were run one by one instead.
+
+    Why the fallback: one request's fault (a cache that cannot take its keys, memory for the packed
+    row) must fail that request's session only, not the unrelated sessions that happened to be ready
+    at the same moment. A failed packed forward may have appended keys and values to some of the
+    caches (layer by layer), so each cache is first cut back to its length before the forward (and
+    a request that fails alone too leaves its cache at that length).
+    """
+    pasts = [r.cache.get_seq_length() for r in requests]
+    try:
+        logits = forward_batch(backend, requests)
+    except Exception as exc:
+        if len(requests) == 1:
+            requests[0].error = exc
+            return False
+    else:
+        for request, row in zip(requests, logits):
+            request.logits = row
+        return False
+    for request, past in zip(requests, pasts):
+        try:
+            _truncate(request.cache, past)
+            request.logits = backend.forward(
+                request.input_ids, request.cache, adapter=request.adapter, adapted=request.adapted
+            )
+        except Exception as exc:
+            request.error = exc
+            _truncate(request.cache, past)  # as it was before its forward
+    return True
+
+
+def _truncate(cache: Any, length: int) -> None:
+    """Cut every layer of ``cache`` back to ``length`` tokens (layers may differ after a forward
+    that failed half way through the model)."""
+    for layer in cache.layers:
+        extra = layer.get_seq_length() - length
+        if extra > 0:
+            layer.crop(-extra)
+
+
 def _run(
     backend: Backend, ids: list[int], positions: list[int], ends: list[int], ragged: _RaggedCache
 ) -> Any:
@@ -218,6 +263,8 @@ class BatchingStats:
     tokens: int = 0
     max_rows: int = 0
     seconds: float = 0.0  # in batched forwards
+    #: packed forwards that failed and whose requests ran one by one (:func:`run_batch`)
+    isolated: int = 0
     #: rows -> [forwards of that many rows, seconds they took]
     by_rows: dict[int, list[float]] = field(default_factory=dict)
 
@@ -265,7 +312,16 @@ class ForwardScheduler:
     def forward(
         self, input_ids: list[int], cache: Any, *, adapter: str | None = None, adapted: int = 0
     ) -> torch.Tensor:
-        """:meth:`Backend.forward`, batched with the other sessions' forwards that are ready."""
+        """:meth:`Backend.forward`, batched with the other sessions' forwards that are ready.
+
+        A model whose attention cannot be packed (:func:`batchable`) runs the forward right here,
+        under the backend's lock: through the worker thread it would only add a hand-over and a
+        gather wait to forwards that run one by one anyway.
+        """
+        if not batchable(self.backend):
+            if self._closed:
+                raise AloraFlowsError("the batching scheduler is closed")
+            return self.backend.forward(input_ids, cache, adapter=adapter, adapted=adapted)
         check_request(self.backend, input_ids, adapter, adapted)
         request = ForwardRequest(
             list(input_ids), cache, adapter, adapted if adapter else 0, thread=threading.current_thread()
@@ -301,14 +357,13 @@ class ForwardScheduler:
                 return
             started = time.perf_counter()
             try:
-                logits = forward_batch(self.backend, batch)
+                isolated = run_batch(self.backend, batch)
             except BaseException as exc:  # every request of the batch fails with it; the worker goes on
+                isolated = False
                 for request in batch:
                     request.error = exc
-            else:
-                for request, row in zip(batch, logits):
-                    request.logits = row
             self._record(batch, time.perf_counter() - started)
+            self.stats.isolated += isolated
             self._last = {r.thread for r in batch if r.thread is not None}
             for request in batch:
                 request.done.set()

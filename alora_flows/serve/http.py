@@ -209,12 +209,21 @@ def create_app(service: FlowService, *, load_on_startup: bool = True) -> FastAPI
     )
     async def readyz() -> JSONResponse:
         if service.ready:
+            stats = service.batching
             return JSONResponse(
                 {
                     "status": "ready",
                     "flow": flow.name,
                     "in_progress": service.running,
                     "capacity": service.capacity,
+                    # whether concurrent runs' forwards are batched, and how full the batches were
+                    "batching": None
+                    if stats is None
+                    else {
+                        "forwards": stats.forwards,
+                        "requests": stats.rows,
+                        "max_requests": stats.max_rows,
+                    },
                 }
             )
         detail = f"failed to load: {service.load_error}" if service.load_error else "loading"

@@ -1,8 +1,12 @@
 """The serving core, without HTTP: one loaded flow, a bounded number of runs, per-run deadlines.
 
-Runs execute in a pool of ``concurrency`` threads that share one backend (the backend's lock
-serialises forward passes, so more threads interleave runs rather than speed them up), each
-with its own session. At most ``concurrency + queue`` runs are admitted at once; beyond that
+Runs execute in a pool of ``concurrency`` threads that share one backend, each with its own
+session. With batching (``ServeSettings.batching``, on by default when ``concurrency > 1``) the
+forwards of the runs that are ready at the same moment run as one forward
+(:mod:`alora_flows.core.batching`): on a CPU a decode step's cost is reading the weights, so eight
+runs decoding together cost little more than one (``benchmarks/results/serve_batching.md``).
+Without it the backend's lock serialises forward passes, and more threads interleave runs rather
+than speed them up. At most ``concurrency + queue`` runs are admitted at once; beyond that
 :meth:`FlowService.admit` refuses (HTTP 429), so a burst cannot pile up unbounded work.
 
 A run's deadline starts when it is admitted (queue wait included). A thread cannot be killed, so
@@ -22,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from alora_flows.batch.worker import FlowWorker, StopCheck, WorkerConfig
+from alora_flows.core.batching import BatchedBackend, BatchingStats, batchable
 from alora_flows.errors import RunCancelledError
 from alora_flows.flow import Flow, RunResult
 from alora_flows.flow.state import INPUT_TYPES
@@ -40,6 +45,17 @@ class ServeSettings(BaseModel):
     timeout: float = Field(120.0, gt=0, description="seconds a run may take, queue wait included")
     max_body_bytes: int = Field(1 << 20, ge=1, description="larger request bodies are refused with 413")
     api_key: str | None = Field(None, description="when set, /runs needs 'Authorization: Bearer KEY'")
+    batching: bool | None = Field(
+        None,
+        description="run the ready forwards of concurrent runs as one forward; None (default): "
+        "when concurrency > 1 (a lone run gains nothing from it)",
+    )
+
+    @property
+    def batches(self) -> bool:
+        """Whether runs share a batching backend: ``batching``, or by default ``concurrency > 1``.
+        A model whose attention cannot be packed then runs its forwards one by one (no cost)."""
+        return self.concurrency > 1 if self.batching is None else self.batching
 
 
 class Busy(Exception):
@@ -71,7 +87,9 @@ class FlowService:
         *,
         loader: Callable[[WorkerConfig], FlowWorker] = FlowWorker,
     ) -> None:
-        self.config, self.settings, self.loader = config, settings, loader
+        # the serve setting decides whether the worker's runs share a batching backend
+        self.config = config.model_copy(update={"batching": settings.batches})
+        self.settings, self.loader = settings, loader
         self.flow = config.flow()  # parsed and validated now: a bad flow never starts a server
         self.inputs_model = inputs_model(self.flow)
         self.worker: FlowWorker | None = None
@@ -100,13 +118,25 @@ class FlowService:
     def ready(self) -> bool:
         return self.worker is not None
 
+    @property
+    def batching(self) -> BatchingStats | None:
+        """What the batching scheduler has run (forwards, requests in them), or None when the runs'
+        forwards are not batched (batching off, or a model whose attention cannot be packed)."""
+        backend = self.worker.session_backend if self.worker is not None else None
+        if isinstance(backend, BatchedBackend) and batchable(backend):
+            return backend.stats
+        return None
+
     def close(self) -> None:
-        """Shutting down: queued runs are dropped, running ones stop at their next step."""
+        """Shutting down: queued runs are dropped, running ones stop at their next step, and the
+        batching scheduler's thread ends (a forward still waiting for it fails, its run with it)."""
         with self._lock:
             admitted = list(self._admitted)
         for admission in admitted:
             admission.stop.stop(RunCancelledError("the server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.worker is not None:
+            self.worker.release()
 
     # ------------------------------------------------------------------ running
     @property
