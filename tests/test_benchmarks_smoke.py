@@ -87,3 +87,53 @@ def test_base_generate_overhead_smoke(tmp_path):
     data = run_script("base_generate_overhead.py", tmp_path, "--reps", "1", "--tokens", "4", "--steps", "3")
     assert [r["system"] for r in data["rows"]][:2] == ["none", "4 adapters"]
     assert all(r["same_tokens_as_none"] for r in data["rows"])  # base logits do not depend on adapters
+
+
+def test_second_model_score_and_turn_format(tmp_path):
+    """benchmarks/second_model.py without its models: the paired scoring and Gemma's turn format."""
+    import jinja2
+
+    from benchmarks.second_model import GEMMA_TURNS, score
+
+    rows = []
+    for i in range(8):
+        kind = "answerable" if i < 6 else "absent"
+        for system, right in (("a:chat", i < 2), ("b:completion", i < 4)):
+            outcome = "correct" if right else "wrong"
+            rows.append(
+                {
+                    "system": system,
+                    "question_id": f"q{i}",
+                    "kind": kind,
+                    "outcome": outcome,
+                    "mean_prob": 0.9 if right else 0.2,
+                    "tokens": 5,
+                    "prompt_tokens": 50,
+                    "prefill_s": 0.1,
+                    "decode_s": 0.2,
+                }
+            )
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = score(path, resamples=50)
+    assert report["n"] == 8
+    assert report["systems"]["a:chat"]["correct"]["count"] == 2
+    assert report["systems"]["b:completion"]["wrong"]["count"] == 4
+    assert report["systems"]["b:completion"]["auroc_mean_prob_answerable"]["value"] == 1.0
+    pair = report["paired_correct"]["b:completion - a:chat"]
+    assert (pair["correct_diff"], pair["only_b"], pair["only_a"]) == (2, 2, 0)
+
+    text = jinja2.Template(GEMMA_TURNS).render(
+        bos_token="<bos>",
+        add_generation_prompt=True,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"},
+        ],
+    )
+    assert text == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    )
