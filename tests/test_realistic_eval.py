@@ -33,6 +33,7 @@ from intrinsics.training.realistic.scoring import (
     ADAPTER,
     HEADLINE,
     SYSTEMS,
+    TOKEN_PROB,
     build_items,
     metrics,
     score_intrinsic,
@@ -370,7 +371,8 @@ def test_runner_resumes_from_its_checkpoint(case_set, tiny_intrinsics, name):
     resumed = run()
     assert len(checkpoint.read_text().splitlines()) == limit + 1
     assert resumed["values"] == first["values"]
-    assert set(first["systems"]) == set(SYSTEMS[name])
+    # uncertainty also scores the base model's own token probability of its answer
+    assert set(first["systems"]) == set(SYSTEMS[name]) | ({TOKEN_PROB} if name == "uncertainty" else set())
     for system, value in first["values"].items():
         lo, hi = first["ci"][system]
         assert value is None or lo is None or lo - 1e-9 <= value <= hi + 1e-9
@@ -494,3 +496,30 @@ def test_the_lora_twin_runs_the_flows_prompt_with_the_adapter_on_every_token(
     assert twin_probs != pytest.approx(probs(plan.adapted), abs=1e-4)
     fields, malformed = twin_predict_case(twin, spec, name, case, case_set, "It is somewhere.")
     assert not malformed and 0.0 <= fields["score"] <= 1.0
+
+
+def test_answer_token_probability_is_the_base_models_own_confidence(case_set, backend):
+    """The baseline equals the mean probability of each answer token given the tokens before it,
+    computed one forward at a time through the engine (base model, cache)."""
+    import torch
+
+    from alora_flows.core.chat import ChatRenderer
+    from intrinsics.training.realistic.predict import case_session
+    from intrinsics.training.realistic.token_prob import answer_token_probability
+
+    case = case_set.cases["uncertainty"][0]
+    answer = "It is in the north."
+    value = answer_token_probability(backend, case, case_set, answer)
+    session = case_session(backend, case, case_set, answer, reuse=False)
+    full = session.ids
+    prompt = ChatRenderer(backend.tokenizer).ids(
+        session.messages[:-1], add_generation_prompt=True, documents=session._documents()
+    )
+    cache = backend.new_cache()
+    logits = backend.forward(full[: len(prompt)], cache)
+    probs = []
+    for token in full[len(prompt) :]:
+        probs.append(torch.softmax(logits.float(), dim=-1)[token].item())
+        logits = backend.forward([token], cache)
+    assert len(probs) > len(backend.tokenizer(answer, add_special_tokens=False)["input_ids"])  # + closing
+    assert value == pytest.approx(sum(probs) / len(probs), abs=1e-5)

@@ -33,7 +33,15 @@ from intrinsics.training.realistic.loader import (
     load_cases,
 )
 from intrinsics.training.realistic.predict import Checkpoint, adapter_fingerprint, run_adapter
-from intrinsics.training.realistic.scoring import ADAPTER, HEADLINE, SYSTEMS, build_items, score_intrinsic
+from intrinsics.training.realistic.scoring import (
+    ADAPTER,
+    HEADLINE,
+    SYSTEMS,
+    TOKEN_PROB,
+    TWIN,
+    build_items,
+    score_intrinsic,
+)
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 WORK = Path("runs") / "realistic-eval"
@@ -78,14 +86,29 @@ def evaluate_intrinsic(
         answers=texts if name == "uncertainty" else None,
         on_progress=progress_printer(name),
     )
-    twin_records = None
-    if twin is not None:
-        from functools import partial
+    from functools import partial
 
+    others = {}
+    if name == "uncertainty":
+        from intrinsics.training.realistic.token_prob import token_prob_predict_case
+
+        others[TOKEN_PROB] = run_adapter(
+            backend,
+            spec,
+            adapter_name,
+            "token-probability",
+            cases,
+            case_set,
+            Checkpoint(work / f"{name}-token-prob.jsonl"),
+            answers=texts,
+            on_progress=progress_printer(f"{name} (answer token probability)"),
+            predict=partial(token_prob_predict_case, backend),
+        )
+    if twin is not None:
         from intrinsics.training.realistic.twin import LoraTwin, twin_predict_case
 
         lora = LoraTwin(backend, *twin)
-        twin_records = run_adapter(
+        others[TWIN] = run_adapter(
             backend,
             spec,
             adapter_name,
@@ -97,7 +120,7 @@ def evaluate_intrinsic(
             on_progress=progress_printer(f"{name} (LoRA twin)"),
             predict=partial(twin_predict_case, lora),
         )
-    items = build_items(name, cases, case_set, records, answers, twin=twin_records)
+    items = build_items(name, cases, case_set, records, answers, others=others)
     result = score_intrinsic(name, items, resamples=resamples)
     result["adapter"] = str(Path(adapter_path).relative_to(Path(adapter_path).parents[2]))
     result["adapter_seconds_per_case"] = round(

@@ -95,7 +95,7 @@ def output_record(output: Any) -> dict[str, Any]:
     raise TypeError(f"unexpected output {type(output).__name__}")
 
 
-def case_session(backend, case: Case, case_set: CaseSet, answer: str | None = None):
+def case_session(backend, case: Case, case_set: CaseSet, answer: str | None = None, *, reuse: bool = True):
     """A fresh Session holding the case's conversation, its documents handed over as documents.
 
     The RAG prompt's user turn (``"<documents>\n\nQuestion: <q>"``) becomes the turn
@@ -110,8 +110,8 @@ def case_session(backend, case: Case, case_set: CaseSet, answer: str | None = No
     at = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
     parts = split_inline(messages[at]["content"]) if docs and at is not None else None
     if at is None or parts is None or parts[0] != "\n".join(docs):
-        return Session(backend, messages=messages)
-    session = Session(backend, messages=messages[:at])
+        return Session(backend, messages=messages, reuse=reuse)
+    session = Session(backend, messages=messages[:at], reuse=reuse)
     documents = DocumentSet(documents=tuple(as_documents(docs)), render_as="inline")
     session.extend([{"role": "user", "content": parts[1]}], documents=documents)
     session.extend(messages[at + 1 :])

@@ -48,8 +48,11 @@ SYSTEMS = {
     "answerability": (ADAPTER, "question overlap", "majority"),
     "rewrite": (ADAPTER, "echo question"),
 }
-#: The standard LoRA trained on the same data and budget (``evaluate --twin``; uncertainty only).
+#: Systems the uncertainty evaluation may add: the standard LoRA trained on the same data and
+#: budget (``evaluate --twin``), and the base model's own confidence in its answer
+#: (:mod:`.token_prob`).
 TWIN = "LoRA twin"
+TOKEN_PROB = "answer token probability"
 
 
 @dataclass
@@ -76,10 +79,10 @@ def build_items(
     case_set: CaseSet,
     records: Mapping[str, Mapping[str, Any]],
     answers: Mapping[str, Mapping[str, Any]] | None = None,
-    twin: Mapping[str, Mapping[str, Any]] | None = None,
+    others: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> list[Item]:
     """Gold and predictions of all systems for ``cases`` (``records``: the adapter's, by case id;
-    ``twin``: the standard-LoRA twin's, scored as the :data:`TWIN` system, uncertainty only).
+    ``others``: system name -> that system's records, such as :data:`TWIN`; uncertainty only).
 
     A malformed adapter output is scored as the trivial answer (0.5 certainty, all faithful,
     answerable, the question unchanged), the way :mod:`intrinsics.training.evaluate` scores it.
@@ -99,9 +102,9 @@ def build_items(
             item = Item(case, bool(answer["correct"]), malformed=bad)
             item.preds[ADAPTER] = 0.5 if bad else float(record["score"])
             item.preds["word overlap"] = heuristics.overlap_certainty(answer["answer"], docs)
-            if twin is not None:
-                other = twin.get(case.id, {})
-                item.preds[TWIN] = 0.5 if other.get("malformed", True) else float(other["score"])
+            for system, other_records in (others or {}).items():
+                other = other_records.get(case.id, {})
+                item.preds[system] = 0.5 if other.get("malformed", True) else float(other["score"])
         elif intrinsic == "hallucination":
             gold = {i: s.f for i, s in enumerate(data.answer)}
             item = Item(case, gold, malformed=bad)
