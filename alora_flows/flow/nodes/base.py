@@ -121,6 +121,9 @@ class Node(BaseModel):
     uses_session: ClassVar[bool] = False
     #: Whether the step runs a nested flow (a checkpoint may point inside it).
     nests: ClassVar[bool] = False
+    #: Whether the step's output maps branch names to their outputs (``parallel``, ``map``): the
+    #: live view then shows the branches side by side, one line each, under the step.
+    branches: ClassVar[bool] = False
 
     def check(self, ctx: NodeCheck) -> None:
         """Report templates read, fields written and problems to ``ctx`` (no model loaded)."""

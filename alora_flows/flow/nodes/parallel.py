@@ -73,6 +73,7 @@ class ParallelNode(Node):
     style: ClassVar[str] = "bright_magenta"
     shape: ClassVar[tuple[str, str]] = ('[["', '"]]')
     uses_session: ClassVar[bool] = True
+    branches: ClassVar[bool] = True
 
     parallel: dict[str, Node] = Field(min_length=1)
     reduce: dict[str, Reducer] = {}
@@ -170,7 +171,10 @@ class ParallelNode(Node):
         branches: dict[str, IntrinsicNode],
         specs: dict[str, Any],
         writes: dict[str, list[Any]],
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        """The intrinsic branches as one packed call; None when one of them cannot share it (its
+        spec's ``prepare`` says so, e.g. a rewrite whose question ends the conversation): they
+        then run one after the other, each as its own node would."""
         from alora_flows.core.parallel import invoke_parallel
 
         values = ctx.values()
@@ -180,6 +184,8 @@ class ParallelNode(Node):
             prepared[name] = specs[name].prepare(
                 ctx.session, branch.intrinsic, values, input_override=override
             )
+            if prepared[name] is None:
+                return None
         results = invoke_parallel(ctx.session, [p.call for p in prepared.values()])
         outputs = {}
         for (name, branch), result in zip(branches.items(), results):
