@@ -130,7 +130,9 @@ class MapNode(Node):
         return self._probe().prepare(item)
 
     def detail(self) -> str:
-        return f"{self.map.as_} in {self.map.over if isinstance(self.map.over, str) else 'list'}"
+        over = self.map.over
+        source = (single_expression(over) or over) if isinstance(over, str) else f"{len(over)} items"
+        return f"{self.map.as_} in {source}"  # no braces: the label goes into drawings
 
     # ------------------------------------------------------------------ running
     def items(self, ctx: StepContext) -> list[Any]:
