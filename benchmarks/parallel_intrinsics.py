@@ -7,9 +7,12 @@ cost does not depend on trained weights), we time side by side, round-robin rep 
 - ``sequential``: ``session.invoke(a); invoke(b); invoke(c)``: what a flow did before;
 - ``packed``:     ``invoke_parallel(session, [a, b, c])``: the three as segments of one forward.
 
-Two shapes of call: ``bare`` (invocation tokens only, one output token, like answerability) and
+Three shapes of call: ``bare`` (invocation tokens only, one output token, like answerability),
 ``reread`` (each adapter also reads a 24-token answer after its invocation, like the shipped
-uncertainty intrinsic). Goal (issue 23): packed <= 1.5x one at 4k tokens.
+uncertainty intrinsic: those tokens run under each row's own adapter, so packing cannot share
+them) and ``turn`` (the same 24-token answer as a turn before each invocation, ``messages=``:
+base-model tokens every row starts with, which the packed call runs once, in the shared prefix).
+Goal (issue 23): packed <= 1.5x one at 4k tokens.
 
 Memory: each mode also runs once in a fresh subprocess with glibc's mmap threshold lowered, so
 freed tensors go back to the OS and the resident set follows live memory; a sampling thread
@@ -64,20 +67,27 @@ def build(adapter_dir: str):
     return backend
 
 
+SHAPES = ("bare", "reread", "turn")
+
+
 def calls(backend, shape: str):
     from alora_flows.core.parallel import IntrinsicCall
 
-    reread = (
-        backend.tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:24] if shape == "reread" else []
-    )
-    return [IntrinsicCall(name, adapted_input=reread, max_new_tokens=1) for name in INVOCATIONS]
+    answer = backend.tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:24]
+    reread = answer if shape == "reread" else []
+    turn = [{"role": "user", "content": backend.tokenizer.decode(answer)}] if shape == "turn" else []
+    return [
+        IntrinsicCall(name, messages=turn, adapted_input=reread, max_new_tokens=1) for name in INVOCATIONS
+    ]
 
 
 def modes(session, group):
     from alora_flows.core.parallel import invoke_parallel
 
     def invoke(call):
-        return session.invoke(call.adapter, adapted_input=call.adapted_input, max_new_tokens=1)
+        return session.invoke(
+            call.adapter, messages=call.messages, adapted_input=call.adapted_input, max_new_tokens=1
+        )
 
     return {
         "one": lambda: invoke(group[0]),
@@ -169,7 +179,7 @@ def main() -> None:
         backend = build(tmp)
         for length in args.lengths:
             session = Session(backend, messages=conversation(backend.tokenizer, length, 3))
-            for shape in ("bare", "reread"):
+            for shape in SHAPES:
                 times = time_modes(session, calls(backend, shape), args.reps)
                 med = {k: statistics.median(v) for k, v in times.items()}
                 row = {
@@ -210,7 +220,8 @@ def main() -> None:
     md += [
         "",
         "`bare`: invocation tokens only; `reread`: each adapter also reads a 24-token answer after its "
-        "invocation. Memory: peak resident-set increase during one call in a fresh process with "
+        "invocation (under its own adapter: per row); `turn`: the same answer as a turn before each "
+        "invocation (base-model tokens every row starts with: run once, in the shared prefix). Memory: peak resident-set increase during one call in a fresh process with "
         "`MALLOC_MMAP_THRESHOLD_=65536` (freed tensors return to the OS), sampled every 0.5 ms.",
     ]
     write_results(args.out, "parallel_intrinsics", {"environment": environment(), "rows": rows}, md)

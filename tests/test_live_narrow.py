@@ -199,3 +199,61 @@ def test_the_log_line_in_the_docs_is_what_the_view_prints():
         index=4,
     )
     assert plain_step(step) == documented
+
+
+def test_parallel_branches_show_side_by_side_at_80_columns(tmp_path):
+    """The demo's checks run as branches of one parallel step: each branch gets its own line
+    under the step (names aligned, outputs cut at the edge), in the live view and the wide table."""
+    from alora_flows.testing import tiny_backend
+    from intrinsics import text_spec, uncertainty_spec
+
+    backend = tiny_backend(
+        tmp_path, {"uncertainty": "<|im_start|>certainty\n", "rewrite": "<|im_start|>rewrite\n"}
+    )
+    specs = {
+        "uncertainty": uncertainty_spec(),
+        "rewrite": text_spec("rewrite", "<|im_start|>rewrite\n", max_new_tokens=4),
+    }
+    flow = Flow.from_yaml_text(
+        """\
+name: checks-side-by-side
+intrinsics: {uncertainty: builtin, rewrite: builtin}
+inputs: [question]
+nodes:
+  answer: {generate: {user: "{{ question }}", max_new_tokens: 6}, output: answer}
+  checks:
+    parallel:
+      certainty: {intrinsic: uncertainty, output: certainty}
+      check:     {intrinsic: rewrite, output: rewritten}
+edges:
+  - [answer, checks]
+  - from: checks
+    branches:
+      - {when: "certainty.score < 2", to: END}
+      - default: END
+"""
+    )
+    console = Console(width=80, force_terminal=True, color_system="truecolor", file=io.StringIO())
+    with LiveView(console) as view:
+        result = flow.run(
+            Session(backend),
+            {"question": "When was Velmora founded?"},
+            listeners=[view],
+            intrinsic_specs=specs,
+        )
+    lines = terminal_lines(console)
+    assert [line for line in lines if len(line) > 80] == []
+    score, digit = result.state.certainty.score, result.state.certainty.digit
+    head = next(i for i, line in enumerate(lines) if re.match(r"\s*1 checks\s+parallel\s", line))
+    assert lines[head].rstrip().endswith("→ END")
+    assert lines[head + 1] == f"   ├ certainty  score={score:.3g} digit={digit}"
+    assert lines[head + 2].startswith("   └ check      text=")
+    assert lines[head + 3].strip() == "if certainty.score < 2"
+    wide = Console(width=WIDE + 20, force_terminal=True, color_system=None, file=io.StringIO())
+    with LiveView(wide) as view:
+        flow.run(Session(backend), {"question": "When?"}, listeners=[view], intrinsic_specs=specs)
+    rows = terminal_lines(wide)
+    row = next(i for i, line in enumerate(rows) if re.match(r"\s*1\s+checks\s+parallel\s", line))
+    assert re.match(r"\s+├ certainty\s+score=", rows[row + 1]) and re.match(
+        r"\s+└ check\s+text=", rows[row + 2]
+    )

@@ -43,10 +43,21 @@ def test_each_packed_generation_equals_its_fork(backend):
     assert session._cache.get_seq_length() == cached
     assert len(session.history) == history + len(calls)
     reference = [_on_a_fork(Session(backend, messages=CONVERSATION), call) for call in calls]
-    for got, want in zip(packed, reference):
+    # every row starts with the same "<|im_start|>" token: run once for all, in the first forward
+    hoisted = packed[1].stats.reused_tokens - cached
+    assert hoisted == 1
+    for i, (got, want) in enumerate(zip(packed, reference)):
         assert got.token_ids == want
-        assert got.stats.kind == "generate" and got.stats.reused_tokens == cached
+        assert got.stats.kind == "generate" and got.stats.reused_tokens == cached + (hoisted if i else 0)
         assert got.stats.generated_tokens == len(want)
+    # the first row counts the hoisted token as prefilled: every token run is counted once
+    rendered = [
+        len(session._renderer.ids(session.messages + list(c.messages), add_generation_prompt=True))
+        for c in calls
+    ]
+    assert sum(r.stats.prefill_tokens for r in packed) == sum(n - cached for n in rendered) - hoisted * (
+        len(calls) - 1
+    )
     # the seeds matter: two seeds give two samples, and a sample is not the greedy answer
     assert packed[1].token_ids != packed[2].token_ids
     assert packed[1].token_ids[:8] != packed[0].token_ids

@@ -66,11 +66,14 @@ def test_demo_runs_and_intrinsics_reuse_the_conversation(tmp_path):
     assert "answer" in result.output and "certainty" in result.output
     trace = json.loads(trace_file.read_text())
     intrinsic_steps = [s for s in trace["steps"] if s["kind"] == "intrinsic"]
-    assert len(intrinsic_steps) >= 2
-    for step in intrinsic_steps:
+    assert [s["node"] for s in intrinsic_steps] == ["rewrite"]  # before any conversation exists
+    checks = [s for s in trace["steps"] if s["kind"] == "parallel"]
+    assert checks and all(s["node"] == "checks" for s in checks)
+    for step in checks:  # both checks, side by side, in one packed pass over the cached conversation
+        assert set(step["output"]) == {"certainty", "check"}
         assert step["reused_tokens"] >= 0.9 * step["context_tokens"]
     # The path through the graph depends on what the intrinsics said.
-    assert any(s["branch"] for s in intrinsic_steps)
+    assert any(s["branch"] for s in checks)
 
 
 def test_the_flow_hands_documents_over_and_retries_from_the_question():

@@ -7,6 +7,10 @@ are *segments of one sequence* after the shared prefix: each segment sees the pr
 never the other segments (a custom 4D attention mask), and its positions continue from the
 prefix as if it were alone (``position_ids``). The prefix's KV is stored once and read once per
 layer for all rows, and the cache of the conversation is rolled back afterwards as for one call.
+When the rows *start* with the same base-model tokens (three checks re-reading one answer turn,
+N samples of one prompt, a generated turn's closing tokens still waiting), those tokens join the
+shared prefix: they run once, in the first forward, and every row sees them (:func:`hoistable`);
+a row's adapted span is never hoisted, since it must run under the row's own adapter.
 
 Why our own LoRA application: PEFT activates one adapter per row (``adapter_names``) and one
 offset per row (``alora_offsets``); segments of one row need *per-token* adapters. The aLoRA
@@ -87,25 +91,15 @@ def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[In
     if not session.reuse:  # nothing cached to share: the no-reuse baseline runs them one by one
         return [_sequential(session, call) for call in calls]
     start = time.perf_counter()
-    renderer = session._renderer
-    if session.cached_tokens < len(session.ids):
-        # A generated turn's closing tokens wait for the next call: run them once, for every row.
-        reused, prefilled = session._sync(session.ids)
-        session._record(
-            CallStats(
-                kind="extend",
-                prefill_tokens=prefilled,
-                reused_tokens=reused,
-                seconds=time.perf_counter() - start,
-            )
-        )
     prefix = list(session._cached_ids)
     rows: list[_Row] = []
+    targets: list[list[int]] = []
     stop = backend.stop_token_ids
+    documents = session._documents()  # as Session.invoke renders them (``inline`` included)
     for call in calls:
         info = backend.adapters[call.adapter]
-        prompt = renderer.ids(
-            session.messages + [dict(m) for m in call.messages], documents=session.documents
+        prompt = session._renderer.ids(
+            session.messages + [dict(m) for m in call.messages], documents=documents
         )
         lead = info.invocation_tokens[: info.activation_offset]  # base weights, as trained
         adapted = info.adapter_tokens + [int(t) for t in call.adapted_input]
@@ -116,15 +110,16 @@ def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[In
         row = _Row(target[len(prefix) :], call.adapter, len(adapted), call.max_new_tokens, _greedy)
         row.choose = _constrained(row, call, stop)
         rows.append(row)
-    _decode_packed(session, rows)
+        targets.append(target)
+    shared = _decode_packed(session, rows, targets)
     seconds = time.perf_counter() - start
     results = []
-    for row in rows:
+    for i, row in enumerate(rows):
         stats = CallStats(
             kind="invoke",
             adapter=row.adapter,
-            prefill_tokens=len(row.segment),
-            reused_tokens=len(prefix),
+            prefill_tokens=len(row.segment) + (shared if i == 0 else 0),
+            reused_tokens=len(prefix) + (shared if i else 0),
             generated_tokens=len(row.tokens),
             seconds=seconds,
         )
@@ -143,8 +138,10 @@ def generate_parallel(session: Session, calls: Sequence[GenerateCall]) -> list[G
     f.generate(call.max_new_tokens, temperature=call.temperature, seed=call.seed)``, with the same
     tokens (greedy, or sampled with the row's own seeded generator drawing as :func:`decode`
     does); the session, its conversation and its cache are as they were afterwards (the answers
-    are returned, not appended). Each result's ``stats`` counts the row's own messages and
-    generation prompt as prefilled and the conversation as reused; ``seconds`` is shared.
+    are returned, not appended). Rows that start alike (N samples of one prompt) run their common
+    start once (:func:`hoistable`). Each result's ``stats`` counts the row's own messages and
+    generation prompt as prefilled and the conversation as reused (hoisted tokens: prefilled by
+    the first row, reused by the others); ``seconds`` is shared.
     """
     if not calls:
         return []
@@ -154,25 +151,28 @@ def generate_parallel(session: Session, calls: Sequence[GenerateCall]) -> list[G
     prefix = list(session._cached_ids)
     device = session.backend.device
     rows: list[_Row] = []
+    targets: list[list[int]] = []
+    documents = session._documents()  # as Session.generate renders them (``inline`` included)
     for call in calls:
         target = session._renderer.ids(
             session.messages + [dict(m) for m in call.messages],
             add_generation_prompt=True,
-            documents=session.documents,
+            documents=documents,
         )
         session._check_context(len(target), call.max_new_tokens)
         if target[: len(prefix)] != prefix or len(target) == len(prefix):
             return [_generate_sequential(session, c) for c in calls]
         choose = _sampler(call.temperature, call.seed, device)
         rows.append(_Row(target[len(prefix) :], None, 0, call.max_new_tokens, choose))
-    _decode_packed(session, rows)
+        targets.append(target)
+    shared = _decode_packed(session, rows, targets)
     seconds = time.perf_counter() - start
     results = []
-    for row in rows:
+    for i, row in enumerate(rows):
         stats = CallStats(
             kind="generate",
-            prefill_tokens=len(row.segment),
-            reused_tokens=len(prefix),
+            prefill_tokens=len(row.segment) + (shared if i == 0 else 0),
+            reused_tokens=len(prefix) + (shared if i else 0),
             generated_tokens=len(row.tokens),
             seconds=seconds,
         )
@@ -191,18 +191,45 @@ def _generate_sequential(session: Session, call: GenerateCall) -> GenerateResult
     return result
 
 
-def _decode_packed(session: Session, rows: list[_Row]) -> None:
+def hoistable(prefix_len: int, targets: Sequence[Sequence[int]], rows: Sequence[_Row]) -> int:
+    """How many tokens after the cached prefix every row's target shares *and* runs with base
+    weights: they are computed once, as part of the shared prefix, instead of once per row.
+
+    Why the cap: a row's adapted span (its last ``adapted`` tokens: the invocation from its
+    activation on, and the adapted input) must run under its own adapter, so no hoisted token may
+    reach into it, even when several rows have the same tokens there. Each row also keeps at least
+    one token of its own, whose logits start its decoding.
+    """
+    if not targets:
+        return 0
+    first = targets[0]
+    limit = min(len(t) - max(row.adapted, 1) for t, row in zip(targets, rows))
+    n = prefix_len
+    while n < limit and all(t[n] == first[n] for t in targets):
+        n += 1
+    return max(0, n - prefix_len)
+
+
+def _decode_packed(session: Session, rows: list[_Row], targets: Sequence[Sequence[int]]) -> int:
     """Decode every row to its end (a stop token, or its ``max_new_tokens``) on the session's
-    cache, one packed forward per step, then roll the cache back."""
+    cache, one packed forward per step, then roll the cache back. Returns how many tokens were
+    hoisted (:func:`hoistable`): the rows' common base-model start, run once in the first forward
+    as part of the shared prefix (the conversation's own tokens among them, e.g. a generated
+    turn's closing tokens, stay cached afterwards, as :meth:`Session.invoke` keeps them; the rest
+    is cropped away)."""
     backend = session.backend
     prefix_len = len(session._cached_ids)
     stop = backend.stop_token_ids
-    with session._rollback():
+    hoist = hoistable(prefix_len, targets, rows)
+    shared = list(targets[0][prefix_len : prefix_len + hoist])
+    for row in rows:
+        row.segment = row.segment[hoist:]
+    with session._rollback(keep=list(targets[0][: prefix_len + hoist])):
         cache = session._cache
         feeds = [(row, row.segment, row.adapted) for row in rows]
         first = True
         while feeds:
-            logits = _forward_packed(backend, cache, prefix_len, feeds)
+            logits = _forward_packed(backend, cache, prefix_len + hoist, feeds, shared if first else [])
             next_feeds = []
             for (row, _, _), row_logits in zip(feeds, logits):
                 token = row.choose(row_logits, first)
@@ -210,6 +237,7 @@ def _decode_packed(session: Session, rows: list[_Row]) -> None:
                 if token not in stop and len(row.tokens) < row.max_new_tokens:
                     next_feeds.append((row, [token], 1 if row.adapter else 0))
             feeds, first = next_feeds, False
+    return hoist
 
 
 def _sequential(session: Session, call: IntrinsicCall) -> InvokeResult:
@@ -228,12 +256,17 @@ def _forward_packed(
     cache: Any,
     prefix_len: int,
     feeds: list[tuple[_Row, list[int], int]],
+    shared: Sequence[int] = (),
 ) -> list[torch.Tensor]:
-    """One forward over every row's new tokens; returns each row's last-position logits."""
+    """One forward over every row's new tokens; returns each row's last-position logits.
+
+    ``prefix_len`` is the length of the prefix every row sees. ``shared`` (first step only) are
+    its last tokens, not cached yet: they go first, seeing the cache and themselves causally,
+    and every row sees them."""
     device = backend.device
     past = cache.get_seq_length()
-    ids: list[int] = []
-    positions: list[int] = []
+    ids: list[int] = [int(t) for t in shared]
+    positions: list[int] = list(range(prefix_len - len(ids), prefix_len))
     ends: list[int] = []
     plan: list[tuple[str, int, int]] = []  # each row's adapted tokens are the tail of its feed
     for row, tokens, adapted in feeds:
@@ -247,7 +280,10 @@ def _forward_packed(
     # visibility: the shared prefix, the row's earlier tokens, and its new tokens causally
     mask = torch.zeros((1, 1, q, past + q), dtype=torch.bool, device=device)
     mask[..., :prefix_len] = True
-    cursor = 0
+    cursor = len(shared)
+    if cursor:  # the hoisted tokens see the cache and themselves, causally
+        causal = torch.ones((cursor, cursor), dtype=torch.bool, device=device).tril()
+        mask[0, 0, :cursor, past : past + cursor] = causal
     for row, tokens, _ in feeds:
         n = len(tokens)
         if row.kv:

@@ -116,6 +116,11 @@ def faithfulness(labels: Sequence[str], unfaithful: bool) -> str:
     return f"{verdict} ({n}: " + ", ".join(f"{c} {label}" for label, c in counts.items()) + ")"
 
 
+#: Step kinds the panel reports reuse and branching for: intrinsic calls, and parallel steps
+#: (the flow's checks run as branches of one packed pass).
+_CHECKS = ("intrinsic", "parallel")
+
+
 def reuse_line(step: Any) -> str:
     """What one intrinsic step took from the cache, in words."""
     if not step.context_tokens:
@@ -185,7 +190,7 @@ def summary_panel(
     grid.add_row("answer", str(values.get("answer", "")))
     if "certainty" in values:
         grid.add_row("certainty", f"{values['certainty'].score:.2f}")
-    if "hallucination" in values:
+    if "hallucination" in values and not values.get("abstained"):  # not about a withdrawn answer
         check = values["hallucination"]
         grid.add_row("faithfulness", faithfulness([s.f for s in check.sentences], check.unfaithful))
     flags = [name for name in ("abstained", "flagged") if values.get(name)]
@@ -199,12 +204,12 @@ def summary_panel(
     branches = [
         f"{s.node} -> {s.next} ({s.branch})"
         for s in trace.steps
-        if s.branch and s.branch != "default" and s.kind == "intrinsic"
+        if s.branch and s.branch != "default" and s.kind in _CHECKS
     ]
     if branches:
         grid.add_row("branches", "\n".join(branches))
     for step in trace.steps:
-        if step.kind == "intrinsic":
+        if step.kind in _CHECKS:
             grid.add_row(f"  {step.node}", reuse_line(step))
         elif step.kind == "rewind":
             grid.add_row(f"  {step.node}", rewind_line(step))

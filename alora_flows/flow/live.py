@@ -40,6 +40,32 @@ def kind_style(kind: str) -> str:
     return cls.style if cls is not None else "white"
 
 
+def branch_outputs(step: TraceStep) -> dict[str, Any] | None:
+    """A step's branches and their outputs, when its kind runs branches (``parallel``, ``map``:
+    :attr:`Node.branches`) and its output maps them; None otherwise."""
+    cls = NODE_KINDS.get(step.kind)
+    if cls is None or not cls.branches or not isinstance(step.output, dict) or not step.output:
+        return None
+    return step.output
+
+
+def branch_lines(step: TraceStep, width: int, indent: int = 3) -> list[Text] | None:
+    """The branches of a parallel step side by side, one line each under the step, names
+    aligned, outputs cut at ``width``: ``├ certainty  score=0.41 digit=3``."""
+    branches = branch_outputs(step)
+    if branches is None:
+        return None
+    name_width = min(max(len(str(name)) for name in branches), 14)
+    lines = []
+    for i, (name, output) in enumerate(branches.items()):
+        line = Text(" " * indent + ("└ " if i == len(branches) - 1 else "├ "), style="dim")
+        line.append_text(_fit(Text(str(name), style=kind_style(step.kind)), name_width))
+        line.pad_right(indent + 2 + name_width + 2 - len(line))
+        line.append(short(output, 10_000))
+        lines.append(_fit(line, width))
+    return lines
+
+
 def _compact(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -93,9 +119,14 @@ def steps_table(steps: list[TraceStep], title: str | None = None) -> Table:
             str(step.reused_tokens),
             str(step.generated_tokens),
             f"{step.seconds:.2f}s",
-            Text(short(step.output, 48)),
+            Text("" if branch_outputs(step) else short(step.output, 48)),
             nxt,
         )
+        for i, (name, output) in enumerate((branch_outputs(step) or {}).items()):
+            last = i == len(step.output) - 1
+            table.add_row(
+                "", f"[dim]{'└' if last else '├'}[/] {name}", "", "", "", "", "", Text(short(output, 48)), ""
+            )
     return table
 
 
@@ -130,7 +161,8 @@ def compact_step(step: TraceStep, width: int, node_width: int = 12) -> list[Text
         f" {step.prefill_tokens:>7} {step.reused_tokens:>6} {step.generated_tokens:>4} {step.seconds:>6.2f}s"
     )
     head.append(f"  → {step.next or ''}", style="bold")
-    lines = [_fit(head, width), _fit(Text("   " + short(step.output, 10_000)), width)]
+    lines = [_fit(head, width)]
+    lines.extend(branch_lines(step, width) or [_fit(Text("   " + short(step.output, 10_000)), width)])
     if _branch_text(step):
         lines.append(_fit(Text(f"     {_branch_text(step)}", style="dim"), width))
     return lines

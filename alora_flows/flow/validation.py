@@ -511,9 +511,12 @@ class _NodeView:
     def wrap(self, exc: FlowDefinitionError, path: tuple[Any, ...], what: str) -> None:
         self.error(f"{what}: {exc.detail}", path, type(exc))
 
-    def template(self, source: Any, path: tuple[Any, ...], what: str) -> None:
+    def template(
+        self, source: Any, path: tuple[Any, ...], what: str, local: frozenset[str] = frozenset()
+    ) -> None:
         try:
-            self.checker.reads.append((self.name, self.base + path, check_template(source).names))
+            names = check_template(source).names - local
+            self.checker.reads.append((self.name, self.base + path, names))
         except FlowDefinitionError as exc:
             self.wrap(exc, path, what)
 

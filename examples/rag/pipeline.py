@@ -4,7 +4,8 @@ python -m examples.rag.pipeline "What is the chief export of Skoharna?"
 
 The retrieved documents enter the conversation as documents (a ``message`` node with
 ``documents`` rendered ``inline``: in front of the question, as the intrinsics were trained), so
-the hallucination check accepts only values found in them; both retries rewind to the mark set
+the hallucination check accepts only values found in them; the two checks after the answer run
+as branches of one ``parallel`` node (one packed pass); both retries rewind to the mark set
 before the first attempt, so the second answer starts from the question.
 """
 
@@ -14,7 +15,14 @@ import sys
 
 from alora_flows.demo.retrieval import retrieve
 from alora_flows.flow import END, Flow
-from alora_flows.flow.nodes import MarkNode, MessageNode, MessageParams, RewindNode
+from alora_flows.flow.nodes import (
+    IntrinsicNode,
+    MarkNode,
+    MessageNode,
+    MessageParams,
+    ParallelNode,
+    RewindNode,
+)
 
 #: Certainty below this is "low": retry once with more documents, then abstain. Chosen on the
 #: uncertainty validation split as the threshold that cuts the most wrong answers net of the
@@ -28,7 +36,15 @@ STRICTER = "Answer with one sentence copied from the documents, or say: I don't 
 def build_flow(threshold: float = CERTAINTY_THRESHOLD, docs_dir: str | None = None) -> Flow:
     """The demo flow; ``docs_dir`` makes ``retrieve`` search another folder of documents."""
     low = f"certainty.score < {threshold}"
-    flow = Flow("rag-with-checks", inputs=["question"], max_steps=30, model="embedded", start="init")
+    intrinsics = {"rewrite": "builtin", "uncertainty": "builtin", "hallucination": "builtin"}
+    flow = Flow(
+        "rag-with-checks",
+        inputs=["question"],
+        max_steps=30,
+        model="embedded",
+        intrinsics=intrinsics,
+        start="init",
+    )
     flow.set("init", attempt=1, k=2, strict=False, abstained=False, flagged=False, instruction=INSTRUCTION)
     flow.add("asked", MarkNode(mark="before_answer"))
     flow.intrinsic("rewrite", "rewrite", output="query")
@@ -47,25 +63,34 @@ def build_flow(threshold: float = CERTAINTY_THRESHOLD, docs_dir: str | None = No
         ),
     )
     flow.generate("answer", max_new_tokens=64, output="answer")
-    flow.intrinsic("certainty", "uncertainty", output="certainty")
+    # both checks as branches of one packed pass; the hallucination result goes unused when
+    # certainty is low (the price of one pass)
+    checks = {
+        "certainty": IntrinsicNode(intrinsic="uncertainty", output="certainty"),
+        "check": IntrinsicNode(intrinsic="hallucination", output="hallucination"),
+    }
+    flow.add("checks", ParallelNode(parallel=checks))
     flow.set("widen", attempt=2, k=4)
     flow.add("retry_wider", RewindNode(rewind="before_answer"))
     flow.set("abstain", answer=ABSTAIN, abstained=True)
-    flow.intrinsic("check", "hallucination", output="hallucination")
     flow.set("stricter", strict=True, instruction=STRICTER)
     flow.add("retry_strict", RewindNode(rewind="before_answer"))
     flow.set("flag", flagged=True)
 
     flow.edge("init", "asked").edge("asked", "rewrite").edge("rewrite", "retrieve")
     flow.edge("retrieve", "instruct").edge("instruct", "ask").edge("ask", "answer")
-    flow.edge("answer", "certainty")
-    flow.branch("certainty", [(f"{low} and attempt == 1", "widen"), (low, "abstain")], default="check")
-    flow.edge("widen", "retry_wider").edge("retry_wider", "retrieve").edge("abstain", END)
+    flow.edge("answer", "checks")
     flow.branch(
-        "check",
-        [("hallucination.unfaithful and not strict", "stricter"), ("hallucination.unfaithful", "flag")],
+        "checks",
+        [
+            (f"{low} and attempt == 1", "widen"),
+            (low, "abstain"),
+            ("hallucination.unfaithful and not strict", "stricter"),
+            ("hallucination.unfaithful", "flag"),
+        ],
         default=END,
     )
+    flow.edge("widen", "retry_wider").edge("retry_wider", "retrieve").edge("abstain", END)
     flow.edge("stricter", "retry_strict").edge("retry_strict", "instruct").edge("flag", END)
     return flow
 

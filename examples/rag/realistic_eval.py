@@ -132,10 +132,11 @@ def record_of(question: RagQuestion, pipeline: str, result: Any) -> dict[str, An
     flagged = bool(values.get("flagged"))
     steps = result.trace.steps
     rewinds = [s for s in steps if s.kind == "rewind"]
+    # each attempt's certainty: the `certainty` branch of the flow's `checks` step
     certainty = [
-        round(float(s.output["score"]), 4)
+        round(float(s.output["certainty"]["score"]), 4)
         for s in steps
-        if s.node == "certainty" and isinstance(s.output, dict) and "score" in s.output
+        if s.node == "checks" and isinstance(s.output, dict) and "score" in s.output.get("certainty", {})
     ]
     totals = result.trace.compute_totals()
     return {

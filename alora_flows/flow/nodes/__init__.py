@@ -13,6 +13,7 @@ from alora_flows.flow.nodes.base import (
 from alora_flows.flow.nodes.generate import GenerateNode, GenerateParams
 from alora_flows.flow.nodes.interrupt import InterruptNode, InterruptParams, coerce_values
 from alora_flows.flow.nodes.intrinsic import IntrinsicNode
+from alora_flows.flow.nodes.map import MapNode, MapParams
 from alora_flows.flow.nodes.mark import MarkNode
 from alora_flows.flow.nodes.message import MessageNode, MessageParams
 from alora_flows.flow.nodes.parallel import ParallelNode
@@ -30,6 +31,8 @@ __all__ = [
     "InterruptNode",
     "InterruptParams",
     "IntrinsicNode",
+    "MapNode",
+    "MapParams",
     "MarkNode",
     "MessageNode",
     "MessageParams",

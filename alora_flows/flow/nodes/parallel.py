@@ -19,12 +19,14 @@ when the node declares how to combine them (``reduce: {notes: append}``, as Lang
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
-from alora_flows.errors import FlowDefinitionError
+from alora_flows.errors import FlowDefinitionError, FlowRuntimeError
 from alora_flows.flow.nodes.base import (
     Node,
     NodeCheck,
@@ -36,6 +38,7 @@ from alora_flows.flow.nodes.base import (
 from alora_flows.flow.nodes.generate import GenerateNode
 from alora_flows.flow.nodes.intrinsic import IntrinsicNode
 from alora_flows.flow.nodes.set import SetNode
+from alora_flows.sandbox.templates import TemplateError, is_template, render
 
 Reducer = Literal["append", "sum", "min", "max"]
 _REDUCE: dict[str, Callable[[list[Any]], Any]] = {
@@ -73,8 +76,9 @@ class ParallelNode(Node):
     style: ClassVar[str] = "bright_magenta"
     shape: ClassVar[tuple[str, str]] = ('[["', '"]]')
     uses_session: ClassVar[bool] = True
+    branches: ClassVar[bool] = True
 
-    parallel: dict[str, Node] = Field(min_length=1)
+    parallel: dict[str, SerializeAsAny[Node]] = Field(min_length=1)  # dumped as their own kinds
     reduce: dict[str, Reducer] = {}
 
     @field_validator("parallel", mode="before")
@@ -124,38 +128,12 @@ class ParallelNode(Node):
     # ------------------------------------------------------------------ running
     def execute(self, ctx: StepContext) -> dict[str, Any]:
         writes: dict[str, list[Any]] = {}
-        outputs: dict[str, Any] = {}
-        packable = {
-            name: branch for name, branch in self.parallel.items() if isinstance(branch, IntrinsicNode)
-        }
-        specs = {name: ctx.intrinsic(branch.intrinsic) for name, branch in packable.items()}
-        packed = None
-        if len(packable) > 1 and all(isinstance(s, PackableIntrinsic) for s in specs.values()):
-            packed = self._packed(ctx, packable, specs, writes)
-        if packed is None:
-            packable = {}
-        else:
-            outputs.update(packed)
-        done: set[str] = set(packable)
-        generators = {name: branch for name, branch in self.parallel.items() if type(branch) is GenerateNode}
-        if len(generators) > 1 and getattr(ctx.session, "reuse", False):
-            outputs.update(self._packed_generate(ctx, generators, writes))
-            done = set(packable) | set(generators)
         resources = ctx.resource() or {}
-        for position, (name, branch) in enumerate(self.parallel.items()):
-            if name in done:
-                continue
-            if not branch.uses_session:
-                outputs[name] = branch.execute(
-                    _BranchStep(ctx, name, ctx.session, resources.get(name), writes, position)
-                )
-                continue
-            fork = ctx.session.fork()
-            before = len(fork.history)
-            outputs[name] = branch.execute(
-                _BranchStep(ctx, name, fork, resources.get(name), writes, position)
-            )
-            ctx.session.history.extend(fork.history[before:])  # the trace counts every branch's calls
+        branches = [
+            Branch(name, node, position, resource=resources.get(name))
+            for position, (name, node) in enumerate(self.parallel.items())
+        ]
+        outputs = run_branches(ctx, branches, writes)
         for field, values in writes.items():
             reducer = self.reduce.get(field)
             ctx.write(field, _REDUCE[reducer](values) if reducer else values[-1])
@@ -164,88 +142,156 @@ class ParallelNode(Node):
                 outputs[name] = {field: getattr(ctx.state, field) for field in branch.outputs()}
         return outputs
 
-    def _packed(
-        self,
-        ctx: StepContext,
-        branches: dict[str, IntrinsicNode],
-        specs: dict[str, Any],
-        writes: dict[str, list[Any]],
-    ) -> dict[str, Any]:
-        from alora_flows.core.parallel import invoke_parallel
 
-        values = ctx.values()
-        prepared = {}
-        for name, branch in branches.items():
-            override = None if branch.input is None else ctx.render(branch.input, "input")
-            prepared[name] = specs[name].prepare(
-                ctx.session, branch.intrinsic, values, input_override=override
+@dataclass
+class Branch:
+    """One branch of a fan-out: a ``parallel`` node's branch, or one item of a ``map``."""
+
+    name: str
+    node: Node
+    position: int  # declaration (item) order: the branch's seed
+    local: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # names bound for this branch only
+    resource: Any = None  # what the node's ``prepare`` resolved at validation
+
+
+def run_branches(ctx: StepContext, branches: list[Branch], writes: dict[str, list[Any]]) -> dict[str, Any]:
+    """Run ``branches`` from the conversation as it is now; returns each branch's output by name,
+    in branch order, and collects their state writes in ``writes`` (the caller joins them).
+
+    Two or more intrinsic branches run as one packed forward per decoding step
+    (:func:`~alora_flows.core.parallel.invoke_parallel`), two or more ``generate`` branches too
+    (:func:`~alora_flows.core.parallel.generate_parallel`, with reuse); the others run one after
+    the other, those that use the session each on a fork of it. Shared by ``parallel`` and ``map``.
+    """
+    steps = {
+        b.name: _BranchStep(ctx, b.name, ctx.session, b.resource, writes, b.position, b.local)
+        for b in branches
+    }
+    outputs: dict[str, Any] = {}
+    intrinsic = [b for b in branches if isinstance(b.node, IntrinsicNode)]
+    specs = {b.name: ctx.intrinsic(b.node.intrinsic) for b in intrinsic}  # type: ignore[attr-defined]
+    if len(intrinsic) > 1 and all(isinstance(s, PackableIntrinsic) for s in specs.values()):
+        outputs.update(_packed(ctx, intrinsic, specs, steps, writes) or {})
+    generators = [b for b in branches if type(b.node) is GenerateNode]
+    if len(generators) > 1 and getattr(ctx.session, "reuse", False):
+        outputs.update(_packed_generate(ctx, generators, steps, writes))
+    for b in branches:
+        if b.name in outputs:
+            continue
+        if not b.node.uses_session:
+            outputs[b.name] = b.node.execute(steps[b.name])
+            continue
+        fork = ctx.session.fork()
+        before = len(fork.history)
+        step = steps[b.name]
+        step.session = fork
+        outputs[b.name] = b.node.execute(step)
+        ctx.session.history.extend(fork.history[before:])  # the trace counts every branch's calls
+    return {b.name: outputs[b.name] for b in branches}
+
+
+def _packed(
+    ctx: StepContext,
+    branches: list[Branch],
+    specs: dict[str, Any],
+    steps: dict[str, _BranchStep],
+    writes: dict[str, list[Any]],
+) -> dict[str, Any] | None:
+    """The intrinsic branches as one packed call; None when one of them cannot share it (its
+    spec's ``prepare`` says so, e.g. a rewrite whose question ends the conversation): they then
+    run one after the other, each as its own node would."""
+    from alora_flows.core.parallel import invoke_parallel
+
+    prepared = {}
+    for b in branches:
+        node: IntrinsicNode = b.node  # type: ignore[assignment]
+        step = steps[b.name]
+        override = None if node.input is None else step.render(node.input, "input")
+        prepared[b.name] = specs[b.name].prepare(
+            ctx.session, node.intrinsic, step.values(), input_override=override
+        )
+        if prepared[b.name] is None:
+            return None
+    results = invoke_parallel(ctx.session, [p.call for p in prepared.values()])
+    outputs = {}
+    for b, result in zip(branches, results):
+        output = specs[b.name].finish(prepared[b.name], result)
+        steps[b.name].write(getattr(b.node, "output", None), output)
+        outputs[b.name] = output
+    return outputs
+
+
+def _packed_generate(
+    ctx: StepContext, branches: list[Branch], steps: dict[str, _BranchStep], writes: dict[str, list[Any]]
+) -> dict[str, Any]:
+    """The generate branches as one packed pass: what each would do on its fork (its messages,
+    then a base-model answer with its own seed), same tokens."""
+    from alora_flows.core.parallel import GenerateCall, generate_parallel
+
+    calls = []
+    for b in branches:
+        params = b.node.generate  # type: ignore[attr-defined]
+        step = steps[b.name]
+        messages = [
+            {"role": role, "content": step.render(text, role)}
+            for role, text in (("system", params.system), ("user", params.user))
+            if text is not None
+        ]
+        calls.append(
+            GenerateCall(
+                messages=messages,
+                max_new_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                seed=None if step.seed is None else step.seed + ctx.index,  # as the generate node seeds
             )
-        results = invoke_parallel(ctx.session, [p.call for p in prepared.values()])
-        outputs = {}
-        for (name, branch), result in zip(branches.items(), results):
-            output = specs[name].finish(prepared[name], result)
-            if branch.output:
-                writes.setdefault(branch.output, []).append(output)
-            outputs[name] = output
-        return outputs
-
-    def _packed_generate(
-        self, ctx: StepContext, branches: dict[str, GenerateNode], writes: dict[str, list[Any]]
-    ) -> dict[str, Any]:
-        """The generate branches as one packed pass: what each would do on its fork (its
-        messages, then a base-model answer with its own seed), same tokens."""
-        from alora_flows.core.parallel import GenerateCall, generate_parallel
-
-        positions = {name: i for i, name in enumerate(self.parallel)}
-        calls = []
-        for name, branch in branches.items():
-            params = branch.generate
-            messages = [
-                {"role": role, "content": ctx.render(text, role)}
-                for role, text in (("system", params.system), ("user", params.user))
-                if text is not None
-            ]
-            seed = branch_seed(ctx.seed, positions[name])
-            calls.append(
-                GenerateCall(
-                    messages=messages,
-                    max_new_tokens=params.max_new_tokens,
-                    temperature=params.temperature,
-                    seed=None if seed is None else seed + ctx.index,  # as the generate node seeds
-                )
-            )
-        results = generate_parallel(ctx.session, calls)
-        outputs = {}
-        for (name, branch), result in zip(branches.items(), results):
-            if branch.output:
-                writes.setdefault(branch.output, []).append(result.text)
-            outputs[name] = result.text
-        return outputs
+        )
+    results = generate_parallel(ctx.session, calls)
+    outputs = {}
+    for b, result in zip(branches, results):
+        steps[b.name].write(getattr(b.node, "output", None), result.text)
+        outputs[b.name] = result.text
+    return outputs
 
 
 class _BranchCheck:
-    """A branch's view of the validator: paths under ``parallel.<branch>``, writes collected."""
+    """A branch's view of the validator: paths under ``parallel.<branch>`` (or ``prefix``),
+    writes collected; ``local`` names (a map's item) are readable though not state fields."""
 
     def __init__(
-        self, ctx: NodeCheck, branch: str, writes: dict[str, list[tuple[str, Any, PathParts]]]
+        self,
+        ctx: NodeCheck,
+        branch: str,
+        writes: dict[str, list[tuple[str, Any, PathParts]]],
+        *,
+        prefix: PathParts | None = None,
+        label: str | None = None,
+        local: frozenset[str] = frozenset(),
     ) -> None:
-        self.ctx, self.branch, self.writes = ctx, branch, writes
+        self.ctx, self.branch, self.writes, self.local = ctx, branch, writes, local
         self.name, self.flow, self.base_dir = ctx.name, ctx.flow, ctx.base_dir
-        self.prefix: PathParts = ("parallel", branch)
+        self.prefix: PathParts = ("parallel", branch) if prefix is None else prefix
+        self.label = f"branch '{branch}'" if label is None else label
 
     def error(
         self, message: str, path: PathParts = (), cls: type[FlowDefinitionError] = FlowDefinitionError
     ) -> None:
-        self.ctx.error(f"branch '{self.branch}': {message}", self.prefix + path, cls)
+        self.ctx.error(f"{self.label}: {message}", self.prefix + path, cls)
 
     def wrap(self, exc: Any, path: PathParts, what: str) -> None:
-        self.ctx.wrap(exc, self.prefix + path, f"branch '{self.branch}': {what}")
+        self.ctx.wrap(exc, self.prefix + path, f"{self.label}: {what}")
 
-    def template(self, source: Any, path: PathParts, what: str) -> None:
-        self.ctx.template(source, self.prefix + path, what)
+    def template(self, source: Any, path: PathParts, what: str, local: frozenset[str] = frozenset()) -> None:
+        self.ctx.template(source, self.prefix + path, what, self.local | local)
 
     def literal(self, value: Any, path: PathParts, what: str) -> None:
-        self.ctx.literal(value, self.prefix + path, what)
+        if isinstance(value, str):
+            self.template(value, path, what)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                self.literal(v, path + (k,), what)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                self.literal(v, path + (i,), what)
 
     def write(self, field: str | None, tp: Any, path: PathParts) -> None:
         if field:
@@ -272,6 +318,7 @@ class _BranchStep:
         resource: Any,
         writes: dict[str, list[Any]],
         position: int,
+        local: Mapping[str, Any] | None = None,
     ):
         self.ctx, self.branch, self.session, self._resource, self.writes = (
             ctx,
@@ -283,15 +330,29 @@ class _BranchStep:
         self.name, self.index, self.state = ctx.name, ctx.index, ctx.state
         self.seed = branch_seed(ctx.seed, position)
         self.path = ctx.path
+        self.local = dict(local or {})
 
     def values(self) -> dict[str, Any]:
-        return self.ctx.values()
+        return {**self.ctx.values(), **self.local}
 
     def render(self, source: str, what: str) -> str:
-        return self.ctx.render(source, what)
+        if not self.local:
+            return self.ctx.render(source, what)
+        try:
+            return render(source, self.values())
+        except TemplateError as exc:
+            raise FlowRuntimeError(f"{what} template: {exc}") from None
 
     def render_value(self, value: Any) -> Any:
-        return self.ctx.render_value(value)
+        if not self.local:
+            return self.ctx.render_value(value)
+        if isinstance(value, str):
+            return self.render(value, "value") if is_template(value) else value
+        if isinstance(value, Mapping):
+            return {k: self.render_value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.render_value(v) for v in value]
+        return value
 
     def write(self, field: str | None, value: Any) -> None:
         if field:
