@@ -51,9 +51,9 @@ def _spy(monkeypatch, name):
     seen: list[int] = []
     real = getattr(core_parallel, name)
 
-    def spy(session, calls):
+    def spy(session, calls, **options):
         seen.append(len(calls))
-        return real(session, calls)
+        return real(session, calls, **options)
 
     monkeypatch.setattr(core_parallel, name, spy)
     return seen

@@ -288,3 +288,37 @@ def test_no_hoisted_token_is_an_adapted_one(strong, monkeypatch):
     assert hoistable(1, [target, target], rows) == 1
     base_rows = [_Row([], None, 0, 1, lambda *_: 0), _Row([], None, 0, 1, lambda *_: 0)]
     assert hoistable(1, [target, target], base_rows) == 3
+
+
+def test_stop_when_cancels_the_calls_still_running(strong):
+    """A short call that finishes first can stop the long ones: the finished results equal their
+    sequential calls, the stopped ones come back cancelled after fewer steps, the cache is as
+    before, and without reuse the stopped calls never start."""
+    backend = strong
+    tok = backend.tokenizer
+    vocab = list(range(len(tok)))
+    short = IntrinsicCall("alpha", max_new_tokens=1, allowed_token_ids=vocab, return_probs=True)
+    long = IntrinsicCall("beta", max_new_tokens=9, allowed_token_ids=vocab)
+    seen: list[list[int]] = []
+
+    def stop_when(finished):
+        seen.append(sorted(finished))
+        return 0 in finished
+
+    session = Session(backend, messages=CONVERSATION)
+    cached = session.cached_tokens
+    first, second = invoke_parallel(session, [short, long], stop_when=stop_when)
+    assert seen == [[0]]  # asked once, when the short call finished
+    want = _sequential(Session(backend, messages=CONVERSATION), short)
+    assert not first.cancelled and first.token_ids == want.token_ids
+    assert second.cancelled and len(second.token_ids) == 1 < long.max_new_tokens
+    assert session._cache.get_seq_length() == session.cached_tokens == cached
+    # never asked to stop: both run to their end
+    both = invoke_parallel(session, [short, long], stop_when=lambda finished: False)
+    assert not any(r.cancelled for r in both) and len(both[1].token_ids) == 9
+    # without reuse the calls run one after the other: the stopped one never starts
+    no_reuse = Session(backend, messages=CONVERSATION, reuse=False)
+    before = len(no_reuse.history)
+    first, second = invoke_parallel(no_reuse, [short, long], stop_when=stop_when)
+    assert first.token_ids == want.token_ids and second.cancelled and second.token_ids == []
+    assert len(no_reuse.history) == before + 1

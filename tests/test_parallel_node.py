@@ -53,9 +53,9 @@ def test_parallel_branches_equal_the_sequential_flow_in_one_packed_pass(backend,
     packed_calls = []
     real = core_parallel.invoke_parallel
 
-    def spy(session, calls):
+    def spy(session, calls, **options):
         packed_calls.append([c.adapter for c in calls])
-        return real(session, calls)
+        return real(session, calls, **options)
 
     monkeypatch.setattr(core_parallel, "invoke_parallel", spy)
     inputs = {"question": "When was Velmora founded?"}
@@ -143,3 +143,32 @@ def test_nested_parallel_is_refused():
         Flow.from_yaml_text(
             "name: n\nnodes:\n  f:\n    parallel:\n      a: {parallel: {b: {set: {x: 1}}}}\nedges:\n  - [f, END]\n"
         )
+
+
+CANCEL = PARALLEL.replace('      note:      {set: {note: "checked {{ answer }}"}}\n', "").replace(
+    "  checks:\n", '  checks:\n    cancel_when: "certainty.score < THRESHOLD"\n'
+)
+
+
+@pytest.mark.parametrize("threshold, cancelled", [(2.0, True), (-1.0, False)])
+def test_cancel_when_stops_the_branches_it_makes_moot(backend, threshold, cancelled):
+    """Once the finished certainty branch makes ``cancel_when`` hold, the rewrite branch stops,
+    writes None and shows as cancelled; when it does not hold, both run to their end, as without
+    it."""
+    inputs = {"question": "When was Velmora founded?"}
+    flow = Flow.from_yaml_text(CANCEL.replace("THRESHOLD", str(threshold)))
+    result = flow.run(Session(backend), inputs, intrinsic_specs=SPECS)
+    plain = Flow.from_yaml_text(PARALLEL).run(Session(backend), inputs, intrinsic_specs=SPECS)
+    step = result.trace.steps[1]
+    assert result.state.certainty.score == pytest.approx(plain.state.certainty.score, abs=1e-5)
+    if cancelled:
+        assert result.state.rewritten is None and step.output["rewrite"] == "cancelled"
+        assert step.generated_tokens < plain.trace.steps[1].generated_tokens
+    else:
+        assert result.state.rewritten == plain.state.rewritten and step.output["rewrite"] != "cancelled"
+        assert step.generated_tokens == plain.trace.steps[1].generated_tokens
+
+
+def test_cancel_when_is_validated():
+    bad = Flow.from_yaml_text(CANCEL.replace("certainty.score < THRESHOLD", "certainy.score < 0.5"))
+    assert any("certainy" in p.detail for p in bad.problems())

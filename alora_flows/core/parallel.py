@@ -70,15 +70,28 @@ class _Row:
     kv: list[int] = field(default_factory=list)  # cache positions this row's tokens occupy
     tokens: list[int] = field(default_factory=list)
     probs: dict[int, float] | None = None
+    done: bool = False
 
 
-def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[InvokeResult]:
+#: Called as calls finish, with every finished call's result by its index in ``calls``; True
+#: stops the calls still running (their results come back with ``cancelled=True``).
+StopWhen = Callable[[dict[int, InvokeResult]], bool]
+
+
+def invoke_parallel(
+    session: Session, calls: Sequence[IntrinsicCall], *, stop_when: StopWhen | None = None
+) -> list[InvokeResult]:
     """Run ``calls`` on the session's conversation as one packed forward per decoding step.
 
     Equivalent to ``[session.invoke(c.adapter, ...) for c in calls]`` (same greedy tokens; the
     tests check logits to 1e-4), and like ``invoke`` it leaves the conversation and its cache
     exactly as they were. Each result's ``stats`` counts its own segment's tokens as prefilled and
     the whole conversation as reused; ``seconds`` is the group's wall time, shared.
+
+    ``stop_when`` lets a short call decide that a long one is not needed (a low certainty makes
+    a faithfulness check moot): it is asked after each step in which calls finished, and when it
+    says so the rest stop where they are, as cancelled results (without reuse, where calls run
+    one after the other, the rest never start).
     """
     if not calls:
         return []
@@ -89,29 +102,40 @@ def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[In
                 f"no adapter named '{call.adapter}' is loaded (loaded: {sorted(backend.adapters) or 'none'})"
             )
     if not session.reuse:  # nothing cached to share: the no-reuse baseline runs them one by one
-        return [_sequential(session, call) for call in calls]
+        return _one_by_one(session, calls, stop_when)
     start = time.perf_counter()
     prefix = list(session._cached_ids)
     rows: list[_Row] = []
     targets: list[list[int]] = []
     stop = backend.stop_token_ids
-    documents = session._documents()  # as Session.invoke renders them (``inline`` included)
     for call in calls:
-        info = backend.adapters[call.adapter]
-        prompt = session._renderer.ids(
-            session.messages + [dict(m) for m in call.messages], documents=documents
-        )
-        lead = info.invocation_tokens[: info.activation_offset]  # base weights, as trained
-        adapted = info.adapter_tokens + [int(t) for t in call.adapted_input]
-        target = prompt + lead + adapted
+        # the very tokens Session.invoke would run (inline documents included)
+        plan = session.invocation(call.adapter, messages=call.messages, adapted_input=call.adapted_input)
+        target = plan.ids
         session._check_context(len(target), call.max_new_tokens)
         if target[: len(prefix)] != prefix or len(target) == len(prefix):
-            return [_sequential(session, c) for c in calls]  # the rendering diverged: no shared prefix
-        row = _Row(target[len(prefix) :], call.adapter, len(adapted), call.max_new_tokens, _greedy)
+            return _one_by_one(session, calls, stop_when)  # the rendering diverged: no shared prefix
+        row = _Row(target[len(prefix) :], call.adapter, plan.adapted, call.max_new_tokens, _greedy)
         row.choose = _constrained(row, call, stop)
         rows.append(row)
         targets.append(target)
-    shared = _decode_packed(session, rows, targets)
+    finished: dict[int, InvokeResult] = {}
+
+    def result(row: _Row, cancelled: bool = False) -> InvokeResult:
+        return InvokeResult(
+            text=session._text(row.tokens),
+            token_ids=row.tokens,
+            probs=row.probs,
+            stats=CallStats(kind="invoke", adapter=row.adapter),
+            cancelled=cancelled,
+        )
+
+    def on_done(done: list[int]) -> bool:
+        for i in done:
+            finished[i] = result(rows[i])
+        return stop_when is not None and stop_when(dict(finished))
+
+    shared = _decode_packed(session, rows, targets, on_done=on_done)
     seconds = time.perf_counter() - start
     results = []
     for i, row in enumerate(rows):
@@ -124,10 +148,23 @@ def invoke_parallel(session: Session, calls: Sequence[IntrinsicCall]) -> list[In
             seconds=seconds,
         )
         session.history.append(stats)
-        results.append(
-            InvokeResult(text=session._text(row.tokens), token_ids=row.tokens, probs=row.probs, stats=stats)
-        )
+        results.append(result(row, cancelled=not row.done).model_copy(update={"stats": stats}))
     return results
+
+
+def _one_by_one(
+    session: Session, calls: Sequence[IntrinsicCall], stop_when: StopWhen | None
+) -> list[InvokeResult]:
+    finished: dict[int, InvokeResult] = {}
+    for i, call in enumerate(calls):
+        if stop_when is not None and finished and stop_when(dict(finished)):
+            break
+        finished[i] = _sequential(session, call)
+    cancelled = [
+        InvokeResult(text="", token_ids=[], stats=CallStats(kind="invoke", adapter=c.adapter), cancelled=True)
+        for c in calls
+    ]
+    return [finished.get(i, cancelled[i]) for i in range(len(calls))]
 
 
 def generate_parallel(session: Session, calls: Sequence[GenerateCall]) -> list[GenerateResult]:
@@ -210,13 +247,19 @@ def hoistable(prefix_len: int, targets: Sequence[Sequence[int]], rows: Sequence[
     return max(0, n - prefix_len)
 
 
-def _decode_packed(session: Session, rows: list[_Row], targets: Sequence[Sequence[int]]) -> int:
+def _decode_packed(
+    session: Session,
+    rows: list[_Row],
+    targets: Sequence[Sequence[int]],
+    on_done: Callable[[list[int]], bool] | None = None,
+) -> int:
     """Decode every row to its end (a stop token, or its ``max_new_tokens``) on the session's
     cache, one packed forward per step, then roll the cache back. Returns how many tokens were
     hoisted (:func:`hoistable`): the rows' common base-model start, run once in the first forward
     as part of the shared prefix (the conversation's own tokens among them, e.g. a generated
     turn's closing tokens, stay cached afterwards, as :meth:`Session.invoke` keeps them; the rest
-    is cropped away)."""
+    is cropped away). ``on_done`` gets the indices of the rows that finished at a step; True
+    stops the others there (they keep ``done`` False)."""
     backend = session.backend
     prefix_len = len(session._cached_ids)
     stop = backend.stop_token_ids
@@ -230,12 +273,17 @@ def _decode_packed(session: Session, rows: list[_Row], targets: Sequence[Sequenc
         first = True
         while feeds:
             logits = _forward_packed(backend, cache, prefix_len + hoist, feeds, shared if first else [])
-            next_feeds = []
+            next_feeds, done = [], []
             for (row, _, _), row_logits in zip(feeds, logits):
                 token = row.choose(row_logits, first)
                 row.tokens.append(token)
                 if token not in stop and len(row.tokens) < row.max_new_tokens:
                     next_feeds.append((row, [token], 1 if row.adapter else 0))
+                else:
+                    row.done = True
+                    done.append(rows.index(row))
+            if done and next_feeds and on_done is not None and on_done(done):
+                next_feeds = []
             feeds, first = next_feeds, False
     return hoist
 

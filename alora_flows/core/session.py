@@ -100,6 +100,9 @@ class InvokeResult(GenerateResult):
     probs: dict[int, float] | None = None
     #: Raw logits at the first output position, when asked for (``return_logits=True``).
     logits: Any = Field(default=None, exclude=True, repr=False)
+    #: Stopped before its end because a packed group no longer needed it
+    #: (:func:`~alora_flows.core.parallel.invoke_parallel`'s ``stop_when``): not to be parsed.
+    cancelled: bool = False
 
 
 def _as_message(message: Mapping[str, str] | BaseModel) -> dict[str, str]:

@@ -63,13 +63,13 @@ def build_flow(threshold: float = CERTAINTY_THRESHOLD, docs_dir: str | None = No
         ),
     )
     flow.generate("answer", max_new_tokens=64, output="answer")
-    # both checks as branches of one packed pass; the hallucination result goes unused when
-    # certainty is low (the price of one pass)
+    # both checks as branches of one packed pass; a low certainty stops the faithfulness check,
+    # whose result the branches below would not read
     checks = {
         "certainty": IntrinsicNode(intrinsic="uncertainty", output="certainty"),
         "check": IntrinsicNode(intrinsic="hallucination", output="hallucination"),
     }
-    flow.add("checks", ParallelNode(parallel=checks))
+    flow.add("checks", ParallelNode(parallel=checks, cancel_when=f"certainty.score < {threshold}"))
     flow.set("widen", attempt=2, k=4)
     flow.add("retry_wider", RewindNode(rewind="before_answer"))
     flow.set("abstain", answer=ABSTAIN, abstained=True)

@@ -38,6 +38,7 @@ from alora_flows.flow.nodes.base import (
 from alora_flows.flow.nodes.generate import GenerateNode
 from alora_flows.flow.nodes.intrinsic import IntrinsicNode
 from alora_flows.flow.nodes.set import SetNode
+from alora_flows.sandbox.expressions import ExpressionError, check_expression, evaluate
 from alora_flows.sandbox.templates import TemplateError, is_template, render
 
 Reducer = Literal["append", "sum", "min", "max"]
@@ -80,6 +81,10 @@ class ParallelNode(Node):
 
     parallel: dict[str, SerializeAsAny[Node]] = Field(min_length=1)  # dumped as their own kinds
     reduce: dict[str, Reducer] = {}
+    #: An expression over the state and the branches' outputs: once it holds, packed intrinsic
+    #: branches still decoding stop and write None (a low certainty makes a long faithfulness
+    #: check moot). Checked as branches finish, once every branch it reads has.
+    cancel_when: str | None = None
 
     @field_validator("parallel", mode="before")
     @classmethod
@@ -115,6 +120,8 @@ class ParallelNode(Node):
         for field in self.reduce:
             if field not in writes:
                 ctx.error(f"reduce names '{field}', which no branch writes", ("reduce", field))
+        if self.cancel_when is not None:
+            ctx.template("{{ " + self.cancel_when + " }}", ("cancel_when",), "cancel_when")
 
     def prepare(self, ctx: NodeCheck) -> dict[str, Any]:
         return {name: branch.prepare(_BranchCheck(ctx, name, {})) for name, branch in self.parallel.items()}
@@ -133,7 +140,7 @@ class ParallelNode(Node):
             Branch(name, node, position, resource=resources.get(name))
             for position, (name, node) in enumerate(self.parallel.items())
         ]
-        outputs = run_branches(ctx, branches, writes)
+        outputs = run_branches(ctx, branches, writes, cancel_when=self.cancel_when)
         for field, values in writes.items():
             reducer = self.reduce.get(field)
             ctx.write(field, _REDUCE[reducer](values) if reducer else values[-1])
@@ -154,7 +161,9 @@ class Branch:
     resource: Any = None  # what the node's ``prepare`` resolved at validation
 
 
-def run_branches(ctx: StepContext, branches: list[Branch], writes: dict[str, list[Any]]) -> dict[str, Any]:
+def run_branches(
+    ctx: StepContext, branches: list[Branch], writes: dict[str, list[Any]], *, cancel_when: str | None = None
+) -> dict[str, Any]:
     """Run ``branches`` from the conversation as it is now; returns each branch's output by name,
     in branch order, and collects their state writes in ``writes`` (the caller joins them).
 
@@ -171,7 +180,7 @@ def run_branches(ctx: StepContext, branches: list[Branch], writes: dict[str, lis
     intrinsic = [b for b in branches if isinstance(b.node, IntrinsicNode)]
     specs = {b.name: ctx.intrinsic(b.node.intrinsic) for b in intrinsic}  # type: ignore[attr-defined]
     if len(intrinsic) > 1 and all(isinstance(s, PackableIntrinsic) for s in specs.values()):
-        outputs.update(_packed(ctx, intrinsic, specs, steps, writes) or {})
+        outputs.update(_packed(ctx, intrinsic, specs, steps, cancel_when) or {})
     generators = [b for b in branches if type(b.node) is GenerateNode]
     if len(generators) > 1 and getattr(ctx.session, "reuse", False):
         outputs.update(_packed_generate(ctx, generators, steps, writes))
@@ -195,11 +204,12 @@ def _packed(
     branches: list[Branch],
     specs: dict[str, Any],
     steps: dict[str, _BranchStep],
-    writes: dict[str, list[Any]],
+    cancel_when: str | None = None,
 ) -> dict[str, Any] | None:
     """The intrinsic branches as one packed call; None when one of them cannot share it (its
     spec's ``prepare`` says so, e.g. a rewrite whose question ends the conversation): they then
-    run one after the other, each as its own node would."""
+    run one after the other, each as its own node would. A branch stopped by ``cancel_when``
+    writes None and shows ``"cancelled"``."""
     from alora_flows.core.parallel import invoke_parallel
 
     prepared = {}
@@ -212,12 +222,36 @@ def _packed(
         )
         if prepared[b.name] is None:
             return None
-    results = invoke_parallel(ctx.session, [p.call for p in prepared.values()])
-    outputs = {}
-    for b, result in zip(branches, results):
-        output = specs[b.name].finish(prepared[b.name], result)
+    parsed: dict[int, Any] = {}
+
+    def finish(i: int, result: Any) -> Any:
+        if i not in parsed:
+            parsed[i] = specs[branches[i].name].finish(prepared[branches[i].name], result)
+        return parsed[i]
+
+    stop_when = None
+    if cancel_when is not None:
+        reads = check_expression(cancel_when).names
+
+        def stop_when(finished: dict[int, Any]) -> bool:
+            if any(i not in finished and set(b.node.outputs()) & reads for i, b in enumerate(branches)):
+                return False  # a branch it reads is still running
+            values = dict(ctx.values())
+            for i, result in finished.items():
+                field = getattr(branches[i].node, "output", None)
+                if field:
+                    values[field] = finish(i, result)
+            try:
+                return bool(evaluate(cancel_when, values))
+            except ExpressionError as exc:
+                raise FlowRuntimeError(f"cancel_when {cancel_when!r} failed: {exc}") from None
+
+    results = invoke_parallel(ctx.session, [p.call for p in prepared.values()], stop_when=stop_when)
+    outputs: dict[str, Any] = {}
+    for i, (b, result) in enumerate(zip(branches, results)):
+        output = None if result.cancelled else finish(i, result)
         steps[b.name].write(getattr(b.node, "output", None), output)
-        outputs[b.name] = output
+        outputs[b.name] = "cancelled" if result.cancelled else output
     return outputs
 
 
