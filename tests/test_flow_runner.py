@@ -172,9 +172,9 @@ def test_generate_streams_tokens_and_gets_seed_and_messages():
     assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "user", "assistant"]
     assert session.messages[3]["content"] == "Again: alpha beta"
     steps = result.trace.steps
-    assert (
-        steps[1].reused_tokens == session.history[0].reused_tokens + session.history[0].prefill_tokens
-    )  # cached when the step began
+    # the system turn was deferred: the first answer ran it, and reused nothing
+    assert session.history[0].prefill_tokens == session.history[0].reused_tokens == 0
+    assert steps[1].reused_tokens == 0 and steps[1].prefill_tokens > steps[1].generated_tokens
 
 
 def test_intrinsic_gets_state_and_rendered_input_override():

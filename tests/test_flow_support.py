@@ -46,6 +46,7 @@ class FakeSession:
         self.history: list[CallStats] = []
         self.answers = list(answers or ["a fine answer"])
         self.seeds: list[int | None] = []
+        self.pending = 0  # tokens of deferred turns (extend(prefill=False)): the next call runs them
 
     def tokens(self) -> int:
         return sum(len(m["content"].split()) + 2 for m in self.messages)
@@ -54,13 +55,16 @@ class FakeSession:
     def ids(self) -> list[int]:
         return [0] * self.tokens()
 
-    def extend(self, messages: list[dict[str, str]]) -> CallStats:
+    def extend(self, messages: list[dict[str, str]], *, prefill: bool = True) -> CallStats:
         before = self.tokens()
         self.messages += [dict(m) for m in messages]
+        ran = self.reuse and prefill  # deferred turns run nothing here, as in Session
+        if self.reuse and not prefill:
+            self.pending += self.tokens() - before
         stats = CallStats(
             kind="extend",
-            reused_tokens=before if self.reuse else 0,
-            prefill_tokens=self.tokens() - before if self.reuse else 0,
+            reused_tokens=before if ran else 0,
+            prefill_tokens=self.tokens() - before if ran else 0,
         )
         self.history.append(stats)
         return stats
@@ -82,10 +86,11 @@ class FakeSession:
             if on_token is not None:
                 on_token(word + " ")
         n = self.tokens()
+        pending, self.pending = self.pending, 0
         stats = CallStats(
             kind="generate",
-            reused_tokens=before if self.reuse else 0,
-            prefill_tokens=n - before + 1 if self.reuse else n + 1,
+            reused_tokens=before - pending if self.reuse else 0,
+            prefill_tokens=n - before + 1 + pending if self.reuse else n + 1,
             generated_tokens=len(text.split()),
         )
         self.history.append(stats)
@@ -119,11 +124,12 @@ class FakeSpec:
     ) -> tuple[BaseModel, CallStats]:
         self.calls.append({"adapter": adapter_name, "state": dict(state or {}), "input": input_override})
         n = session.tokens()
+        pending, session.pending = session.pending, 0  # the call runs deferred turns and keeps them
         stats = CallStats(
             kind="invoke",
             adapter=adapter_name,
-            reused_tokens=n if session.reuse else 0,
-            prefill_tokens=3 if session.reuse else n + 3,
+            reused_tokens=n - pending if session.reuse else 0,
+            prefill_tokens=3 + pending if session.reuse else n + 3,
             generated_tokens=1,
         )
         session.history.append(stats)

@@ -323,9 +323,11 @@ def test_sigkill_inside_a_subflow_resumes_inside_it(project, reference, tmp_path
     assert [s["node"] for s in trace["steps"][3]["steps"]] == REVIEW_STEPS
     (record,) = trace["resumes"]
     assert record["node"] == "review/wait" and record["session"] == "rebuilt"
-    # the conversation was prefilled once on resume; the child's next model step reused all of it
-    follow = trace["steps"][3]["steps"][3]
-    assert record["prefill_tokens"] == len(checkpoint.session.token_ids) == follow["reused_tokens"]
+    # the conversation was prefilled once on resume; the child's next model step (after the
+    # deferred follow-up message, which ran nothing) reused all of it
+    follow, answer2 = trace["steps"][3]["steps"][3:5]
+    assert follow["prefill_tokens"] == follow["reused_tokens"] == 0
+    assert record["prefill_tokens"] == len(checkpoint.session.token_ids) == answer2["reused_tokens"]
     assert load_run(run_dir).manifest.status == "finished"
 
 
