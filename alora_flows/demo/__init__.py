@@ -190,7 +190,8 @@ def summary_panel(
     grid.add_row("answer", str(values.get("answer", "")))
     if "certainty" in values:
         grid.add_row("certainty", f"{values['certainty'].score:.2f}")
-    if "hallucination" in values and not values.get("abstained"):  # not about a withdrawn answer
+    # not about a withdrawn answer, nor a check that a low certainty cancelled (None)
+    if values.get("hallucination") is not None and not values.get("abstained"):
         check = values["hallucination"]
         grid.add_row("faithfulness", faithfulness([s.f for s in check.sentences], check.unfaithful))
     flags = [name for name in ("abstained", "flagged") if values.get(name)]
