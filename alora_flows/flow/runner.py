@@ -57,7 +57,7 @@ from alora_flows.flow.trace import (
 )
 from alora_flows.flow.validation import CompiledFlow
 from alora_flows.sandbox.expressions import ExpressionError, evaluate
-from alora_flows.sandbox.templates import TemplateError, is_template, render
+from alora_flows.sandbox.templates import TemplateError, is_template, map_strings, render
 
 
 def now() -> str:
@@ -177,13 +177,7 @@ class _Step:
             raise FlowRuntimeError(f"{what} template: {exc}") from None
 
     def render_value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.render(value, "value") if is_template(value) else value
-        if isinstance(value, Mapping):
-            return {k: self.render_value(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.render_value(v) for v in value]
-        return value
+        return map_strings(value, lambda text, _: self.render(text, "value") if is_template(text) else text)
 
     def write(self, field: str | None, value: Any) -> None:
         if not field:

@@ -48,7 +48,7 @@ from alora_flows.flow.state import INPUT_TYPES, build_state_model, field_type, m
 from alora_flows.flow.tools import resolve_tool
 from alora_flows.flow.yaml_io import SourceMap, load_yaml, parse_spec
 from alora_flows.sandbox.expressions import check_expression, check_types
-from alora_flows.sandbox.templates import check_template
+from alora_flows.sandbox.templates import check_template, map_strings
 
 
 @dataclass(frozen=True)
@@ -521,14 +521,7 @@ class _NodeView:
             self.wrap(exc, path, what)
 
     def literal(self, value: Any, path: tuple[Any, ...], what: str) -> None:
-        if isinstance(value, str):
-            self.template(value, path, what)
-        elif isinstance(value, Mapping):
-            for k, v in value.items():
-                self.literal(v, path + (k,), what)
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                self.literal(v, path + (i,), what)
+        map_strings(value, lambda text, at: self.template(text, path + at, what))
 
     def write(self, field_name: str | None, tp: Any, path: tuple[Any, ...]) -> None:
         if not field_name:

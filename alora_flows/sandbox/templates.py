@@ -13,7 +13,7 @@ be escaped from (``cycler``, ``joiner``, ``lipsum``) are removed, and ``*``/``**
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -238,6 +238,19 @@ def evaluate_native(source: str, context: Mapping[str, Any]) -> Any:
 @lru_cache(maxsize=1024)
 def _compiled_expression(expr: str) -> Any:
     return _env.compile_expression(expr, undefined_to_none=False)
+
+
+def map_strings(value: Any, fn: Callable[[str, tuple[Any, ...]], Any], path: tuple[Any, ...] = ()) -> Any:
+    """``value`` with every string in it (inside mappings, lists and tuples, as lists) replaced by
+    ``fn(string, path)``, ``path`` being the keys and indices that lead to it: the one walk behind
+    checking a literal's templates and rendering them."""
+    if isinstance(value, str):
+        return fn(value, path)
+    if isinstance(value, Mapping):
+        return {k: map_strings(v, fn, path + (k,)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [map_strings(v, fn, path + (i,)) for i, v in enumerate(value)]
+    return value
 
 
 def is_template(value: Any) -> bool:

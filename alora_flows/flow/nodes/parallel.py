@@ -39,7 +39,7 @@ from alora_flows.flow.nodes.generate import GenerateNode
 from alora_flows.flow.nodes.intrinsic import IntrinsicNode
 from alora_flows.flow.nodes.set import SetNode
 from alora_flows.sandbox.expressions import ExpressionError, check_expression, evaluate
-from alora_flows.sandbox.templates import TemplateError, is_template, render
+from alora_flows.sandbox.templates import TemplateError, is_template, map_strings, render
 
 Reducer = Literal["append", "sum", "min", "max"]
 _REDUCE: dict[str, Callable[[list[Any]], Any]] = {
@@ -318,14 +318,7 @@ class _BranchCheck:
         self.ctx.template(source, self.prefix + path, what, self.local | local)
 
     def literal(self, value: Any, path: PathParts, what: str) -> None:
-        if isinstance(value, str):
-            self.template(value, path, what)
-        elif isinstance(value, Mapping):
-            for k, v in value.items():
-                self.literal(v, path + (k,), what)
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                self.literal(v, path + (i,), what)
+        map_strings(value, lambda text, at: self.template(text, path + at, what))  # with the local names
 
     def write(self, field: str | None, tp: Any, path: PathParts) -> None:
         if field:
@@ -378,15 +371,7 @@ class _BranchStep:
             raise FlowRuntimeError(f"{what} template: {exc}") from None
 
     def render_value(self, value: Any) -> Any:
-        if not self.local:
-            return self.ctx.render_value(value)
-        if isinstance(value, str):
-            return self.render(value, "value") if is_template(value) else value
-        if isinstance(value, Mapping):
-            return {k: self.render_value(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.render_value(v) for v in value]
-        return value
+        return map_strings(value, lambda text, _: self.render(text, "value") if is_template(text) else text)
 
     def write(self, field: str | None, value: Any) -> None:
         if field:
