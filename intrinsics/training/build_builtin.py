@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
+import inspect
 import json
 import random
 import shutil
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from pydantic import BaseModel
 
@@ -30,6 +33,12 @@ from alora_flows.core.models import EMBEDDED_KEY
 ADAPTERS_ROOT = Path(__file__).resolve().parent.parent / "adapters"
 INTRINSICS = ("uncertainty", "rewrite", "hallucination", "answerability")
 LORA_TWINS = ("uncertainty",)  # trained as standard LoRA too, for the parity table
+#: Each intrinsic's realistic-style generator (``--realworld``): a module with
+#: ``build(split, n, seed) -> rows``. Both draw their subjects from ``realworld``.
+REALWORLD_GENERATORS = {
+    "answerability": "intrinsics.training.data.realworld",
+    "rewrite": "intrinsics.training.data.realworld_rewrite",
+}
 
 
 class Recipe(BaseModel):
@@ -39,8 +48,8 @@ class Recipe(BaseModel):
     epochs: int = 3
     eval_every: int = 25
     samples: int = 0  # uncertainty only: sampled answers per prompt, 0 = greedy correctness
-    # Realistic-style examples (intrinsics/training/data/realworld.py) added to the synthetic
-    # ones; validation then mixes ``realworld_val`` of them with as many synthetic examples.
+    # Realistic-style examples (REALWORLD_GENERATORS; answerability and rewrite) added to the
+    # synthetic ones; validation then mixes ``realworld_val`` of them with as many synthetic ones.
     realworld: int = 0
     realworld_val: int = 100
     synthetic: int | None = None  # with realworld: only the first N synthetic training examples
@@ -64,13 +73,28 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def _generator_hash(module: ModuleType) -> str:
+    """The generator's source and that of the subject pool it draws from (``realworld``, which
+    for answerability is the generator itself): a change to either rebuilds the mixed files."""
+    from intrinsics.training.data import realworld
+
+    files = dict.fromkeys([inspect.getfile(module), inspect.getfile(realworld)])
+    return hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()
+
+
 def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple[Path, Path]:
-    """Write ``<name>.mix.{train,val}.jsonl``: the synthetic split plus realistic-style examples.
+    """Write ``<name>.mix.{train,val}.jsonl``: the synthetic split plus realistic-style examples
+    from ``name``'s generator (:data:`REALWORLD_GENERATORS`).
 
     Deterministic (seeded shuffle), and skipped when the files exist with the same inputs, so an
     interrupted build resumes without rewriting what training may already be reading."""
-    from intrinsics.training.data import realworld
     from intrinsics.training.data.text import read_jsonl, write_jsonl
+
+    if name not in REALWORLD_GENERATORS:
+        raise ValueError(
+            f"no realistic-style generator for {name!r} (have: {', '.join(REALWORLD_GENERATORS)})"
+        )
+    generator = importlib.import_module(REALWORLD_GENERATORS[name])
 
     out = {split: work / f"{name}.mix.{split}.jsonl" for split in ("train", "val")}
     stamp = work / f"{name}.mix.json"
@@ -81,13 +105,13 @@ def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple
         "synthetic": recipe.synthetic,
         "seed": seed,
         "sources": {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in sources.items()},
-        "generator": hashlib.sha256(Path(realworld.__file__).read_bytes()).hexdigest(),
+        "generator": _generator_hash(generator),
     }
     if all(p.is_file() for p in out.values()) and stamp.is_file() and json.loads(stamp.read_text()) == key:
         return out["train"], out["val"]
     sizes = {"train": recipe.realworld, "val": recipe.realworld_val}
     for split, path in out.items():
-        real = realworld.build(split, sizes[split], seed)
+        real = generator.build(split, sizes[split], seed)
         write_jsonl(work / f"{name}_realworld.{split}.jsonl", real)
         synthetic = read_jsonl(sources[split])
         if split == "val":
@@ -190,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }
     recipes = {name: RECIPES[name].model_copy(update=overrides) for name in args.only}
+    without = [
+        name for name, recipe in recipes.items() if recipe.realworld and name not in REALWORLD_GENERATORS
+    ]
+    if without:
+        parser.error(f"--realworld: no realistic-style generator for {', '.join(without)}")
 
     from intrinsics.training.data.build import build_all
     from intrinsics.training.train import TrainConfig, load_base, pick_device, train_intrinsic

@@ -1684,13 +1684,15 @@ def _sub(template: str, subject: Subject, value: str, *, first: bool) -> str:
     return text[0].upper() + text[1:]
 
 
+def asks_of(fact: Fact, split: str) -> tuple[str, ...]:
+    """The question wordings of ``split``: the last of three or more is held out for ``eval``."""
+    if len(fact.asks) < 3:
+        return fact.asks
+    return fact.asks[-1:] if split == "eval" else fact.asks[:-1]
+
+
 def _question(subject: Subject, fact: Fact, rng: random.Random, split: str) -> str:
-    asks = fact.asks
-    if split == "eval" and len(asks) >= 3:
-        asks = asks[-1:]
-    elif len(asks) >= 3:
-        asks = asks[:-1]
-    q = rng.choice(asks).replace("{s}", subject.name)
+    q = rng.choice(asks_of(fact, split)).replace("{s}", subject.name)
     q = q[0].upper() + q[1:]
     prefix = rng.choice(_PREFIXES)
     if prefix.endswith((": ", ", ")) and q.split()[0] in _QUESTION_WORDS:

@@ -22,6 +22,7 @@ the input on held-out question templates: right rewrites in other words counted 
 from __future__ import annotations
 
 import json
+import random
 
 from intrinsics.training.data.common import Context, make_context
 from intrinsics.training.data.kb import Entity, KnowledgeBase, fill, question_templates, render_fact
@@ -84,9 +85,9 @@ def _history(ctx: Context, entity: Entity, n_turns: int) -> tuple[list[dict], li
     return msgs, asked
 
 
-def _sloppy(ctx: Context, question: str, rate: float) -> str:
-    """Adds the surface noise users type; the target stays normalised."""
-    rng = ctx.rng
+def sloppy(rng: random.Random, question: str, rate: float) -> str:
+    """Adds the surface noise users type; the target stays normalised (also used by
+    :mod:`.realworld_rewrite`)."""
     if rng.random() < rate:
         question = question[:1].lower() + question[1:]
     if rng.random() < rate:
@@ -106,7 +107,7 @@ def build_example(ctx: Context) -> dict:
         target_entity = entity if rng.random() < 0.5 else ctx.others(entity, 1)[0]
         key = rng.choice([a.key for a in target_entity.spec.attrs])
         question = fill(rng.choice(question_templates(target_entity, key, ctx.tsplit)), target_entity)
-        follow_up = _sloppy(ctx, question, 0.3)
+        follow_up = sloppy(rng, question, 0.3)
         target = normalize_question(question)
     else:
         msgs, asked = _history(ctx, entity, rng.randint(1, 3))
@@ -127,7 +128,7 @@ def build_example(ctx: Context) -> dict:
             follow_up = fill(rng.choice(SWITCH_FOLLOWUPS[ctx.tsplit]), other)
             target = fill(last_template, other)
         target = normalize_question(target)
-        follow_up = _sloppy(ctx, follow_up, 0.08)
+        follow_up = sloppy(rng, follow_up, 0.08)
     msgs.append({"role": "user", "content": follow_up})
     return {
         "intrinsic": INTRINSIC,
