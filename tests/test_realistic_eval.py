@@ -332,6 +332,31 @@ def tiny_intrinsics(tmp_path_factory):
     return backend, specs, paths, folder
 
 
+def test_shards_share_one_checkpoint_and_a_full_run_only_scores(case_set, tiny_intrinsics):
+    """Two workers (--shard 0/2, 1/2) each run their half into one checkpoint; the run over all
+    cases then computes nothing and scores what a single run would."""
+    from intrinsics.training.realistic.evaluate import evaluate_intrinsic
+
+    backend, specs, paths, folder = tiny_intrinsics
+    name, limit = "answerability", 5
+
+    def run(work: Path, shard: tuple[int, int] = (0, 1)) -> dict:
+        return evaluate_intrinsic(
+            name, backend, case_set, work, spec=specs[name], adapter_path=paths[name],
+            limit=limit, resamples=20, shard=shard,
+        )  # fmt: skip
+
+    work = folder / "work-shards"
+    assert run(work, (0, 2))["n"] == 3 and run(work, (1, 2))["n"] == 2
+    checkpoint = work / f"{name}.jsonl"
+    ids = [json.loads(line)["id"] for line in checkpoint.read_text().splitlines()]
+    assert sorted(ids) == sorted(c.id for c in case_set.cases[name][:limit])
+    merged = run(work)
+    assert len(checkpoint.read_text().splitlines()) == limit  # nothing recomputed
+    single = run(folder / "work-single")
+    assert merged["n"] == limit and merged["values"] == single["values"]
+
+
 @pytest.mark.parametrize("name", INTRINSICS)
 def test_runner_resumes_from_its_checkpoint(case_set, tiny_intrinsics, name):
     from intrinsics.training.realistic.evaluate import evaluate_intrinsic, markdown

@@ -60,10 +60,13 @@ def evaluate_intrinsic(
     resamples: int = 1000,
     answers: Mapping[str, Mapping[str, Any]] | None = None,
     twin: tuple[str | Path, str | Path] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Run and score one intrinsic. Without ``spec``/``adapter_path`` the shipped adapter of
     ``backend``'s model is loaded as a flow loads it. ``twin`` = (standard LoRA directory, base
-    model directory) adds that LoRA as the ``LoRA twin`` system (uncertainty only)."""
+    model directory) adds that LoRA as the ``LoRA twin`` system (uncertainty only).
+    ``shard`` = (I, N) runs and scores only every N-th case from the I-th: N processes sharing
+    one ``work`` checkpoint split a long run, and a run over all cases then only scores."""
     if spec is None or adapter_path is None:
         from intrinsics.registry import load_intrinsic
 
@@ -72,7 +75,8 @@ def evaluate_intrinsic(
     adapter_name = f"realistic_{name}"
     if adapter_name not in backend.adapters:
         backend.add_adapter(adapter_name, adapter_path)
-    cases = case_set.cases[name][:limit]
+    index, count = shard
+    cases = case_set.cases[name][:limit][index::count]
     texts = {k: str(v["answer"]) for k, v in (answers or {}).items()}
     start = time.perf_counter()
     records = run_adapter(
@@ -346,6 +350,18 @@ def write_report(report: Mapping[str, Any], out: Path) -> None:
     (out / "realistic.md").write_text(markdown(report))
 
 
+def _parse_shard(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int]:
+    if text is None:
+        return (0, 1)
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        parser.error(f"--shard: expected I/N, got {text!r}")
+    if not 0 <= index < count:
+        parser.error(f"--shard: expected 0 <= I < N, got {text!r}")
+    return index, count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
@@ -362,7 +378,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite realistic.md from realistic.json, run nothing"
     )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only every N-th case from the I-th (0-based) into --work and write no report: "
+        "for N worker processes sharing one --work; a run without --shard then scores them all",
+    )
     args = parser.parse_args(argv)
+    shard = _parse_shard(parser, args.shard)
     # A --limit run never overwrites the full results unless asked to.
     out = args.out or (args.work if args.limit else RESULTS)
     if args.report_only:
@@ -413,7 +437,10 @@ def main(argv: list[str] | None = None) -> int:
             resamples=args.resamples,
             answers=answers,
             twin=twin,
+            shard=shard,
         )
+        if shard != (0, 1):
+            continue  # a worker: its cases are in the checkpoint; the report scores all of them
         write_report(report, out)  # after each intrinsic: a long run keeps what it has
         r = report["intrinsics"][name]
         base = SYSTEMS[name][1]
@@ -423,7 +450,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    print(json.dumps({"written": [str(out / "realistic.json"), str(out / "realistic.md")]}))
+    if shard != (0, 1):
+        print(json.dumps({"shard": args.shard, "checkpoints": str(args.work)}))
+    else:
+        print(json.dumps({"written": [str(out / "realistic.json"), str(out / "realistic.md")]}))
     return 0
 
 
