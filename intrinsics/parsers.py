@@ -225,7 +225,11 @@ _REWRITE_FIELD = re.compile(r'"rewritten_question"\s*:\s*"((?:[^"\\]|\\.)*)', re
 
 
 def _original_question(context: dict[str, Any]) -> str | None:
-    for key in ("question", "input", "last_user"):
+    """The question the adapter was asked to rewrite. ``input`` first: it is the turn the adapter
+    read (an ``input_override``, or a training/evaluation example's follow-up), while ``question``
+    may be an earlier turn there (with no flow state, it defaults to the conversation's last user
+    turn *before* the input)."""
+    for key in ("input", "question", "last_user"):
         value = context.get(key)
         if value is not None and str(value).strip():
             return str(value)
@@ -236,7 +240,8 @@ def parse_rewrite(raw: RawOutput) -> RewriteOutput:
     """``{"rewritten_question": "..."}`` -> :class:`RewriteOutput`.
 
     Fallback (documented): if no non-empty question can be read, return the original question
-    (flow state ``question``, else the input turn, else the last user turn) with ``fallback=True``.
+    (the input turn the adapter read, else flow state ``question``, else the last user turn) with
+    ``fallback=True``.
     Only when there is no original question either is :class:`IntrinsicOutputError` raised.
     """
     value = extract_json(raw.text, "{")

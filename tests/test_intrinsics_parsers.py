@@ -189,6 +189,23 @@ def test_rewrite_malformed_falls_back_to_the_original_question(text):
     assert out == RewriteOutput(rewritten_question="and its population?", fallback=True)
 
 
+def test_rewrite_fallback_is_the_turn_the_adapter_read_not_an_earlier_question():
+    """An evaluation example's context: ``question`` defaults to the conversation's last user turn
+    *before* the follow-up, ``input`` is the follow-up the adapter was asked to rewrite."""
+    from intrinsics.builtin import rewrite_spec
+
+    spec = rewrite_spec()
+    messages = [
+        {"role": "user", "content": "Where does the Reskeor start?"},
+        {"role": "assistant", "content": "On Mount Mostila."},
+        {"role": "user", "content": "And what is its length?"},
+    ]
+    _, context = spec.example_context(messages)
+    assert context["question"] == "Where does the Reskeor start?"  # the earlier turn
+    out = parse_rewrite(raw("nonsense", context=context))
+    assert out == RewriteOutput(rewritten_question="And what is its length?", fallback=True)
+
+
 def test_rewrite_fallback_order_and_error_without_any_question():
     assert (
         parse_rewrite(raw("?", context={"input": "from input", "last_user": "u"})).rewritten_question
