@@ -158,3 +158,18 @@ def tiny_backend(
     for name, path in paths.items():
         backend.add_adapter(name, path)
     return backend
+
+
+def same_within(a: object, b: object, tol: float = 1e-4) -> bool:
+    """Whether two flow states (or any JSON-like values) are equal, floats to ``tol``.
+
+    Why a tolerance: paths that must agree (reuse vs re-prefill, packed vs sequential, batched vs
+    alone) sum a probability-weighted score in another order, which moves its last float bits.
+    Everything else (texts, labels, token counts, keys, lengths) must be exactly equal."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_within(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_within(x, y, tol) for x, y in zip(a, b))
+    return bool(a == b)

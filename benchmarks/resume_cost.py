@@ -40,18 +40,6 @@ from common import (
 )
 
 
-def same(a: object, b: object, tol: float = 1e-4) -> bool:
-    """Equal, floats to ``tol``: a cache built by one prefill and one built turn by turn differ
-    in the last float bits, which moves a probability-weighted score by ~1e-6."""
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tol
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k], tol) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y, tol) for x, y in zip(a, b))
-    return a == b
-
-
 def build_flow():
     from alora_flows.flow import END, Flow
 
@@ -78,6 +66,7 @@ def main() -> None:
 
     from alora_flows.core.session import Session
     from alora_flows.runs.rundir import RunDir, resume_run, run_with_dir
+    from alora_flows.testing import same_within
     from intrinsics import uncertainty_spec
 
     tmp = Path(tempfile.mkdtemp())
@@ -120,7 +109,7 @@ def main() -> None:
                 rebuilt_times.append(rebuilt_s)
                 rebuild_seconds.append(record.seconds)
                 rebuild_tokens.append(record.prefill_tokens)
-                finals.append(same(kept.trace.final_state, rebuilt.trace.final_state))
+                finals.append(same_within(kept.trace.final_state, rebuilt.trace.final_state))
         kept_med, rebuilt_med = statistics.median(kept_times), statistics.median(rebuilt_times)
         rows.append(
             {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +12,7 @@ from typer.testing import CliRunner
 from alora_flows.batch import batch
 from alora_flows.cli import app
 from alora_flows.errors import UsageError
+from alora_flows.testing import same_within
 from tests.tiny_flow import write_tiny_flow
 
 QUESTIONS = [f"When was town {i} founded?" for i in range(6)]
@@ -38,17 +38,6 @@ def _states(path: Path) -> dict[str, dict]:
     return {r["id"]: r["final_state"] for r in rows}
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal, floats to 1e-4 (the certainty score is a probability-weighted mean)."""
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-4
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return bool(a == b)
-
-
 def test_batched_thread_workers_give_the_results_of_one_worker(flow_file, tmp_path):
     inputs = _inputs(tmp_path / "in.jsonl")
     one = batch(flow_file, inputs, tmp_path / "one.jsonl")
@@ -58,7 +47,7 @@ def test_batched_thread_workers_give_the_results_of_one_worker(flow_file, tmp_pa
     reference, batched = _states(tmp_path / "one.jsonl"), _states(tmp_path / "many.jsonl")
     assert reference.keys() == batched.keys()
     for key in reference:
-        assert _same(reference[key], batched[key]), (key, reference[key], batched[key])
+        assert same_within(reference[key], batched[key]), (key, reference[key], batched[key])
 
 
 def test_batching_needs_thread_workers(flow_file, tmp_path):

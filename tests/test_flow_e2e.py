@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from alora_flows.cli import app
 from alora_flows.core.session import Session
 from alora_flows.flow import Flow
+from alora_flows.testing import same_within
 from intrinsics import UncertaintyOutput, text_spec, uncertainty_spec, write_spec_file
 
 FLOW_YAML = """\
@@ -32,17 +33,6 @@ edges:
       - {default: END}
   - [note, END]
 """
-
-
-def same(a, b) -> bool:
-    """Equal, except floats (probability-weighted scores) compared to 1e-6."""
-    if isinstance(a, float) or isinstance(b, float):
-        return a == pytest.approx(b, abs=1e-6)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def specs():
@@ -86,7 +76,7 @@ def test_adapter_steps_reuse_the_conversation_and_modes_agree(backend):
 
     plain, plain_session = run(backend, reuse=False)
     assert plain.trace.reuse is False
-    assert same(plain.trace.final_state, reused.trace.final_state)
+    assert same_within(plain.trace.final_state, reused.trace.final_state, tol=1e-6)
     assert plain.state.answer == reused.state.answer and plain.state.note == reused.state.note
     assert plain.state.certainty.digit == reused.state.certainty.digit
     assert [s.node for s in plain.trace.steps] == list(steps)
@@ -149,6 +139,6 @@ def test_cli_run_writes_trace_and_state(on_disk):
         assert 0.0 <= state["certainty"]["score"] <= 1.0
         assert "rate" in result.stderr and "steps" in result.stderr  # the live table + summary
         outputs[bool(mode)] = (state, trace)
-    assert same(outputs[False][0], outputs[True][0])
+    assert same_within(outputs[False][0], outputs[True][0], tol=1e-6)
     rate = [s for s in outputs[False][1]["steps"] if s["node"] == "rate"][0]
     assert rate["reused_tokens"] > 0 and rate["prefill_tokens"] < rate["reused_tokens"]

@@ -6,7 +6,6 @@ probes answer as before."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ pytest.importorskip("uvicorn")
 from alora_flows.batch.worker import FlowWorker, WorkerConfig
 from alora_flows.core.batching import BatchedBackend
 from alora_flows.serve.service import FlowService, ServeSettings
+from alora_flows.testing import same_within
 from tests.test_serve import post, serving
 from tests.tiny_flow import TOO_LONG, write_tiny_flow
 
@@ -38,18 +38,6 @@ def reference(config) -> dict[str, dict]:
         responses = {q: post(url, {"question": q}) for q in QUESTIONS}
     assert all(r.status_code == 200 for r in responses.values())
     return {q: r.json() for q, r in responses.items()}
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal, floats to 1e-4 (a certainty score is a probability-weighted mean: the packed
-    forward's sums run in another order); texts, labels and token counts exactly."""
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-4
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return bool(a == b)
 
 
 def steps(response: dict) -> list[tuple]:
@@ -78,7 +66,7 @@ def test_concurrent_batched_requests_equal_one_at_a_time_and_a_failing_run_fails
         for question, response in zip(QUESTIONS, responses):
             got, want = response.json(), reference[question]
             assert got["final_state"]["question"] == question
-            assert same(got["final_state"], want["final_state"]), (question, got["final_state"])
+            assert same_within(got["final_state"], want["final_state"]), (question, got["final_state"])
             assert steps(got) == steps(want)
         ready = httpx.get(f"{url}/readyz")
         assert ready.status_code == 200 and httpx.get(f"{url}/healthz").json() == {"status": "ok"}
