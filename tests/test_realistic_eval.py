@@ -548,3 +548,14 @@ def test_answer_token_probability_is_the_base_models_own_confidence(case_set, ba
         logits = backend.forward([token], cache)
     assert len(probs) > len(backend.tokenizer(answer, add_special_tokens=False)["input_ids"])  # + closing
     assert value == pytest.approx(sum(probs) / len(probs), abs=1e-5)
+
+
+def test_shard_option_reads_i_of_n_and_refuses_the_rest():
+    import argparse
+
+    from intrinsics.training.realistic.predict import parse_shard
+
+    assert parse_shard("0/2") == (0, 2) and parse_shard("3/4") == (3, 4)
+    for bad in ("2/2", "-1/2", "1", "a/b", "1/2/3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_shard(bad)

@@ -40,7 +40,7 @@ from typing import Any
 
 from intrinsics.training.metrics import bootstrap_values, percentile_interval
 from intrinsics.training.realistic.loader import load_cases
-from intrinsics.training.realistic.predict import Checkpoint, adapter_fingerprint
+from intrinsics.training.realistic.predict import Checkpoint, adapter_fingerprint, parse_shard
 from intrinsics.training.realistic.rag import RagQuestion, export_corpus, rag_outcome, rag_questions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -402,14 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="score what the checkpoint holds")
     parser.add_argument(
         "--shard",
+        type=parse_shard,
         default=None,
+        metavar="I/N",
         help="I/N: answer only every N-th question from the I-th (0-based), for N worker processes "
         "sharing one --work; then --report-only scores them together",
     )
     args = parser.parse_args(argv)
     questions = select_questions(rag_questions(load_cases()))[: args.limit]
     if args.shard and not args.report_only:
-        index, count = (int(x) for x in args.shard.split("/"))
+        index, count = args.shard
         run(questions[index::count], args.work, threads=args.threads)
         return 0
     if args.report_only:

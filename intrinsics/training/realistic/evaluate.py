@@ -32,7 +32,7 @@ from intrinsics.training.realistic.loader import (
     case_summary,
     load_cases,
 )
-from intrinsics.training.realistic.predict import Checkpoint, adapter_fingerprint, run_adapter
+from intrinsics.training.realistic.predict import Checkpoint, adapter_fingerprint, parse_shard, run_adapter
 from intrinsics.training.realistic.scoring import (
     ADAPTER,
     HEADLINE,
@@ -350,18 +350,6 @@ def write_report(report: Mapping[str, Any], out: Path) -> None:
     (out / "realistic.md").write_text(markdown(report))
 
 
-def _parse_shard(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int]:
-    if text is None:
-        return (0, 1)
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        parser.error(f"--shard: expected I/N, got {text!r}")
-    if not 0 <= index < count:
-        parser.error(f"--shard: expected 0 <= I < N, got {text!r}")
-    return index, count
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", default=list(INTRINSICS), choices=INTRINSICS)
@@ -380,13 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--shard",
-        default=None,
+        type=parse_shard,
+        default=(0, 1),
         metavar="I/N",
         help="run only every N-th case from the I-th (0-based) into --work and write no report: "
         "for N worker processes sharing one --work; a run without --shard then scores them all",
     )
     args = parser.parse_args(argv)
-    shard = _parse_shard(parser, args.shard)
+    shard: tuple[int, int] = args.shard
     # A --limit run never overwrites the full results unless asked to.
     out = args.out or (args.work if args.limit else RESULTS)
     if args.report_only:
@@ -451,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if shard != (0, 1):
-        print(json.dumps({"shard": args.shard, "checkpoints": str(args.work)}))
+        print(json.dumps({"shard": "/".join(map(str, shard)), "checkpoints": str(args.work)}))
     else:
         print(json.dumps({"written": [str(out / "realistic.json"), str(out / "realistic.md")]}))
     return 0

@@ -11,6 +11,7 @@ long CPU run loses at most one case.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
@@ -31,6 +32,18 @@ def adapter_fingerprint(path: str | Path) -> str:
         digest.update(file.name.encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)``: worker I of N runs every N-th case from the I-th into a shared
+    :class:`Checkpoint`. An argparse ``type``: its error is the usage error argparse prints."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected 0 <= I < N, got {text!r}")
+    return index, count
 
 
 class Checkpoint:
