@@ -19,7 +19,7 @@ from alora_flows.cli import app
 from alora_flows.errors import FlowDefinitionError, FlowInputError, FlowRuntimeError
 from alora_flows.flow import END, Flow, Interrupted, RunFinished, StepFinished
 from alora_flows.runs.rundir import RunDir, load_run, run_with_dir
-from tests.test_flow_e2e import same
+from alora_flows.testing import same_within
 from tests.test_flow_support import FakeSession
 from tests.test_orchestration_support import write_nested_project
 from tests.test_reliability_rundir import REPO
@@ -116,7 +116,7 @@ def test_the_python_api_continues_on_the_live_session_without_prefilling_again(b
     calls_before = len(session.history)
     done = paused.resume(approved=True)
     reference = build(False).run(Session(backend), inputs, seed=4, intrinsic_specs=real)
-    assert same(done.trace.final_state, reference.trace.final_state)
+    assert same_within(done.trace.final_state, reference.trace.final_state, tol=1e-6)
     rate = done.trace.steps[3]
     # the whole conversation from the kept cache, but the answer's closing tokens (run with this call)
     assert 0 < rate.context_tokens - rate.reused_tokens <= 3 < rate.reused_tokens
@@ -202,7 +202,7 @@ def test_cli_run_waits_and_resume_set_continues(project, tmp_path):
     )
     assert resumed.exit_code == 0, resumed.output
     final = json.loads(resumed.stdout)
-    assert same(final, reference_run(project, {"approved": True, "note": "fine"}))
+    assert same_within(final, reference_run(project, {"approved": True, "note": "fine"}), tol=1e-6)
     assert final["approved"] is True and final["note"] == "fine"
     trace = json.loads(trace_path.read_text())
     assert [s["node"] for s in trace["steps"]] == ["ask", "answer", "approval", "done"]
@@ -260,7 +260,9 @@ def test_python_resume_of_a_run_dir_run_records_it_in_the_directory(project, tmp
     manifest = load_run(run.path).manifest
     assert manifest.status == "finished" and [r.session for r in manifest.resumes] == ["kept"]
     assert (run.path / "lock").read_text() == ""  # it was held while the run went on, then released
-    assert same(done.trace.final_state, reference_run(project, {"approved": False, "note": "shorter"}))
+    assert same_within(
+        done.trace.final_state, reference_run(project, {"approved": False, "note": "shorter"}), tol=1e-6
+    )
 
 
 SERVER = """\
@@ -318,7 +320,9 @@ def test_sigkill_while_waiting_then_resume_from_the_run_dir(project, tmp_path):
 
     resumed = runner.invoke(app, ["resume", str(run_dir), "--set", "approved=false", "--set", "note=shorter"])
     assert resumed.exit_code == 0, resumed.output
-    assert same(json.loads(resumed.stdout), reference_run(project, {"approved": False, "note": "shorter"}))
+    assert same_within(
+        json.loads(resumed.stdout), reference_run(project, {"approved": False, "note": "shorter"}), tol=1e-6
+    )
     final = load_run(run_dir)
     assert final.manifest.status == "finished"
     assert [s.node for s in final.checkpoint.trace.steps] == [

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from alora_flows.cli import app
 from alora_flows.errors import RunDirError
 from alora_flows.runs.rundir import Checkpoint, RunDir, RunManifest, load_run, restore_state
-from tests.test_flow_e2e import same
+from alora_flows.testing import same_within
 from tests.test_reliability_support import ARMED, GATE_ENV, NODES, RESUMABLE_YAML, write_tiny_project
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def test_run_dir_holds_flow_inputs_states_trace_and_session(project, reference, 
     result = cli_run(project, "--run-dir", str(run_dir))
     assert result.exit_code == 0, result.output
     state = json.loads(result.stdout)
-    assert same(state, reference[True])
+    assert same_within(state, reference[True], tol=1e-6)
 
     manifest = RunManifest.model_validate_json((run_dir / "manifest.json").read_text())
     assert manifest.status == "finished" and manifest.inputs == {"question": QUESTION[9:]}
@@ -109,7 +109,7 @@ def test_ctrl_c_exits_130_with_a_resume_hint_and_resume_finishes_the_same(
     resumed = runner.invoke(app, ["resume", str(run_dir), "--trace-json", str(trace_path)])
     assert resumed.exit_code == 0, resumed.output
     assert "resuming" in resumed.stderr and "at 'wait'" in resumed.stderr
-    assert same(json.loads(resumed.stdout), reference[reuse])
+    assert same_within(json.loads(resumed.stdout), reference[reuse], tol=1e-6)
     trace = json.loads(trace_path.read_text())
     assert [s["node"] for s in trace["steps"]] == NODES and trace["reuse"] is reuse
     manifest = load_run(run_dir).manifest
@@ -212,7 +212,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(project, refer
     gate.touch()
     resumed = runner.invoke(app, ["resume", str(run_dir)])
     assert resumed.exit_code == 0, resumed.output
-    assert same(json.loads(resumed.stdout), reference[True])
+    assert same_within(json.loads(resumed.stdout), reference[True], tol=1e-6)
     final = load_run(run_dir)
     assert final.manifest.status == "finished"
     assert [s.node for s in final.checkpoint.trace.steps] == NODES
@@ -251,7 +251,7 @@ def test_model_load_failure_leaves_a_resumable_run(project, reference, tmp_path)
     (broken / "tiny").symlink_to(project / "tiny")
     resumed = runner.invoke(app, ["resume", str(run_dir)])
     assert resumed.exit_code == 0, resumed.output
-    assert same(json.loads(resumed.stdout), reference[True])
+    assert same_within(json.loads(resumed.stdout), reference[True], tol=1e-6)
 
 
 def test_run_dir_must_be_new(project, tmp_path):
@@ -400,5 +400,5 @@ def test_python_api_run_dir_and_resume(backend, tmp_path):
         ARMED["interrupt"] = False
     assert load_run(run.path).checkpoint.next_node == "wait"
     result = resume_run(run.path, backend, intrinsic_specs=specs)
-    assert same(result.trace.final_state, reference.trace.final_state)
+    assert same_within(result.trace.final_state, reference.trace.final_state, tol=1e-6)
     assert [s.node for s in result.trace.steps] == ["ask", "answer", "wait", "rate"]

@@ -19,7 +19,7 @@ from alora_flows.cli import app
 from alora_flows.errors import FlowDefinitionError, RunDirError
 from alora_flows.flow import END, Flow, StepFinished, StepStarted
 from alora_flows.runs.rundir import RunDir, load_run, resume_run, run_with_dir
-from tests.test_flow_e2e import same
+from alora_flows.testing import same_within
 from tests.test_flow_support import FakeSession, specs
 from tests.test_orchestration_support import NESTED_TOP, REVIEW_STEPS, write_nested_project
 from tests.test_reliability_rundir import QUESTION, _start_run
@@ -268,7 +268,7 @@ def test_child_intrinsics_reuse_the_parent_cache_and_match_the_same_nodes_inline
     nested_session = Session(backend)
     nested = parent.run(nested_session, inputs, intrinsic_specs=real)
     reference = flat.run(Session(backend), inputs, intrinsic_specs=real)
-    assert same(nested.trace.final_state, reference.trace.final_state)
+    assert same_within(nested.trace.final_state, reference.trace.final_state, tol=1e-6)
 
     review = nested.trace.steps[2]
     rate, note = review.steps[0], review.steps[3]
@@ -317,7 +317,7 @@ def test_sigkill_inside_a_subflow_resumes_inside_it(project, reference, tmp_path
     resumed = runner.invoke(app, ["resume", str(run_dir), "--trace-json", str(trace_path)])
     assert resumed.exit_code == 0, resumed.output
     assert "at 'review'" in resumed.stderr
-    assert same(json.loads(resumed.stdout), reference)
+    assert same_within(json.loads(resumed.stdout), reference, tol=1e-6)
     trace = json.loads(trace_path.read_text())
     assert [s["node"] for s in trace["steps"]] == NESTED_TOP
     assert [s["node"] for s in trace["steps"][3]["steps"]] == REVIEW_STEPS
