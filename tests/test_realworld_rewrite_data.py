@@ -140,4 +140,4 @@ def test_build_builtin_mixes_rewrite_rows_from_their_own_generator(tmp_path):
     assert all(r["intrinsic"] == "rewrite" and "rewritten_question" in r["output"] for r in real)
     assert len(read_jsonl(val)) == 20
     with pytest.raises(ValueError, match="no realistic-style generator"):
-        mix_realworld(tmp_path, "hallucination", Recipe(realworld=30))
+        mix_realworld(tmp_path, "no-such-intrinsic", Recipe(realworld=30))

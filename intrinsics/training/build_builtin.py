@@ -33,11 +33,14 @@ from alora_flows.core.models import EMBEDDED_KEY
 ADAPTERS_ROOT = Path(__file__).resolve().parent.parent / "adapters"
 INTRINSICS = ("uncertainty", "rewrite", "hallucination", "answerability")
 LORA_TWINS = ("uncertainty",)  # trained as standard LoRA too, for the parity table
-#: Each intrinsic's realistic-style generator (``--realworld``): a module with
-#: ``build(split, n, seed) -> rows``. Both draw their subjects from ``realworld``.
+#: Each intrinsic's realistic-style generator (``--realworld``), ``module:function`` with
+#: ``function(split, n, seed) -> rows``. All draw their subjects from ``realworld``. Uncertainty's
+#: rows are prompts: they are mixed with the synthetic prompts, then answered and labelled.
 REALWORLD_GENERATORS = {
-    "answerability": "intrinsics.training.data.realworld",
-    "rewrite": "intrinsics.training.data.realworld_rewrite",
+    "answerability": "intrinsics.training.data.realworld:build",
+    "rewrite": "intrinsics.training.data.realworld_rewrite:build",
+    "hallucination": "intrinsics.training.data.realworld_hallucination:build",
+    "uncertainty": "intrinsics.training.data.realworld:build_uncertainty_prompts",
 }
 
 
@@ -48,7 +51,7 @@ class Recipe(BaseModel):
     epochs: int = 3
     eval_every: int = 25
     samples: int = 0  # uncertainty only: sampled answers per prompt, 0 = greedy correctness
-    # Realistic-style examples (REALWORLD_GENERATORS; answerability and rewrite) added to the
+    # Realistic-style examples (REALWORLD_GENERATORS, one per intrinsic) added to the
     # synthetic ones; validation then mixes ``realworld_val`` of them with as many synthetic ones.
     realworld: int = 0
     realworld_val: int = 100
@@ -86,9 +89,15 @@ def _generator_hash(module: ModuleType) -> str:
     return hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()
 
 
+def _stem(name: str) -> str:
+    """The file stem of ``name``'s generated rows: uncertainty's are prompts, labelled later."""
+    return "uncertainty_prompts" if name == "uncertainty" else name
+
+
 def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple[Path, Path]:
-    """Write ``<name>.mix.{train,val}.jsonl``: the synthetic split plus realistic-style examples
-    from ``name``'s generator (:data:`REALWORLD_GENERATORS`).
+    """Write ``<stem>.mix.{train,val}.jsonl``: the synthetic split plus realistic-style rows from
+    ``name``'s generator (:data:`REALWORLD_GENERATORS`); ``stem`` is ``name``, or
+    ``uncertainty_prompts`` for uncertainty, whose mixed prompts are labelled afterwards.
 
     Deterministic (seeded shuffle), and skipped when the files exist with the same inputs, so an
     interrupted build resumes without rewriting what training may already be reading."""
@@ -98,11 +107,14 @@ def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple
         raise ValueError(
             f"no realistic-style generator for {name!r} (have: {', '.join(REALWORLD_GENERATORS)})"
         )
-    generator = importlib.import_module(REALWORLD_GENERATORS[name])
+    module_name, function = REALWORLD_GENERATORS[name].split(":")
+    generator = importlib.import_module(module_name)
+    build = getattr(generator, function)
 
-    out = {split: work / f"{name}.mix.{split}.jsonl" for split in ("train", "val")}
-    stamp = work / f"{name}.mix.json"
-    sources = {split: work / f"{name}.{split}.jsonl" for split in ("train", "val")}
+    stem = _stem(name)
+    out = {split: work / f"{stem}.mix.{split}.jsonl" for split in ("train", "val")}
+    stamp = work / f"{stem}.mix.json"
+    sources = {split: work / f"{stem}.{split}.jsonl" for split in ("train", "val")}
     key = {
         "realworld": recipe.realworld,
         "realworld_val": recipe.realworld_val,
@@ -115,8 +127,8 @@ def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple
         return out["train"], out["val"]
     sizes = {"train": recipe.realworld, "val": recipe.realworld_val}
     for split, path in out.items():
-        real = generator.build(split, sizes[split], seed)
-        write_jsonl(work / f"{name}_realworld.{split}.jsonl", real)
+        real = build(split, sizes[split], seed)
+        write_jsonl(work / f"{stem}_realworld.{split}.jsonl", real)
         synthetic = read_jsonl(sources[split])
         if split == "val":
             synthetic = synthetic[: recipe.realworld_val]
@@ -131,8 +143,12 @@ def mix_realworld(work: Path, name: str, recipe: Recipe, seed: int = 0) -> tuple
     return out["train"], out["val"]
 
 
-def label_uncertainty_split(work: Path, split: str, model, tokenizer, *, samples: int = 0) -> Path:
-    """Answer ``split``'s uncertainty prompts with the base model and write the labelled lines.
+def label_uncertainty_split(
+    work: Path, split: str, model, tokenizer, *, samples: int = 0, mixed: bool = False
+) -> Path:
+    """Answer ``split``'s uncertainty prompts with the base model and write the labelled lines:
+    ``uncertainty_prompts[.mix].<split>.jsonl`` -> ``uncertainty[.mix].<split>.jsonl`` (``mixed``:
+    the prompts :func:`mix_realworld` wrote).
 
     ``samples`` > 0: greedy + that many sampled answers, digit = share correct (Granite recipe).
     ``samples`` = 0: the greedy answer's own correctness (9/0). Here the documents are in the
@@ -145,8 +161,9 @@ def label_uncertainty_split(work: Path, split: str, model, tokenizer, *, samples
     from intrinsics.training.data.uncertainty import is_correct, label_uncertainty
 
     samples = 0 if split == "eval" else samples
-    prompts = work / f"uncertainty_prompts.{split}.jsonl"
-    out, stamp = work / f"uncertainty.{split}.jsonl", work / f"uncertainty.{split}.labels.json"
+    part = f"mix.{split}" if mixed else split
+    prompts = work / f"uncertainty_prompts.{part}.jsonl"
+    out, stamp = work / f"uncertainty.{part}.jsonl", work / f"uncertainty.{part}.labels.json"
     key = {"samples": samples, "prompts": hashlib.sha256(prompts.read_bytes()).hexdigest()}
     if out.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
         return out
@@ -218,12 +235,6 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }
     recipes = {name: RECIPES[name].model_copy(update=overrides) for name in args.only}
-    without = [
-        name for name, recipe in recipes.items() if recipe.realworld and name not in REALWORLD_GENERATORS
-    ]
-    if without:
-        parser.error(f"--realworld: no realistic-style generator for {', '.join(without)}")
-
     from intrinsics.training.data.build import build_all
     from intrinsics.training.train import TrainConfig, load_base, pick_device, train_intrinsic
 
@@ -242,9 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, dict] = json.loads(report_file.read_text()) if report_file.is_file() else {}
     if "uncertainty" in recipes:
         started = time.perf_counter()
+        mixed = bool(recipes["uncertainty"].realworld)
+        if mixed:
+            mix_realworld(args.work, "uncertainty", recipes["uncertainty"])
         for split in ("train", "val", "eval"):
             label_uncertainty_split(
-                args.work, split, model, tokenizer, samples=recipes["uncertainty"].samples
+                args.work,
+                split,
+                model,
+                tokenizer,
+                samples=recipes["uncertainty"].samples,
+                mixed=mixed and split != "eval",
             )
         report["uncertainty_labels_s"] = {"seconds": time.perf_counter() - started}
 
@@ -253,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [(name, True) for name in LORA_TWINS if name in args.only]
     for name, lora in jobs:
         out = args.work / "adapters" / (f"{name}-lora" if lora else name)
-        train_file, val_file = args.work / f"{name}.train.jsonl", args.work / f"{name}.val.jsonl"
-        if recipes[name].realworld:
-            train_file, val_file = mix_realworld(args.work, name, recipes[name])
+        part = "mix." if recipes[name].realworld else ""
+        train_file, val_file = (args.work / f"{name}.{part}{split}.jsonl" for split in ("train", "val"))
+        if recipes[name].realworld and name != "uncertainty":  # uncertainty's: labelled above
+            mix_realworld(args.work, name, recipes[name])
         config = TrainConfig(
             intrinsic=name,
             data=train_file,
