@@ -220,29 +220,16 @@ def test_splits_use_their_own_subjects_and_no_held_out_domain(rows):
     assert not subjects["val"] & subjects["eval"]
 
 
-def _telling(texts: list[str]) -> set[str]:
-    """Sentences (normalised) of ``texts`` specific enough that sharing one means copying: over 20
-    characters, with a number or a name."""
-    out = set()
-    for text in texts:
-        for s in re.split(r"(?<=[.!?])\s+|\n", text):
-            if re.search(r"\d|\s[A-Z]", s.strip()):
-                norm = " ".join(s.lower().split()).rstrip("?.!")
-                if len(norm) > 20:
-                    out.add(norm)
-    return out
-
-
 def test_no_realistic_eval_text_in_the_data(rows):
     cases = load_cases()
     documents = [doc.text for doc in cases.documents.values()]
     texts = list(documents)
     for case in cases.cases["hallucination"]:
         texts += [case.data.question] + [s.s for s in case.data.answer]
-    eval_pieces = _telling(texts)
+    eval_pieces = realworld.telling_sentences(texts)
     assert len(cases.cases["hallucination"]) > 10 and len(eval_pieces) > 500  # the loader read them
     all_rows = [row for split_rows in rows.values() for row in split_rows]
-    generated = _telling([m["content"] for row in all_rows for m in row["messages"]])
+    generated = realworld.telling_sentences([m["content"] for row in all_rows for m in row["messages"]])
     assert len(generated) > 1000
     copied = eval_pieces & generated  # (not the sets themselves: no evaluation text in the log)
     assert not copied, sorted(copied)[:5]

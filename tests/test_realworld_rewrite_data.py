@@ -96,29 +96,14 @@ def test_builds_are_deterministic():
         realworld_rewrite.build("test", 1)
 
 
-def _telling(texts: list[str]) -> set[str]:
-    """Sentences (normalised) of ``texts`` that are specific enough that sharing one means
-    copying: over 20 characters, with a number or a name. Context-dependent follow-ups made of
-    the pool's own question wordings ("How many people live there?") name nothing and are
-    bound to occur in hand-written chats as well."""
-    out = set()
-    for text in texts:
-        for s in re.split(r"(?<=[.!?])\s+|\n", text):
-            if re.search(r"\d|\s[A-Z]", s.strip()):
-                norm = " ".join(s.lower().split()).rstrip("?.!")
-                if len(norm) > 20:
-                    out.add(norm)
-    return out
-
-
 def test_no_realistic_eval_text_in_the_data(rows):
     cases = load_cases()
     texts = [doc.text for doc in cases.documents.values()]
     for case in cases.cases["rewrite"]:
         texts += [t.content for t in case.data.turns] + [case.data.question, case.data.gold]
-    eval_pieces = _telling(texts)
+    eval_pieces = realworld.telling_sentences(texts)
     assert len(cases.cases["rewrite"]) > 10 and len(eval_pieces) > 500  # the loader read the cases
-    generated = _telling(
+    generated = realworld.telling_sentences(
         [m["content"] for r in rows.values() for row in r for m in row["messages"]]
         + [_target(row) for r in rows.values() for row in r]
     )

@@ -1898,6 +1898,21 @@ def sentences_of(rows: list[dict]) -> set[str]:
     return out
 
 
+def telling_sentences(texts: list[str]) -> set[str]:
+    """Sentences (normalised) of ``texts`` specific enough that sharing one means copying: over
+    20 characters, with a number or a name. For the independence tests of generators whose rows
+    are chats: a follow-up made of the pool's own question wordings ("How many people live
+    there?") names nothing and is bound to occur in hand-written chats as well."""
+    out: set[str] = set()
+    for text in texts:
+        for s in re.split(r"(?<=[.!?])\s+|\n", text):
+            if re.search(r"\d|\s[A-Z]", s.strip()):
+                norm = " ".join(s.lower().split()).rstrip("?.!")
+                if len(norm) > 20:
+                    out.add(norm)
+    return out
+
+
 # ------------------------------------------------------------------ uncertainty (prompts only)
 UNCERTAINTY_VARIANTS = {"clean": 0.45, "distractors": 0.35, "missing": 0.20}
 _HEDGES = re.compile(r"^(about|roughly|around|some|nearly|up to|just) ", re.IGNORECASE)
