@@ -189,10 +189,29 @@ def test_error_kinds_and_label_shares(rows):
     assert {len(row["claims"]) for row in train} == {1, 2, 3, 4}
     claims = [cl for row in train for cl in row["claims"]]
     assert 0.1 < sum(len(cl) == 2 for cl in claims) / len(claims) < 0.4
-    # answers are worded as answers, not copied from the documents
-    sentences = [(s, row) for row in train for s in split_sentences(_answer(row))]
-    copied = sum(s.casefold() in row["messages"][-3]["content"].casefold() for s, row in sentences)
-    assert copied / len(sentences) < 0.05
+    # most sentences are worded as answers; some copy a document's sentence, faithfully or with
+    # the value changed, and only those occur in the documents word for word
+    verbatim: Counter[tuple[str, bool]] = Counter()
+    flagged: Counter[tuple[str, bool]] = Counter()
+    for row in train:
+        docs = row["messages"][-3]["content"].casefold()
+        labels = [s["f"] for s in json.loads(row["output"])]
+        texts = split_sentences(_answer(row))
+        assert len(row["copied"]) == len(texts) == len(labels)
+        for text, label, copied, claims in zip(texts, labels, row["copied"], row["claims"]):
+            flagged[label, copied] += 1
+            if copied and len(claims) == 1:
+                verbatim[label, text.casefold() in docs] += 1
+    faithful = flagged["faithful", True] + flagged["faithful", False]
+    assert 0.15 < flagged["faithful", True] / faithful < 0.4, flagged
+    assert flagged["unfaithful", True] / (flagged["unfaithful", True] + flagged["unfaithful", False]) > 0.05
+    assert verbatim["faithful", True] > 0.9 * (verbatim["faithful", True] + verbatim["faithful", False])
+    assert verbatim["unfaithful", True] == verbatim["partial", True] == 0, verbatim
+    sentences = [(s, row, c) for row in train for s, c in zip(split_sentences(_answer(row)), row["copied"])]
+    uncopied = [(s, row) for s, row, c in sentences if not c]
+    assert sum(s.casefold() in row["messages"][-3]["content"].casefold() for s, row in uncopied) < 0.05 * len(
+        uncopied
+    )
 
 
 def test_few_drawn_examples_are_dropped(built):

@@ -24,7 +24,11 @@ with another value, or unrelated ones), a user-style question from :func:`.realw
 and the answer as the assistant turn. The first sentence answers the asked attribute; about 10%
 of the examples leave that fact out of the subject's document, and most of those answer with a
 faithful abstention ("The documents do not mention ..."). About 45% of the answers are fully
-faithful. A sentence states one fact or two (joined with ", and" / "; ").
+faithful. A sentence states one fact or two (joined with ", and" / "; "). Most sentences use
+answer wordings that no document uses; in about a quarter (:data:`P_COPY`, where a document
+states the fact) the first fact copies the document's own wording, faithfully or with the bad
+value put in, because real answers copy their sources and a judge that only learned from
+paraphrases distrusts a copied sentence.
 
 Targets have :mod:`.hallucination`'s format: per sentence of
 :func:`~intrinsics.training.data.text.split_sentences` of the answer, ``"e"`` is
@@ -35,7 +39,8 @@ with :func:`~intrinsics.parsers.parse_hallucination` against its own conversatio
 check re-derives the labels from the evidence; an example where that disagrees with the gold (a
 value that happens to occur in a sentence it does not belong to) is dropped and drawn again
 (:func:`build_counted` returns how many). Rows also carry ``source``, ``domain``, ``subject``,
-``asked``, per-sentence ``errors`` (error kinds; empty for a faithful sentence), ``claims`` (per
+``asked``, per-sentence ``errors`` (error kinds; empty for a faithful sentence), ``copied``
+(whether its first fact copies a document's wording), ``claims`` (per
 sentence, per fact: key, claimed value, evidence, error kind) and ``docs``; training ignores them.
 
 Splits use :mod:`.realworld`'s subject split and its held-out question wordings for ``eval``; its
@@ -76,6 +81,7 @@ CLAIM = "claim"
 P_CORRUPT = 0.55  # examples with at least one planned bad sentence
 P_LEAVE_OUT = 0.14  # examples whose subject document lacks the asked fact
 P_ABSTAIN = 0.72  # of those, the answer says so (faithfully)
+P_COPY = 0.3  # sentences whose first fact is worded the way a document words it
 
 #: Values whose items a ``swapped`` error replaces one at a time ("French, German and Italian").
 _LISTS = frozenset({"languages", "neighbours", "uses", "diet", "side_effects", "symptoms", "founders"})
@@ -90,7 +96,8 @@ _LEAD = re.compile(r"^(?:[Tt]he )?\{s\}(?=(?:'s)? )")
 _COMBINABLE = re.compile(r"^(?:(?:[Tt]he )?\{s\}(?:'s)? |Its |It |Her |She )")
 
 #: Answer-style wordings per ``kind:key``, beside the facts' own statement wordings (an answer
-#: that only copied document sentences would make the judgement a string match).
+#: that only copied document sentences would make the judgement a string match; one that never
+#: copies teaches that a copied sentence is suspect, and real answers copy often).
 _FRAMES: dict[str, tuple[str, ...]] = {
     "country:capital": ("The capital of {s} is {v}.", "{s}'s capital is {v}.", "{s} has {v} as its capital."),
     "country:population": ("The population of {s} is {v}.", "{s} has {v} inhabitants."),
@@ -622,13 +629,36 @@ def _lowerable(template: str, subject: Subject, ref: str) -> bool:
     return not template.startswith("{")
 
 
-def _clause(ans: _Answer, claim: Claim, ref: str, second: bool = False) -> tuple[str, bool] | None:
-    """One claim as a sentence, preferring wordings that no document uses, and whether it may
-    start in lower case. ``second``: the clause follows another one, so it should start with
-    its subject (a pronoun) where a wording allows."""
-    subject, rng = ans.subject, ans.rng
+def _copied_clause(ans: _Answer, claim: Claim) -> tuple[str, bool] | None:
+    """The claim in the wording a document uses for the subject's fact, with the claimed value
+    (so a bad value reads as a document sentence with one value changed), or None when no
+    document words the fact that way (an invented fact, a generalisation)."""
     if claim.key == CLAIM:
-        return _render(claim.value, subject, "", ref), True
+        return None
+    subject, true = ans.subject, ans.subject.facts[claim.key].value
+    templates = list(subject.facts[claim.key].says)
+    ans.rng.shuffle(templates)
+    for t in templates:
+        for ref in ("name", "pronoun"):
+            if _fold(_render(t, subject, true, ref)) in ans.folded:
+                return _render(t, subject, claim.value, ref), _lowerable(t, subject, ref)
+    return None
+
+
+def _clause(
+    ans: _Answer, claim: Claim, ref: str, second: bool = False, copy: bool = False
+) -> tuple[str, bool, bool] | None:
+    """One claim as a sentence, whether it may start in lower case, and whether it copies a
+    document's wording. ``copy``: word it as a document does where one states the fact; else
+    prefer wordings that no document uses. ``second``: the clause follows another one, so it
+    should start with its subject (a pronoun) where a wording allows."""
+    subject, rng = ans.subject, ans.rng
+    if copy and not second:
+        copied = _copied_clause(ans, claim)
+        if copied is not None:
+            return *copied, True
+    if claim.key == CLAIM:
+        return _render(claim.value, subject, "", ref), True, False
     templates = _templates(subject, claim.key)
     if second and any(_COMBINABLE.match(t) for t in templates):
         templates = [t for t in templates if _COMBINABLE.match(t)]
@@ -640,7 +670,7 @@ def _clause(ans: _Answer, claim: Claim, ref: str, second: bool = False) -> tuple
         text = _render(t, subject, claim.value, ref)
         if claim.error == "" and not _states(_fold(text), claim.evidence):
             continue  # the wording changes the value ("Prices are given in Euros.")
-        made = text, _lowerable(t, subject, ref)
+        made = text, _lowerable(t, subject, ref), False
         if _fold(text) not in ans.folded and (not second or made[1]):
             return made
         fallback = fallback or made
@@ -656,32 +686,35 @@ def _abstain(ans: _Answer, claim: Claim) -> str:
     return rng.choice(_ABSTAIN_NOUN).format(n=noun, s=name)
 
 
-def _sentence(ans: _Answer, claims: list[Claim], index: int) -> str | None:
-    """The claims of one answer sentence as text; the first sentence names the subject, later
-    ones often use a pronoun or the subject's description; a second claim follows ", and" or
-    "; " with a pronoun."""
+def _sentence(ans: _Answer, claims: list[Claim], index: int) -> tuple[str, bool] | None:
+    """The claims of one answer sentence as text, and whether its first fact copies a
+    document's wording (:data:`P_COPY`); the first sentence names the subject, later ones often
+    use a pronoun or the subject's description; a second claim follows ", and" or "; " with a
+    pronoun."""
     rng, subject = ans.rng, ans.subject
     if claims[0].abstain:
-        return _abstain(ans, claims[0])
+        return _abstain(ans, claims[0]), False
     ref = "name" if index == 0 else rng.choice(("name", "pronoun", "pronoun", "anaphor"))
-    made = _clause(ans, claims[0], ref)
+    made = _clause(ans, claims[0], ref, copy=rng.random() < P_COPY)
     if made is None:
         return None
-    text = made[0]
-    if index == 0 and rng.random() < 0.15 and made[1]:  # "According to the documents, the ..."
+    text, lowerable, copied = made
+    if (
+        index == 0 and not copied and rng.random() < 0.15 and lowerable
+    ):  # "According to the documents, the ..."
         text = rng.choice(_LEAD_INS) + text[:1].lower() + text[1:]
-    elif index == 0 and rng.random() < 0.15 and text.startswith(_cap(subject.name)):
+    elif index == 0 and not copied and rng.random() < 0.15 and text.startswith(_cap(subject.name)):
         text = rng.choice(_LEAD_INS) + subject.name + text[len(subject.name) :]
     if len(claims) == 2:
         second = _clause(ans, claims[1], rng.choice(("pronoun", "anaphor")), second=True)
         if second is None:
             return None
-        clause, lowerable = second
-        joiner = ", and " if lowerable and rng.random() < 0.7 else "; "
-        if lowerable:
+        clause, second_lowerable, _ = second
+        joiner = ", and " if second_lowerable and rng.random() < 0.7 else "; "
+        if second_lowerable:
             clause = clause[:1].lower() + clause[1:]
         text = f"{text[:-1]}{joiner}{clause}"
-    return text
+    return text, copied
 
 
 def _label(claims: list[Claim]) -> str:
@@ -820,10 +853,11 @@ def build_example(pools: _Pools, rng: random.Random, split: str) -> dict | None:
             break
     if not sentences or ans is None:
         return None
-    texts = [_sentence(ans, claims, i) for i, claims in enumerate(sentences)]
-    if any(t is None for t in texts):
+    made = [_sentence(ans, claims, i) for i, claims in enumerate(sentences)]
+    if any(m is None for m in made):
         return None
-    answer = " ".join(t for t in texts if t is not None)
+    texts = [m[0] for m in made if m is not None]
+    answer = " ".join(texts)
     if len(split_sentences(answer)) != len(texts):
         return None
     question = _question(subject, subject.facts[asked], rng, split)
@@ -838,6 +872,7 @@ def build_example(pools: _Pools, rng: random.Random, split: str) -> dict | None:
         "subject": subject.name,
         "asked": asked,
         "errors": [[c.error for c in claims if c.error] for claims in sentences],
+        "copied": [m[1] for m in made if m is not None],
         "claims": [
             [
                 {
