@@ -699,9 +699,8 @@ def _sentence(ans: _Answer, claims: list[Claim], index: int) -> tuple[str, bool]
     if made is None:
         return None
     text, lowerable, copied = made
-    if (
-        index == 0 and not copied and rng.random() < 0.15 and lowerable
-    ):  # "According to the documents, the ..."
+    # a lead-in ("According to the documents, the ...") only before an answer wording
+    if index == 0 and not copied and rng.random() < 0.15 and lowerable:
         text = rng.choice(_LEAD_INS) + text[:1].lower() + text[1:]
     elif index == 0 and not copied and rng.random() < 0.15 and text.startswith(_cap(subject.name)):
         text = rng.choice(_LEAD_INS) + subject.name + text[len(subject.name) :]
