@@ -193,6 +193,7 @@ def test_error_kinds_and_label_shares(rows):
     # the value changed, and only those occur in the documents word for word
     verbatim: Counter[tuple[str, bool]] = Counter()
     flagged: Counter[tuple[str, bool]] = Counter()
+    uncopied_in_docs = 0
     for row in train:
         docs = row["messages"][-3]["content"].casefold()
         labels = [s["f"] for s in json.loads(row["output"])]
@@ -202,16 +203,14 @@ def test_error_kinds_and_label_shares(rows):
             flagged[label, copied] += 1
             if copied and len(claims) == 1:
                 verbatim[label, text.casefold() in docs] += 1
+            uncopied_in_docs += not copied and text.casefold() in docs
     faithful = flagged["faithful", True] + flagged["faithful", False]
     assert 0.15 < flagged["faithful", True] / faithful < 0.4, flagged
     assert flagged["unfaithful", True] / (flagged["unfaithful", True] + flagged["unfaithful", False]) > 0.05
     assert verbatim["faithful", True] > 0.9 * (verbatim["faithful", True] + verbatim["faithful", False])
     assert verbatim["unfaithful", True] == verbatim["partial", True] == 0, verbatim
-    sentences = [(s, row, c) for row in train for s, c in zip(split_sentences(_answer(row)), row["copied"])]
-    uncopied = [(s, row) for s, row, c in sentences if not c]
-    assert sum(s.casefold() in row["messages"][-3]["content"].casefold() for s, row in uncopied) < 0.05 * len(
-        uncopied
-    )
+    uncopied = sum(n for (_, copied), n in flagged.items() if not copied)
+    assert uncopied_in_docs < 0.05 * uncopied
 
 
 def test_few_drawn_examples_are_dropped(built):

@@ -645,20 +645,13 @@ def _copied_clause(ans: _Answer, claim: Claim) -> tuple[str, bool] | None:
     return None
 
 
-def _clause(
-    ans: _Answer, claim: Claim, ref: str, second: bool = False, copy: bool = False
-) -> tuple[str, bool, bool] | None:
-    """One claim as a sentence, whether it may start in lower case, and whether it copies a
-    document's wording. ``copy``: word it as a document does where one states the fact; else
-    prefer wordings that no document uses. ``second``: the clause follows another one, so it
-    should start with its subject (a pronoun) where a wording allows."""
+def _clause(ans: _Answer, claim: Claim, ref: str, second: bool = False) -> tuple[str, bool] | None:
+    """One claim as a sentence, preferring wordings that no document uses, and whether it may
+    start in lower case. ``second``: the clause follows another one, so it should start with
+    its subject (a pronoun) where a wording allows."""
     subject, rng = ans.subject, ans.rng
-    if copy and not second:
-        copied = _copied_clause(ans, claim)
-        if copied is not None:
-            return *copied, True
     if claim.key == CLAIM:
-        return _render(claim.value, subject, "", ref), True, False
+        return _render(claim.value, subject, "", ref), True
     templates = _templates(subject, claim.key)
     if second and any(_COMBINABLE.match(t) for t in templates):
         templates = [t for t in templates if _COMBINABLE.match(t)]
@@ -670,7 +663,7 @@ def _clause(
         text = _render(t, subject, claim.value, ref)
         if claim.error == "" and not _states(_fold(text), claim.evidence):
             continue  # the wording changes the value ("Prices are given in Euros.")
-        made = text, _lowerable(t, subject, ref), False
+        made = text, _lowerable(t, subject, ref)
         if _fold(text) not in ans.folded and (not second or made[1]):
             return made
         fallback = fallback or made
@@ -695,10 +688,12 @@ def _sentence(ans: _Answer, claims: list[Claim], index: int) -> tuple[str, bool]
     if claims[0].abstain:
         return _abstain(ans, claims[0]), False
     ref = "name" if index == 0 else rng.choice(("name", "pronoun", "pronoun", "anaphor"))
-    made = _clause(ans, claims[0], ref, copy=rng.random() < P_COPY)
+    copy = _copied_clause(ans, claims[0]) if rng.random() < P_COPY else None
+    made = copy or _clause(ans, claims[0], ref)
     if made is None:
         return None
-    text, lowerable, copied = made
+    text, lowerable = made
+    copied = copy is not None
     # a lead-in ("According to the documents, the ...") only before an answer wording
     if index == 0 and not copied and rng.random() < 0.15 and lowerable:
         text = rng.choice(_LEAD_INS) + text[:1].lower() + text[1:]
@@ -708,7 +703,7 @@ def _sentence(ans: _Answer, claims: list[Claim], index: int) -> tuple[str, bool]
         second = _clause(ans, claims[1], rng.choice(("pronoun", "anaphor")), second=True)
         if second is None:
             return None
-        clause, second_lowerable, _ = second
+        clause, second_lowerable = second
         joiner = ", and " if second_lowerable and rng.random() < 0.7 else "; "
         if second_lowerable:
             clause = clause[:1].lower() + clause[1:]
