@@ -357,6 +357,51 @@ def test_shards_share_one_checkpoint_and_a_full_run_only_scores(case_set, tiny_i
     assert merged["n"] == limit and merged["values"] == single["values"]
 
 
+@pytest.mark.parametrize("name", ["hallucination", "rewrite"])
+def test_a_candidate_is_scored_paired_against_the_shipped_adapter(case_set, tiny_intrinsics, name):
+    """``--adapter``: the shipped adapter becomes one more system; its predictions are the ones
+    it gives as the main adapter, and a candidate equal to it differs by exactly nothing."""
+    from alora_flows.testing import save_random_alora
+    from intrinsics.training.realistic.evaluate import evaluate_intrinsic, markdown
+    from intrinsics.training.realistic.scoring import SHIPPED
+
+    backend, specs, paths, folder = tiny_intrinsics
+    other = save_random_alora(
+        backend.base_model, backend.tokenizer, specs[name].invocation,
+        folder / "candidates" / "tiny" / name, seed=99, base_model_name="tiny",
+    )  # fmt: skip
+
+    def run(work: str, adapter: Path, shipped: Path | None = None) -> dict:
+        return evaluate_intrinsic(
+            name, backend, case_set, folder / work, spec=specs[name], adapter_path=adapter,
+            shipped=shipped, limit=4, resamples=20,
+        )  # fmt: skip
+
+    alone = run(f"alone-{name}", other)
+    paired = run(f"paired-{name}", paths[name], shipped=other)
+    assert paired["values"][SHIPPED] == alone["values"][ADAPTER]
+    assert paired["systems"][SHIPPED] == alone["systems"][ADAPTER]
+    assert (folder / f"paired-{name}" / f"{name}-shipped.jsonl").is_file()
+    same = run(f"same-{name}", other, shipped=other)
+    assert same["values"][SHIPPED] == same["values"][ADAPTER]
+    assert same["paired"][f"{ADAPTER} - {SHIPPED}"] in ([0.0, 0.0], [None, None])
+    report = {"command": "x --adapter D", "model": "tiny", "threads": 1, "resamples": 20, "counts": {}}
+    text = markdown({**report, "intrinsics": {name: paired}})
+    assert text.startswith("# Realistic evaluation of a candidate adapter")
+    rows = [line for line in text.splitlines() if f"| {SHIPPED} | " in line]
+    assert any(line.startswith("|  |") for line in rows)  # a baseline of the headline table
+    assert any(line.startswith(f"| {SHIPPED} |") for line in rows)  # a row of the systems table
+
+
+def test_adapter_option_needs_one_intrinsic(capsys):
+    from intrinsics.training.realistic.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--adapter", "somewhere"])
+    assert exit_info.value.code == 2
+    assert "--only NAME" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", INTRINSICS)
 def test_runner_resumes_from_its_checkpoint(case_set, tiny_intrinsics, name):
     from intrinsics.training.realistic.evaluate import evaluate_intrinsic, markdown

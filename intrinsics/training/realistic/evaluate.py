@@ -6,7 +6,10 @@
 Loads the embedded model and each shipped adapter the way a flow does (``load_intrinsic(name,
 "builtin", ...)`` + ``backend.add_adapter``), runs the intrinsic on every case with ``spec.run``
 on a Session (:mod:`.predict`), scores it and its heuristic baselines (:mod:`.scoring`) and writes
-``realistic.json`` and ``realistic.md`` to ``--out`` (``intrinsics/results``). The base model's
+``realistic.json`` and ``realistic.md`` to ``--out`` (``intrinsics/results``). ``--adapter DIR``
+evaluates a candidate (say a ``build_builtin --out`` folder) instead, beside the shipped adapter
+as one more system, so the report's ``adapter - shipped adapter`` is the paired difference a
+decision to ship needs; its report goes to ``--work`` unless ``--out`` says otherwise. The base model's
 answers for the uncertainty cases come from ``cases/base_answers.jsonl``; missing ones are
 generated first (:mod:`.base_answers`). Adapter outputs are checkpointed in ``--work``
 (``runs/realistic-eval``), one JSONL line per case: rerun the same command after an interruption
@@ -36,6 +39,7 @@ from intrinsics.training.realistic.predict import Checkpoint, adapter_fingerprin
 from intrinsics.training.realistic.scoring import (
     ADAPTER,
     HEADLINE,
+    SHIPPED,
     SYSTEMS,
     TOKEN_PROB,
     TWIN,
@@ -60,11 +64,14 @@ def evaluate_intrinsic(
     resamples: int = 1000,
     answers: Mapping[str, Mapping[str, Any]] | None = None,
     twin: tuple[str | Path, str | Path] | None = None,
+    shipped: str | Path | None = None,
     shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Run and score one intrinsic. Without ``spec``/``adapter_path`` the shipped adapter of
     ``backend``'s model is loaded as a flow loads it. ``twin`` = (standard LoRA directory, base
-    model directory) adds that LoRA as the ``LoRA twin`` system (uncertainty only).
+    model directory) adds that LoRA as the ``LoRA twin`` system (uncertainty only). ``shipped``
+    (an adapter directory, run with ``spec``) adds the :data:`SHIPPED` system, so a candidate
+    ``adapter_path`` gets a paired difference against it.
     ``shard`` = (I, N) runs and scores only every N-th case from the I-th: N processes sharing
     one ``work`` checkpoint split a long run, and a run over all cases then only scores."""
     if spec is None or adapter_path is None:
@@ -72,9 +79,8 @@ def evaluate_intrinsic(
 
         resolved = load_intrinsic(name, "builtin", backend.model_id, tokenizer=backend.tokenizer)
         spec, adapter_path = resolved.spec, resolved.path
-    adapter_name = f"realistic_{name}"
-    if adapter_name not in backend.adapters:
-        backend.add_adapter(adapter_name, adapter_path)
+    # Named by their files: a candidate and the shipped adapter live side by side in one backend.
+    adapter_name = _load(backend, name, adapter_path)
     index, count = shard
     cases = case_set.cases[name][:limit][index::count]
     texts = {k: str(v["answer"]) for k, v in (answers or {}).items()}
@@ -108,6 +114,18 @@ def evaluate_intrinsic(
             on_progress=progress_printer(f"{name} (answer token probability)"),
             predict=partial(token_prob_predict_case, backend),
         )
+    if shipped is not None:
+        others[SHIPPED] = run_adapter(
+            backend,
+            spec,
+            _load(backend, name, shipped),
+            adapter_fingerprint(shipped),
+            cases,
+            case_set,
+            Checkpoint(work / f"{name}-shipped.jsonl"),
+            answers=texts if name == "uncertainty" else None,
+            on_progress=progress_printer(f"{name} (shipped adapter)"),
+        )
     if twin is not None:
         from intrinsics.training.realistic.twin import LoraTwin, twin_predict_case
 
@@ -126,7 +144,7 @@ def evaluate_intrinsic(
         )
     items = build_items(name, cases, case_set, records, answers, others=others)
     result = score_intrinsic(name, items, resamples=resamples)
-    result["adapter"] = str(Path(adapter_path).relative_to(Path(adapter_path).parents[2]))
+    result["adapter"] = "/".join(Path(adapter_path).resolve().parts[-3:])
     result["adapter_seconds_per_case"] = round(
         sum(float(r.get("seconds", 0.0)) for r in records.values()) / max(len(records), 1), 3
     )
@@ -134,6 +152,14 @@ def evaluate_intrinsic(
     if name == "uncertainty":
         result["base_answers_correct"] = sum(bool(it.gold) for it in items)
     return result
+
+
+def _load(backend, name: str, path: str | Path) -> str:
+    """The backend's name for the adapter in ``path``, loading it on first use."""
+    adapter_name = f"realistic_{name}_{adapter_fingerprint(path)[:8]}"
+    if adapter_name not in backend.adapters:
+        backend.add_adapter(adapter_name, path)
+    return adapter_name
 
 
 # ---------------------------------------------------------------------------------- report
@@ -172,7 +198,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     results = report["intrinsics"]
     synthetic = _synthetic()
     lines = [
-        "# Realistic evaluation of the shipped intrinsics",
+        "# Realistic evaluation of the shipped intrinsics"
+        if "--adapter" not in report["command"]
+        else "# Realistic evaluation of a candidate adapter, beside the shipped one",
         "",
         "Hand-written cases on real-world topics (`intrinsics/training/realistic/cases/`, written",
         "independently of the training-data generators; never train on them), run through the engine as a",
@@ -231,11 +259,11 @@ def markdown(report: Mapping[str, Any]) -> str:
         if not r or not r.get("held_out"):
             continue
         h = r["held_out"]
-        base = SYSTEMS[name][1]
-        lines.append(
-            f"| {name} | {h['n']} | {_f(h['values'][ADAPTER])} {_ci(h['ci'][ADAPTER])} | {base}: "
-            f"{_f(h['values'][base])} {_ci(h['ci'][base])} | {_ci(h['paired'][f'{ADAPTER} - {base}'])} |"
-        )
+        for base in (SYSTEMS[name][1], *([SHIPPED] if SHIPPED in h["values"] else [])):
+            lines.append(
+                f"| {name} | {h['n']} | {_f(h['values'][ADAPTER])} {_ci(h['ci'][ADAPTER])} | {base}: "
+                f"{_f(h['values'][base])} {_ci(h['ci'][base])} | {_ci(h['paired'][f'{ADAPTER} - {base}'])} |"
+            )
     for name in INTRINSICS:
         r = results.get(name)
         if not r:
@@ -364,6 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         "which sees the whole prompt with no cache reuse",
     )
     parser.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="evaluate this adapter directory (one --only intrinsic) beside the shipped one, paired; "
+        "the report goes to --work unless --out is given",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="rewrite realistic.md from realistic.json, run nothing"
     )
     parser.add_argument(
@@ -376,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     shard: tuple[int, int] = args.shard
-    # A --limit run never overwrites the full results unless asked to.
-    out = args.out or (args.work if args.limit else RESULTS)
+    if args.adapter is not None and len(args.only) != 1:
+        parser.error("--adapter evaluates one intrinsic's adapter: name it with --only NAME")
+    # A --limit or --adapter run never overwrites the shipped adapters' results unless asked to.
+    out = args.out or (args.work if args.limit or args.adapter else RESULTS)
     if args.report_only:
         write_report(json.loads((out / "realistic.json").read_text()), out)
         print(json.dumps({"written": [str(out / "realistic.md")]}))
@@ -395,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
     command = COMMAND + ("" if args.only == list(INTRINSICS) else " --only " + " ".join(args.only))
     command += " --twin" if args.twin else ""
+    command += f" --adapter {args.adapter}" if args.adapter else ""
     report.update(
         command=command,
         model=backend.model_id,
@@ -417,6 +456,13 @@ def main(argv: list[str] | None = None) -> int:
                 load_intrinsic(name, "builtin", backend.model_id, tokenizer=backend.tokenizer).path
             )
             twin = (shipped.parent / f"{name}-lora", resolve_model("embedded").path)
+        candidate: dict[str, Any] = {}
+        if args.adapter is not None:
+            from intrinsics.registry import load_intrinsic
+
+            resolved = load_intrinsic(name, args.adapter, backend.model_id, tokenizer=backend.tokenizer)
+            shipped_path = load_intrinsic(name, "builtin", backend.model_id).path
+            candidate = dict(spec=resolved.spec, adapter_path=resolved.path, shipped=shipped_path)
         report["intrinsics"][name] = evaluate_intrinsic(
             name,
             backend,
@@ -427,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             answers=answers,
             twin=twin,
             shard=shard,
+            **candidate,
         )
         if shard != (0, 1):
             continue  # a worker: its cases are in the checkpoint; the report scores all of them

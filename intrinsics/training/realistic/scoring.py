@@ -48,11 +48,13 @@ SYSTEMS = {
     "answerability": (ADAPTER, "question overlap", "majority"),
     "rewrite": (ADAPTER, "echo question"),
 }
-#: Systems the uncertainty evaluation may add: the standard LoRA trained on the same data and
-#: budget (``evaluate --twin``), and the base model's own confidence in its answer
-#: (:mod:`.token_prob`).
+#: Systems an evaluation may add: the standard LoRA trained on the same data and budget
+#: (``evaluate --twin``, uncertainty), the base model's own confidence in its answer
+#: (:mod:`.token_prob`, uncertainty), and the shipped adapter beside a candidate.
 TWIN = "LoRA twin"
 TOKEN_PROB = "answer token probability"
+#: A candidate adapter (``evaluate --adapter DIR``) is compared with the shipped one, paired.
+SHIPPED = "shipped adapter"
 
 
 @dataclass
@@ -73,6 +75,29 @@ class Item:
 
 
 # ---------------------------------------------------------------------------------- items
+def adapter_prediction(intrinsic: str, record: Mapping[str, Any], data: Any) -> Any:
+    """What one adapter's record for a case predicts, in the form :func:`metrics` reads.
+
+    A malformed output is scored as the trivial answer (0.5 certainty, all faithful, answerable,
+    the question unchanged), the way :mod:`intrinsics.training.evaluate` scores it.
+    """
+    bad = bool(record.get("malformed", False))
+    if intrinsic == "uncertainty":
+        return 0.5 if bad else float(record["score"])
+    if intrinsic == "hallucination":
+        if bad:
+            return {i: "faithful" for i in range(len(data.answer))}
+        return {int(r): f for r, f in record["labels"].items()}
+    if intrinsic == "answerability":
+        if bad:
+            return ("answerable", 0.5)
+        probability = record.get("probability")
+        return (record["label"], float(probability if probability is not None else 0.5))
+    if intrinsic == "rewrite":
+        return data.question if bad else str(record["rewritten_question"])
+    raise ValueError(f"unknown intrinsic '{intrinsic}'")
+
+
 def build_items(
     intrinsic: str,
     cases: Sequence[Case],
@@ -82,11 +107,8 @@ def build_items(
     others: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> list[Item]:
     """Gold and predictions of all systems for ``cases`` (``records``: the adapter's, by case id;
-    ``others``: system name -> that system's records, such as :data:`TWIN`; uncertainty only).
-
-    A malformed adapter output is scored as the trivial answer (0.5 certainty, all faithful,
-    answerable, the question unchanged), the way :mod:`intrinsics.training.evaluate` scores it.
-    """
+    ``others``: system name -> another adapter-like system's records, such as the :data:`TWIN`
+    or the :data:`SHIPPED` adapter a candidate is compared with)."""
     items = []
     majority = "answerable"
     if intrinsic == "answerability":
@@ -100,39 +122,30 @@ def build_items(
         if intrinsic == "uncertainty":
             answer = (answers or {})[case.id]
             item = Item(case, bool(answer["correct"]), malformed=bad)
-            item.preds[ADAPTER] = 0.5 if bad else float(record["score"])
             item.preds["word overlap"] = heuristics.overlap_certainty(answer["answer"], docs)
-            for system, other_records in (others or {}).items():
-                other = other_records.get(case.id, {})
-                item.preds[system] = 0.5 if other.get("malformed", True) else float(other["score"])
         elif intrinsic == "hallucination":
-            gold = {i: s.f for i, s in enumerate(data.answer)}
-            item = Item(case, gold, malformed=bad)
-            faithful = dict.fromkeys(gold, "faithful")
-            item.preds[ADAPTER] = faithful if bad else {int(r): f for r, f in record["labels"].items()}
+            item = Item(case, {i: s.f for i, s in enumerate(data.answer)}, malformed=bad)
             item.preds["adapter, own labels"] = (
-                faithful if bad else {int(r): f for r, f in record["adapter_labels"].items()}
+                dict.fromkeys(item.gold, "faithful")
+                if bad
+                else {int(r): f for r, f in record["adapter_labels"].items()}
             )
             item.preds["names/numbers absent"] = heuristics.hallucination_labels(data.answer_text, docs)
-            item.preds["all faithful"] = faithful
+            item.preds["all faithful"] = dict.fromkeys(item.gold, "faithful")
         elif intrinsic == "answerability":
             item = Item(case, data.label, malformed=bad)
-            probability = record.get("probability")
-            item.preds[ADAPTER] = (
-                ("answerable", 0.5)
-                if bad
-                else (record["label"], float(probability if probability is not None else 0.5))
-            )
             share = heuristics.question_overlap(data.question, docs)
             label = "answerable" if share >= heuristics.ANSWERABLE_OVERLAP else "unanswerable"
             item.preds["question overlap"] = (label, share)
             item.preds["majority"] = (majority, 0.5)
         elif intrinsic == "rewrite":
             item = Item(case, data, malformed=bad)
-            item.preds[ADAPTER] = data.question if bad else str(record["rewritten_question"])
             item.preds["echo question"] = heuristics.echo_rewrite(data.question)
         else:
             raise ValueError(f"unknown intrinsic '{intrinsic}'")
+        item.preds[ADAPTER] = adapter_prediction(intrinsic, record, data)
+        for system, other_records in (others or {}).items():
+            item.preds[system] = adapter_prediction(intrinsic, other_records[case.id], data)
         items.append(item)
     return items
 
