@@ -388,6 +388,7 @@ def test_a_candidate_is_scored_paired_against_the_shipped_adapter(case_set, tiny
     report = {"command": "x --adapter D", "model": "tiny", "threads": 1, "resamples": 20, "counts": {}}
     text = markdown({**report, "intrinsics": {name: paired}})
     assert text.startswith("# Realistic evaluation of a candidate adapter")
+    assert f"| {name} | {HEADLINE[name]} | 4 | - |" in text  # eval.md's synthetic score is the shipped one's
     rows = [line for line in text.splitlines() if f"| {SHIPPED} | " in line]
     assert any(line.startswith("|  |") for line in rows)  # a baseline of the headline table
     assert any(line.startswith(f"| {SHIPPED} |") for line in rows)  # a row of the systems table

@@ -196,11 +196,12 @@ def _synthetic() -> dict[str, tuple[str, float]]:
 
 def markdown(report: Mapping[str, Any]) -> str:
     results = report["intrinsics"]
-    synthetic = _synthetic()
+    candidate = "--adapter" in report["command"]
+    synthetic = {} if candidate else _synthetic()  # eval.md scores the shipped adapters only
     lines = [
-        "# Realistic evaluation of the shipped intrinsics"
-        if "--adapter" not in report["command"]
-        else "# Realistic evaluation of a candidate adapter, beside the shipped one",
+        "# Realistic evaluation of a candidate adapter, beside the shipped one"
+        if candidate
+        else "# Realistic evaluation of the shipped intrinsics",
         "",
         "Hand-written cases on real-world topics (`intrinsics/training/realistic/cases/`, written",
         "independently of the training-data generators; never train on them), run through the engine as a",
@@ -479,13 +480,13 @@ def main(argv: list[str] | None = None) -> int:
             continue  # a worker: its cases are in the checkpoint; the report scores all of them
         write_report(report, out)  # after each intrinsic: a long run keeps what it has
         r = report["intrinsics"][name]
-        base = SYSTEMS[name][1]
-        print(
-            f"{name}: {HEADLINE[name]} adapter {r['values'][ADAPTER]} {r['ci'][ADAPTER]} vs {base} "
-            f"{r['values'][base]}; paired {r['paired'][f'{ADAPTER} - {base}']}",
-            file=sys.stderr,
-            flush=True,
-        )
+        for base in (SYSTEMS[name][1], *([SHIPPED] if SHIPPED in r["values"] else [])):
+            print(
+                f"{name}: {HEADLINE[name]} adapter {r['values'][ADAPTER]} {r['ci'][ADAPTER]} vs {base} "
+                f"{r['values'][base]}; paired {r['paired'][f'{ADAPTER} - {base}']}",
+                file=sys.stderr,
+                flush=True,
+            )
     if shard != (0, 1):
         print(json.dumps({"shard": "/".join(map(str, shard)), "checkpoints": str(args.work)}))
     else:
