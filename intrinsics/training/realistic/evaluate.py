@@ -163,6 +163,12 @@ def _load(backend, name: str, path: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------------- report
+def _compared(name: str, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """What the summaries pair the adapter with: the heuristic, and the shipped adapter when the
+    adapter is a candidate."""
+    return (SYSTEMS[name][1], *([SHIPPED] if SHIPPED in values else []))
+
+
 def _f(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -260,7 +266,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         if not r or not r.get("held_out"):
             continue
         h = r["held_out"]
-        for base in (SYSTEMS[name][1], *([SHIPPED] if SHIPPED in h["values"] else [])):
+        for base in _compared(name, h["values"]):
             lines.append(
                 f"| {name} | {h['n']} | {_f(h['values'][ADAPTER])} {_ci(h['ci'][ADAPTER])} | {base}: "
                 f"{_f(h['values'][base])} {_ci(h['ci'][base])} | {_ci(h['paired'][f'{ADAPTER} - {base}'])} |"
@@ -480,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             continue  # a worker: its cases are in the checkpoint; the report scores all of them
         write_report(report, out)  # after each intrinsic: a long run keeps what it has
         r = report["intrinsics"][name]
-        for base in (SYSTEMS[name][1], *([SHIPPED] if SHIPPED in r["values"] else [])):
+        for base in _compared(name, r["values"]):
             print(
                 f"{name}: {HEADLINE[name]} adapter {r['values'][ADAPTER]} {r['ci'][ADAPTER]} vs {base} "
                 f"{r['values'][base]}; paired {r['paired'][f'{ADAPTER} - {base}']}",
