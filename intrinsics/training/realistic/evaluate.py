@@ -80,7 +80,7 @@ def evaluate_intrinsic(
         resolved = load_intrinsic(name, "builtin", backend.model_id, tokenizer=backend.tokenizer)
         spec, adapter_path = resolved.spec, resolved.path
     # Named by their files: a candidate and the shipped adapter live side by side in one backend.
-    adapter_name = _load(backend, name, adapter_path)
+    adapter_name, fingerprint = _load(backend, name, adapter_path)
     index, count = shard
     cases = case_set.cases[name][:limit][index::count]
     texts = {k: str(v["answer"]) for k, v in (answers or {}).items()}
@@ -89,7 +89,7 @@ def evaluate_intrinsic(
         backend,
         spec,
         adapter_name,
-        adapter_fingerprint(adapter_path),
+        fingerprint,
         cases,
         case_set,
         Checkpoint(work / f"{name}.jsonl"),
@@ -118,8 +118,7 @@ def evaluate_intrinsic(
         others[SHIPPED] = run_adapter(
             backend,
             spec,
-            _load(backend, name, shipped),
-            adapter_fingerprint(shipped),
+            *_load(backend, name, shipped),
             cases,
             case_set,
             Checkpoint(work / f"{name}-shipped.jsonl"),
@@ -154,12 +153,14 @@ def evaluate_intrinsic(
     return result
 
 
-def _load(backend, name: str, path: str | Path) -> str:
-    """The backend's name for the adapter in ``path``, loading it on first use."""
-    adapter_name = f"realistic_{name}_{adapter_fingerprint(path)[:8]}"
+def _load(backend, name: str, path: str | Path) -> tuple[str, str]:
+    """The backend's name for the adapter in ``path`` (loading it on first use) and the
+    fingerprint of its files, which also keys its checkpoint records."""
+    fingerprint = adapter_fingerprint(path)
+    adapter_name = f"realistic_{name}_{fingerprint[:8]}"
     if adapter_name not in backend.adapters:
         backend.add_adapter(adapter_name, path)
-    return adapter_name
+    return adapter_name, fingerprint
 
 
 # ---------------------------------------------------------------------------------- report
@@ -453,23 +454,19 @@ def main(argv: list[str] | None = None) -> int:
     if "uncertainty" in args.only:
         generate_answers(backend, case_set, limit=args.limit, on_progress=progress_printer("base answers"))
         answers = current_answers(case_set, backend.model_id)
+    from intrinsics.registry import load_intrinsic, resolve_adapter
+
     for name in args.only:
+        shipped = resolve_adapter(name, "builtin", backend.model_id)
         twin = None
         if args.twin and name == "uncertainty":
             from alora_flows.core.models import resolve_model
-            from intrinsics.registry import load_intrinsic
 
-            shipped = Path(
-                load_intrinsic(name, "builtin", backend.model_id, tokenizer=backend.tokenizer).path
-            )
             twin = (shipped.parent / f"{name}-lora", resolve_model("embedded").path)
         candidate: dict[str, Any] = {}
         if args.adapter is not None:
-            from intrinsics.registry import load_intrinsic
-
             resolved = load_intrinsic(name, args.adapter, backend.model_id, tokenizer=backend.tokenizer)
-            shipped_path = load_intrinsic(name, "builtin", backend.model_id).path
-            candidate = dict(spec=resolved.spec, adapter_path=resolved.path, shipped=shipped_path)
+            candidate = dict(spec=resolved.spec, adapter_path=resolved.path, shipped=shipped)
         report["intrinsics"][name] = evaluate_intrinsic(
             name,
             backend,
