@@ -199,6 +199,28 @@ def test_loss_decreases_on_a_toy_task(tiny, data, tmp_path):
     assert sum(result.train_losses[-3:]) < sum(result.train_losses[:3]) * 0.7
 
 
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_writes_the_best_or_the_final_weights(tiny, data, tmp_path, keep):
+    """A learning rate far too high: validation loss is lowest after step 1 (4.6, then 7.7, 7.5,
+    5.8), so "best" writes step 1's weights and "last" the final ones (the checkpoint's)."""
+    from safetensors.torch import load_file
+
+    tok, model = tiny
+    out = tmp_path / keep
+    result = train_intrinsic(
+        config(data, out, max_steps=4, lr=5.0, eval_every=1, keep=keep, keep_checkpoint=True),
+        model=model,
+        tokenizer=tok,
+        model_id="tiny",
+    )
+    assert result.best_step == 1 and result.steps == 4
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    final = torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=True)["adapter"]
+    assert saved.keys() == final.keys()
+    assert all(torch.equal(saved[k], final[k]) for k in saved) == (keep == "last")
+    assert f"kept: {keep}" in (out / "intrinsic.yaml").read_text()
+
+
 def test_standard_lora_for_the_parity_comparison(tiny, data, tmp_path):
     tok, model = tiny
     result = train_intrinsic(

@@ -403,6 +403,35 @@ def test_adapter_option_needs_one_intrinsic(capsys):
     assert "--only NAME" in capsys.readouterr().err
 
 
+def test_the_model_loads_on_the_asked_device_with_the_thread_policy(monkeypatch):
+    """``--device``/``--threads`` reach the backend: the thread policy on the CPU, none on a GPU."""
+    import torch
+
+    from alora_flows.core.backend import Backend
+    from intrinsics.training.realistic import base_answers
+
+    loads: list[str] = []
+    monkeypatch.setattr(Backend, "load", classmethod(lambda cls, model, device: loads.append(device)))
+    before = torch.get_num_threads()
+    try:
+        base_answers.load_embedded("cpu", threads=1)
+        assert loads == ["cpu"] and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        base_answers.load_embedded("cuda:1", threads=1)
+        assert loads == ["cpu", "cuda:1"] and torch.get_num_threads() == 2  # threads are the CPU's
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_report_says_where_the_adapters_ran():
+    from intrinsics.training.realistic.evaluate import RESULTS, markdown
+
+    report = json.loads((RESULTS / "realistic.json").read_text())
+    report.pop("device", None)  # the published report was run before --device existed
+    assert f"`{report['model']}`, 1 thread(s), CPU)" in markdown(report)
+    assert f"`{report['model']}`, cuda:0, bfloat16)" in markdown({**report, "device": "cuda:0"})
+
+
 @pytest.mark.parametrize("name", INTRINSICS)
 def test_runner_resumes_from_its_checkpoint(case_set, tiny_intrinsics, name):
     from intrinsics.training.realistic.evaluate import evaluate_intrinsic, markdown

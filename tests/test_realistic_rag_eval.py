@@ -75,3 +75,13 @@ def test_scores_count_the_targets_per_question():
     )
     assert "| wrong answers cut | 60.0%" in text and "**no**" in text
     assert "2 selected questions were not answered" in text
+    assert "shipped adapters, CPU, 1 thread)" in text  # a report from before --device ran on the CPU
+    on_gpu = markdown(
+        {
+            **dict(command="x", threads=1, resamples=50, selected=12, score=report),
+            "score_flag_abstains": report,
+            "paths": info,
+            "device": "cuda",
+        }
+    )
+    assert "shipped adapters, cuda, bfloat16)" in on_gpu and "CPU" not in on_gpu.split("\n")[2]

@@ -130,6 +130,13 @@ def train(
         bool,
         typer.Option("--keep-checkpoint", help="Keep OUT/checkpoint after training (to train on later)."),
     ] = False,
+    keep: Annotated[
+        str,
+        typer.Option(
+            "--keep",
+            help="best: the weights of the lowest validation loss (default); last: the final weights.",
+        ),
+    ] = "best",
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N examples.")] = None,
     base_model_id: Annotated[
         Optional[str], typer.Option("--base-model-id", help="Recorded as base_model_name_or_path.")
@@ -175,6 +182,7 @@ def train(
                 dtype=dtype,
                 resume=resume,
                 keep_checkpoint=keep_checkpoint,
+                keep=keep,
                 limit=limit,
                 base_model_id=base_model_id,
             )

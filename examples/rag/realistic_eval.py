@@ -163,6 +163,7 @@ def run(
     work: Path,
     *,
     threads: int = 1,
+    device: str = "cpu",
     on_progress: Callable[[Counter], None] | None = None,
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Answer every question with both pipelines, skipping what the checkpoint already holds."""
@@ -191,7 +192,7 @@ def run(
                 out[(pipeline, q.id)] = record
     if not todo:
         return out
-    backend, specs = load_flow_backend(gated, FLOW_FILE.parent, threads=threads)
+    backend, specs = load_flow_backend(gated, FLOW_FILE.parent, device=device, threads=threads)
     from tqdm import tqdm
 
     counts: Counter = Counter((p, r["outcome"]) for (p, _), r in out.items())
@@ -325,12 +326,18 @@ def _ci(ci: Sequence[Any]) -> str:
     return "-" if not ci or None in ci else f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
+def _where(report: Mapping[str, Any]) -> str:
+    """Where the flows ran: "CPU, 1 thread" or the GPU (reports from before ``--device``: the CPU)."""
+    device = str(report.get("device", "cpu"))
+    return f"CPU, {report['threads']} thread" if device.startswith("cpu") else f"{device}, bfloat16"
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     main, flagged = report["score"], report["score_flag_abstains"]
     lines = [
         "# The gated RAG flow on realistic questions",
         "",
-        f"Command: `{report['command']}` (embedded model, shipped adapters, CPU, {report['threads']} thread).",
+        f"Command: `{report['command']}` (embedded model, shipped adapters, {_where(report)}).",
         f"Questions: {main['n']} answered by both pipelines ({main['unanswerable']} unanswerable), of the "
         f"{report['selected']} selected from the 489 realistic RAG questions: a",
         "fixed seeded subset stratified by domain and kind (`select_questions` in `examples/rag/realistic_eval.py`);",
@@ -397,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N selected questions")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ... (bfloat16 on a GPU)")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--report-only", action="store_true", help="score what the checkpoint holds")
     parser.add_argument(
@@ -412,16 +420,17 @@ def main(argv: list[str] | None = None) -> int:
     questions = select_questions(rag_questions(load_cases()))[: args.limit]
     if args.shard and not args.report_only:
         index, count = args.shard
-        run(questions[index::count], args.work, threads=args.threads)
+        run(questions[index::count], args.work, threads=args.threads, device=args.device)
         return 0
     if args.report_only:
         checkpoint = Checkpoint(args.work / "answers.jsonl")
         records = {(r["pipeline"], r["question_id"]): r for r in checkpoint.records.values()}
     else:
-        records = run(questions, args.work, threads=args.threads)
+        records = run(questions, args.work, threads=args.threads, device=args.device)
     report = {
         "command": COMMAND,
         "threads": args.threads,
+        "device": args.device,
         "resamples": args.resamples,
         "selected": len(questions),
         "score": score(questions, records, resamples=args.resamples),

@@ -220,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="start from this adapter's weights (one intrinsic; e.g. the previously shipped one)",
     )
+    parser.add_argument(
+        "--keep",
+        choices=("best", "last"),
+        default="best",
+        help="the weights to write: of the lowest validation loss (best) or the final ones (last)",
+    )
     args = parser.parse_args(argv)
     overrides = {
         k: v
@@ -293,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=0,
             resume=args.resume and (out / "checkpoint" / "trainer_state.pt").is_file(),
             init_adapter=args.init_adapter,
+            keep=args.keep,
         )
         result = train_intrinsic(config, model=model, tokenizer=tokenizer, model_id=base_id)
         report[out.name] = {

@@ -87,6 +87,10 @@ class TrainConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     resume: bool = False
     keep_checkpoint: bool = False
+    # Which weights the adapter directory gets: those of the lowest validation loss ("best"), or
+    # the final ones ("last"). Validation loss is a proxy: a fine-tune can raise it while the
+    # metric a flow uses (say AUROC) does not move, and then "last" is the candidate to measure.
+    keep: Literal["best", "last"] = "best"
     limit: int | None = Field(None, ge=1)
     progress: bool = True
     prefix_cache: bool = True  # aLoRA: no-grad KV cache for the pre-invocation positions (exact)
@@ -516,6 +520,7 @@ def train_intrinsic(
                 "steps": step,
                 "best_step": best_step,
                 "best_val_loss": None if best_val is None else round(best_val, 5),
+                "kept": config.keep,
                 "n_train": len(train_items),
                 "n_val": len(val_items),
                 "epochs": epochs,
@@ -526,6 +531,17 @@ def train_intrinsic(
                 "data": str(config.data),
             }
         }
+
+    def save() -> None:
+        save_adapter(
+            peft_model,
+            config.out,
+            spec,
+            base_model_id=base_id,
+            lora=config.lora,
+            invocation_ids=invocation,
+            meta=meta(),
+        )
 
     def validate() -> None:
         nonlocal best_val, best_step
@@ -543,15 +559,8 @@ def train_intrinsic(
         val_losses.append((step, loss))
         if best_val is None or loss < best_val:
             best_val, best_step = loss, step
-            save_adapter(
-                peft_model,
-                config.out,
-                spec,
-                base_model_id=base_id,
-                lora=config.lora,
-                invocation_ids=invocation,
-                meta=meta(),
-            )
+            if config.keep == "best":
+                save()
 
     def checkpoint() -> None:
         _save_checkpoint(
@@ -615,16 +624,8 @@ def train_intrinsic(
                         validate()
                     checkpoint()
         validate()
-        if not val_items:
-            save_adapter(
-                peft_model,
-                config.out,
-                spec,
-                base_model_id=base_id,
-                lora=config.lora,
-                invocation_ids=invocation,
-                meta=meta(),
-            )
+        if config.keep == "last" or not val_items:
+            save()
     if config.keep_checkpoint:
         checkpoint()
     else:

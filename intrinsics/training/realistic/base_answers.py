@@ -119,17 +119,38 @@ def progress_printer(what: str) -> Callable[[int, int], None]:
     return report
 
 
+def load_embedded(device: str = "cpu", threads: int | None = None) -> Any:
+    """The embedded model for the realistic evaluations, set up as ``alora-flows`` commands set it
+    up (``alora_flows.app.load_backend``, which this layer may not import): on the CPU in float32
+    with the project's thread policy (``threads``, else ``ALORA_FLOWS_THREADS``, else
+    ``OMP_NUM_THREADS``, else a load-aware default) and its long-context tuning; on a GPU in
+    ``Backend.load``'s bfloat16, so scores there differ slightly from the CPU's published ones:
+    compare systems run on the same device."""
+    from alora_flows.core.backend import Backend
+    from alora_flows.core.tuning import apply_cpu_tuning, choose_threads, set_torch_threads
+
+    if device.startswith("cpu"):
+        set_torch_threads(choose_threads(threads).threads)
+        apply_cpu_tuning()
+    return Backend.load("embedded", device=device)
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads``, the same for every realistic evaluation."""
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads on the CPU (default: the project's policy)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N uncertainty cases")
     parser.add_argument("--out", type=Path, default=ANSWERS_FILE)
+    add_device_options(parser)
     args = parser.parse_args(argv)
 
-    from alora_flows.core.backend import Backend
-    from alora_flows.core.tuning import apply_cpu_tuning
-
-    backend = Backend.load("embedded", device="cpu")
-    apply_cpu_tuning()
+    backend = load_embedded(args.device, args.threads)
     case_set = load_cases()
     generate_answers(
         backend, case_set, args.out, limit=args.limit, on_progress=progress_printer("base answers")

@@ -14,7 +14,9 @@ answers for the uncertainty cases come from ``cases/base_answers.jsonl``; missin
 generated first (:mod:`.base_answers`). Adapter outputs are checkpointed in ``--work``
 (``runs/realistic-eval``), one JSONL line per case: rerun the same command after an interruption
 and it continues where it stopped. ``--only`` re-runs some intrinsics and keeps the others'
-results in the files. CPU run on one thread: set ``OMP_NUM_THREADS=1``.
+results in the files. CPU run on one thread: set ``OMP_NUM_THREADS=1`` (or ``--threads 1``);
+``--device cuda`` runs on a GPU (bfloat16: compare systems run on one device, in their own
+``--work``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from intrinsics.training.realistic.base_answers import current_answers, generate_answers, progress_printer
+from intrinsics.training.realistic.base_answers import (
+    add_device_options,
+    current_answers,
+    generate_answers,
+    load_embedded,
+    progress_printer,
+)
 from intrinsics.training.realistic.loader import (
     HELD_OUT_DOMAINS,
     INTRINSICS,
@@ -216,7 +224,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"over cases ({report['resamples']:,} resamples, seed 0); `adapter - X`: paired difference on the same",
         "resampled cases.",
         "",
-        f"Command: `{report['command']}` (model `{report['model']}`, {report['threads']} thread(s), CPU).",
+        f"Command: `{report['command']}` (model `{report['model']}`, {_where(report)}).",
         "",
         "| intrinsic | metric | n | synthetic eval | adapter [95% CI] | baseline | baseline [95% CI] | adapter - baseline [95% CI] | target |",
         "|---|---|---:|---:|---:|---|---:|---:|---:|",
@@ -380,6 +388,12 @@ def _kinds_caption(name: str) -> str:
     }[name]
 
 
+def _where(report: Mapping[str, Any]) -> str:
+    """Where the adapters ran: "1 thread(s), CPU" or the GPU (reports before ``--device`` are CPU)."""
+    device = report.get("device", "cpu")
+    return f"{report['threads']} thread(s), CPU" if device.startswith("cpu") else f"{device}, bfloat16"
+
+
 def write_report(report: Mapping[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "realistic.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -418,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run only every N-th case from the I-th (0-based) into --work and write no report: "
         "for N worker processes sharing one --work; a run without --shard then scores them all",
     )
+    add_device_options(parser)
     args = parser.parse_args(argv)
     shard: tuple[int, int] = args.shard
     if args.adapter is not None and len(args.only) != 1:
@@ -431,21 +446,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from alora_flows.core.backend import Backend
-    from alora_flows.core.tuning import apply_cpu_tuning
-
     case_set = load_cases()
-    backend = Backend.load("embedded", device="cpu")
-    apply_cpu_tuning()  # what alora_flows.app.load_backend does on CPU
+    backend = load_embedded(args.device, args.threads)
     previous = out / "realistic.json"
     report: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
     command = COMMAND + ("" if args.only == list(INTRINSICS) else " --only " + " ".join(args.only))
     command += " --twin" if args.twin else ""
     command += f" --adapter {args.adapter}" if args.adapter else ""
+    command += f" --device {args.device}" if not args.device.startswith("cpu") else ""
     report.update(
         command=command,
         model=backend.model_id,
         threads=torch.get_num_threads(),
+        device=str(backend.device),
         resamples=args.resamples,
         counts=case_summary(case_set),
     )
