@@ -358,13 +358,17 @@ def test_shards_share_one_checkpoint_and_a_full_run_only_scores(case_set, tiny_i
 
 
 @pytest.mark.parametrize("name", ["hallucination", "rewrite"])
-def test_a_candidate_is_scored_paired_against_the_shipped_adapter(case_set, tiny_intrinsics, name):
+def test_a_candidate_is_scored_paired_against_the_shipped_adapter(
+    case_set, tiny_intrinsics, name, monkeypatch
+):
     """``--adapter``: the shipped adapter becomes one more system; its predictions are the ones
     it gives as the main adapter, and a candidate equal to it differs by exactly nothing."""
     from alora_flows.testing import save_random_alora
+    from intrinsics.training.realistic import predict
     from intrinsics.training.realistic.evaluate import evaluate_intrinsic, markdown
     from intrinsics.training.realistic.scoring import SHIPPED
 
+    real = predict.case_session
     backend, specs, paths, folder = tiny_intrinsics
     other = save_random_alora(
         backend.base_model, backend.tokenizer, specs[name].invocation,
@@ -378,10 +382,20 @@ def test_a_candidate_is_scored_paired_against_the_shipped_adapter(case_set, tiny
         )  # fmt: skip
 
     alone = run(f"alone-{name}", other)
+    built: list[str] = []  # the sessions the runner builds (the real function, counted)
+    monkeypatch.setattr(
+        predict,
+        "case_session",
+        lambda backend, case, *a, **k: built.append(case.id) or real(backend, case, *a, **k),
+    )
     paired = run(f"paired-{name}", paths[name], shipped=other)
+    # One session per case, not per system: the shipped adapter ran on the session the candidate
+    # had just used (spec.run rolls back), so the case's conversation was prefilled once.
+    assert len(built) == len(set(built)) == 4
     assert paired["values"][SHIPPED] == alone["values"][ADAPTER]
     assert paired["systems"][SHIPPED] == alone["systems"][ADAPTER]
     assert (folder / f"paired-{name}" / f"{name}-shipped.jsonl").is_file()
+
     same = run(f"same-{name}", other, shipped=other)
     assert same["values"][SHIPPED] == same["values"][ADAPTER]
     assert same["paired"][f"{ADAPTER} - {SHIPPED}"] in ([0.0, 0.0], [None, None])

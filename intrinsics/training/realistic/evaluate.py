@@ -9,7 +9,8 @@ on a Session (:mod:`.predict`), scores it and its heuristic baselines (:mod:`.sc
 ``realistic.json`` and ``realistic.md`` to ``--out`` (``intrinsics/results``). ``--adapter DIR``
 evaluates a candidate (say a ``build_builtin --out`` folder) instead, beside the shipped adapter
 as one more system, so the report's ``adapter - shipped adapter`` is the paired difference a
-decision to ship needs; its report goes to ``--work`` unless ``--out`` says otherwise. The base model's
+decision to ship needs (both run on one session per case, :func:`.predict.run_systems`); its
+report goes to ``--work`` unless ``--out`` says otherwise. The base model's
 answers for the uncertainty cases come from ``cases/base_answers.jsonl``; missing ones are
 generated first (:mod:`.base_answers`). Adapter outputs are checkpointed in ``--work``
 (``runs/realistic-eval``), one JSONL line per case: rerun the same command after an interruption
@@ -26,6 +27,7 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,13 @@ from intrinsics.training.realistic.loader import (
     case_summary,
     load_cases,
 )
-from intrinsics.training.realistic.predict import Checkpoint, adapter_fingerprint, parse_shard, run_adapter
+from intrinsics.training.realistic.predict import (
+    Checkpoint,
+    System,
+    adapter_fingerprint,
+    parse_shard,
+    run_systems,
+)
 from intrinsics.training.realistic.scoring import (
     ADAPTER,
     HEADLINE,
@@ -93,62 +101,37 @@ def evaluate_intrinsic(
     cases = case_set.cases[name][:limit][index::count]
     texts = {k: str(v["answer"]) for k, v in (answers or {}).items()}
     start = time.perf_counter()
-    records = run_adapter(
-        backend,
-        spec,
-        adapter_name,
-        fingerprint,
-        cases,
-        case_set,
-        Checkpoint(work / f"{name}.jsonl"),
-        answers=texts if name == "uncertainty" else None,
-        on_progress=progress_printer(name),
-    )
-    from functools import partial
-
-    others = {}
+    systems = {ADAPTER: System(adapter_name, fingerprint, Checkpoint(work / f"{name}.jsonl"))}
+    if shipped is not None:  # right after the adapter: on the same session, so no second prefill
+        systems[SHIPPED] = System(*_load(backend, name, shipped), Checkpoint(work / f"{name}-shipped.jsonl"))
     if name == "uncertainty":
         from intrinsics.training.realistic.token_prob import token_prob_predict_case
 
-        others[TOKEN_PROB] = run_adapter(
-            backend,
-            spec,
+        systems[TOKEN_PROB] = System(
             adapter_name,
             "token-probability",
-            cases,
-            case_set,
             Checkpoint(work / f"{name}-token-prob.jsonl"),
-            answers=texts,
-            on_progress=progress_printer(f"{name} (answer token probability)"),
-            predict=partial(token_prob_predict_case, backend),
-        )
-    if shipped is not None:
-        others[SHIPPED] = run_adapter(
-            backend,
-            spec,
-            *_load(backend, name, shipped),
-            cases,
-            case_set,
-            Checkpoint(work / f"{name}-shipped.jsonl"),
-            answers=texts if name == "uncertainty" else None,
-            on_progress=progress_printer(f"{name} (shipped adapter)"),
+            partial(token_prob_predict_case, backend),
         )
     if twin is not None:
         from intrinsics.training.realistic.twin import LoraTwin, twin_predict_case
 
-        lora = LoraTwin(backend, *twin)
-        others[TWIN] = run_adapter(
-            backend,
-            spec,
+        systems[TWIN] = System(
             adapter_name,
             "lora:" + adapter_fingerprint(twin[0]),
-            cases,
-            case_set,
             Checkpoint(work / f"{name}-lora.jsonl"),
-            answers=texts if name == "uncertainty" else None,
-            on_progress=progress_printer(f"{name} (LoRA twin)"),
-            predict=partial(twin_predict_case, lora),
+            partial(twin_predict_case, LoraTwin(backend, *twin)),
         )
+    others = run_systems(
+        backend,
+        spec,
+        systems,
+        cases,
+        case_set,
+        answers=texts if name == "uncertainty" else None,
+        on_progress=progress_printer(f"{name} ({', '.join(systems)})"),
+    )
+    records = others.pop(ADAPTER)
     items = build_items(name, cases, case_set, records, answers, others=others)
     result = score_intrinsic(name, items, resamples=resamples)
     result["adapter"] = "/".join(Path(adapter_path).resolve().parts[-3:])

@@ -15,9 +15,9 @@ import argparse
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alora_flows.core.documents import as_documents
 from alora_flows.errors import IntrinsicOutputError
@@ -131,14 +131,89 @@ def case_session(backend, case: Case, case_set: CaseSet, answer: str | None = No
     return session
 
 
-def predict_case(backend, spec, adapter_name: str, case: Case, case_set: CaseSet, answer: str | None):
-    """``(record fields, malformed)`` for one case through ``spec.run`` on a fresh Session."""
-    session = case_session(backend, case, case_set, answer)
+def predict_case(
+    backend, spec, adapter_name: str, case: Case, case_set: CaseSet, answer: str | None, *, session=None
+):
+    """``(record fields, malformed)`` for one case through ``spec.run`` on ``session`` (the case's
+    :func:`case_session`, built here when not given)."""
+    session = session or case_session(backend, case, case_set, answer)
     try:
         output, stats = spec.run(session, adapter_name, state_for(case))
     except IntrinsicOutputError as exc:
         return {"error": str(exc)}, True
     return {**output_record(output), "prefill_tokens": stats.prefill_tokens}, False
+
+
+class System(NamedTuple):
+    """One system of an evaluation: the adapter it calls, the key naming its weights (part of each
+    record's key), its checkpoint, and ``predict`` (the arguments of :func:`predict_case` but the
+    backend and the session) when it is not the engine's ``spec.run`` on the case's session, e.g. a
+    standard-LoRA twin (:mod:`.twin`) or the base model's token probability."""
+
+    adapter_name: str
+    adapter_key: str
+    checkpoint: Checkpoint
+    predict: Callable[..., tuple[dict[str, Any], bool]] | None = None
+
+
+def run_systems(
+    backend,
+    spec,
+    systems: Mapping[str, System],
+    cases: Sequence[Case],
+    case_set: CaseSet,
+    *,
+    answers: Mapping[str, str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Records of each system for ``cases`` by id, computing only what the checkpoints lack.
+
+    Case by case: the systems that call ``spec.run`` share one Session per case. ``spec.run``
+    leaves a session as it found it (``Session.invoke`` rolls back), so the case's conversation is
+    prefilled once and every further adapter costs only its own tokens: the reuse a flow gets
+    when it runs two intrinsics on one answer, and what makes comparing a candidate with the
+    shipped adapter cost less than two runs. Each record's ``seconds`` is that system's call, so
+    the first engine system of a case also carries the prefill."""
+    out: dict[str, dict[str, dict[str, Any]]] = {label: {} for label in systems}
+    todo: list[tuple[Case, str | None, dict[str, str]]] = []
+    for case in cases:
+        answer = (answers or {}).get(case.id)
+        missing = {}
+        for label, system in systems.items():
+            key = hashlib.sha256(
+                json.dumps([case.fingerprint(), system.adapter_key, answer]).encode()
+            ).hexdigest()[:16]
+            record = system.checkpoint.get(case.id, key)
+            if record is None:
+                missing[label] = key
+            else:
+                out[label][case.id] = record
+        if missing:
+            todo.append((case, answer, missing))
+    for i, (case, answer, missing) in enumerate(todo):
+        session = None
+        for label, key in missing.items():
+            system = systems[label]
+            start = time.perf_counter()
+            if system.predict is None:
+                session = session or case_session(backend, case, case_set, answer)
+                fields, malformed = predict_case(
+                    backend, spec, system.adapter_name, case, case_set, answer, session=session
+                )
+            else:
+                fields, malformed = system.predict(spec, system.adapter_name, case, case_set, answer)
+            record = {
+                "id": case.id,
+                "key": key,
+                "malformed": malformed,
+                "seconds": round(time.perf_counter() - start, 3),
+                **fields,
+            }
+            system.checkpoint.add(record)
+            out[label][case.id] = record
+        if on_progress:
+            on_progress(i + 1, len(todo))
+    return out
 
 
 def run_adapter(
@@ -150,38 +225,12 @@ def run_adapter(
     case_set: CaseSet,
     checkpoint: Checkpoint,
     *,
-    answers: dict[str, str] | None = None,
+    answers: Mapping[str, str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     predict: Callable[..., tuple[dict[str, Any], bool]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Records for ``cases`` by id, computing only those the checkpoint lacks. ``predict`` (the
-    arguments of :func:`predict_case` but the backend) replaces the engine's call, e.g. by a
-    standard-LoRA twin's (:mod:`.twin`); ``adapter_key`` must then name that system."""
-    out: dict[str, dict[str, Any]] = {}
-    todo = []
-    for case in cases:
-        answer = (answers or {}).get(case.id)
-        key = hashlib.sha256(json.dumps([case.fingerprint(), adapter_key, answer]).encode()).hexdigest()[:16]
-        record = checkpoint.get(case.id, key)
-        if record is None:
-            todo.append((case, answer, key))
-        else:
-            out[case.id] = record
-    for i, (case, answer, key) in enumerate(todo):
-        start = time.perf_counter()
-        if predict is None:
-            fields, malformed = predict_case(backend, spec, adapter_name, case, case_set, answer)
-        else:
-            fields, malformed = predict(spec, adapter_name, case, case_set, answer)
-        record = {
-            "id": case.id,
-            "key": key,
-            "malformed": malformed,
-            "seconds": round(time.perf_counter() - start, 3),
-            **fields,
-        }
-        checkpoint.add(record)
-        out[case.id] = record
-        if on_progress:
-            on_progress(i + 1, len(todo))
-    return out
+    """:func:`run_systems` for one system."""
+    system = System(adapter_name, adapter_key, checkpoint, predict)
+    return run_systems(
+        backend, spec, {"": system}, cases, case_set, answers=answers, on_progress=on_progress
+    )[""]
