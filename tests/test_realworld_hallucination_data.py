@@ -3,14 +3,16 @@
 Checks that rows have the synthetic hallucination rows' format, that every gold target survives
 the parser's evidence check against its own conversation (the labels the adapter is trained to
 write are the labels the parser derives), that the evidence quotes the documents and the bad
-values really differ from it, that all five error kinds are built in sane shares, and that the
-realistic evaluation stays independent of the data (its subjects' split, no held-out domain,
-none of its text).
+values really differ from it, that all six error kinds are built in sane shares, that a negation
+states the opposite of the document sentence it quotes, and that the realistic evaluation stays
+independent of the data (its subjects' split, no held-out domain, none of its text).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import random
 import re
 from collections import Counter
 
@@ -29,6 +31,8 @@ from intrinsics.training.realistic.loader import HELD_OUT_DOMAINS, load_cases
 
 N_TRAIN = 400
 COPIED_KINDS = ("changed", "wrong_doc", "swapped")  # a value that contradicts the documents'
+#: Negation words, written independently of the generator's list (a negated sentence flips them).
+NEGATION = re.compile(r"\b(?:not|no|never|none|neither|nor|nobody|nothing|cannot|rather than)\b", re.I)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +168,8 @@ def test_evidence_quotes_the_documents_and_bad_values_differ(rows):
                     elif c["error"] in ("changed", "swapped"):  # no document states it
                         assert not _states(docs, _core(c["value"])), (c, docs)
                         assert c["evidence"] != NOT_STATED, c
+                    elif c["error"] == "negated":  # a sentence of the subject's document, denied
+                        assert c["evidence"] != NOT_STATED and not _states(sentence, c["evidence"]), c
                     else:  # invented, generalisation: the documents do not state it for the subject
                         assert c["evidence"] == NOT_STATED and c["key"] not in own_keys, c
     assert seen["ok"] > 500 and all(seen[k] > 10 for k in realworld_hallucination.ERROR_KINDS), seen
@@ -213,10 +219,180 @@ def test_error_kinds_and_label_shares(rows):
     assert uncopied_in_docs < 0.05 * uncopied
 
 
+def _negations(text: str) -> list[str]:
+    return sorted(m.group().casefold() for m in NEGATION.finditer(text))
+
+
+def _negated_sentences(rows: dict[str, list[dict]]):
+    """(row, sentence, its claims, the negated claim, the target item, whether the sentence's
+    first fact copies a document's wording) of every negated sentence."""
+    for split_rows in rows.values():
+        for row in split_rows:
+            texts = split_sentences(_answer(row))
+            for text, claims, item, copied in zip(
+                texts, row["claims"], json.loads(row["output"]), row["copied"]
+            ):
+                for c in claims:
+                    if c["error"] == "negated":
+                        yield row, text, claims, c, item, copied
+
+
+@functools.cache
+def _subjects() -> dict[str, realworld.Subject]:
+    return {s.name: s for s in realworld.subjects(0)}
+
+
+def _values(subject: realworld.Subject, key: str) -> set[str]:
+    """The items of a subject's value ("Chile, Bolivia and Ecuador"), none for a yes/no fact."""
+    value = subject.facts[key].value
+    if value in ("yes", "no"):
+        return set()
+    return set(realworld_hallucination._items(value)) if key in realworld_hallucination._LISTS else {value}
+
+
+@functools.cache
+def _kind_values(kind: str, key: str) -> frozenset[str]:
+    """The values of ``key`` of every subject of ``kind``."""
+    return frozenset(
+        v for s in _subjects().values() if s.kind == kind and key in s.facts for v in _values(s, key)
+    )
+
+
+def _true_items(row: dict, key: str) -> set[str]:
+    return _values(_subjects()[row["subject"]], key)
+
+
+def _denied_values(row: dict, claim: dict) -> set[str]:
+    """The values of ``claim``'s attribute, of any subject of its kind, that its clause names (one
+    inside a longer named one, "endangered" in "critically endangered", and the subject's own
+    name, "Andorra" among France's neighbours, left out)."""
+    subject = _subjects()[row["subject"]]
+    key, clause = claim["key"], claim["value"]
+    folded = clause.casefold()
+    named = {
+        v
+        for v in _kind_values(subject.kind, key)
+        if v.casefold() in folded and _states(clause, v) and not _states(subject.name, v)
+    }
+    return {v for v in named if not any(v != w and _states(w, v) for w in named)}
+
+
+def test_negations_state_the_opposite_of_their_evidence_sentence(rows):
+    """A negated sentence denies a sentence (or spec-sheet line) of the subject's own document,
+    which its evidence quotes whole: its negation words differ from that sentence's, it does
+    not contain it (so the parser finds no support), no document of the example contains the
+    sentence (it is never accidentally true), and it is labelled unfaithful, or partial beside
+    a supported fact."""
+    seen = Counter()
+    for row, text, claims, claim, item, _ in _negated_sentences(rows):
+        evidence, clause = claim["evidence"], claim["value"]
+        own_keys = {k for d in row["docs"] if d["subject"] == row["subject"] for k in d["facts"]}
+        assert claim["key"] in own_keys, (claim, row["docs"])
+        # a whole sentence or line of a document (after an FAQ's "A: " or a news item's date)
+        pieces = [p.strip() for p in re.split(r"(?<=[.!?])\s+|\n", _documents(row))]
+        assert any(
+            re.fullmatch(r"(?:A: |\(\d+ \w+ \d{4}\) )?" + re.escape(evidence) + r"\.?", p) for p in pieces
+        ), (evidence, pieces)
+        assert _negations(clause) != _negations(evidence), (clause, evidence)
+        denied = _denied_values(row, claim)
+        assert denied <= _true_items(row, claim["key"]), (denied, clause)  # not another subject's value
+        assert all(_states(evidence, v) for v in denied), (denied, evidence)  # one its evidence states
+        seen["names the value"] += bool(denied)
+        if len(claims) == 1:
+            assert _negations(text) != _negations(evidence), (text, evidence)
+        assert clause.casefold().rstrip(".") in text.casefold(), (clause, text)
+        assert not _states(text, evidence), (text, evidence)
+        docs = _documents(row).casefold()
+        assert text.casefold().rstrip(".") not in docs and clause.casefold().rstrip(".") not in docs, text
+        oks = sum(c["error"] == "" for c in claims)
+        assert item["f"] == ("partial" if oks else "unfaithful"), (item, claims)
+        seen["partial" if oks else "unfaithful"] += 1
+        seen["denied" if not _negations(evidence) else "asserted" if not _negations(clause) else "other"] += 1
+    # both directions: a positive statement denied, a negative one ("It is not waterproof.") asserted
+    assert seen["unfaithful"] > 20 and seen["partial"] > 3, seen
+    assert seen["denied"] > 20 and seen["asserted"] > 3 and seen["names the value"] > 20, seen
+
+
+def test_negations_take_their_share_and_are_worded_in_many_ways(rows):
+    train = rows["train"]
+    kinds = Counter(e for row in train for errors in row["errors"] for e in errors)
+    share = kinds["negated"] / sum(kinds.values())
+    assert 0.06 < share < 0.12, kinds
+    negated = list(_negated_sentences(rows))
+    cues = Counter(cue for _, _, _, c, _, _ in negated for cue in set(_negations(c["value"])))
+    assert {"not", "no", "never"} <= set(cues) and len(cues) >= 4, cues
+    keys = Counter(c["key"] for _, _, _, c, _, _ in negated)
+    assert len(keys) >= 20, keys
+    # some copy the document's sentence with its polarity flipped, most are answer wordings
+    copied = Counter(copied for _, _, claims, c, _, copied in negated if claims[0] is c)
+    assert copied[True] > 5 and copied[False] > 2 * copied[True], copied
+
+
+def test_every_negated_wording_denies_the_document_sentence():
+    """Beyond the sampled rows: for 12 train subjects of each kind and every fact with negated
+    wordings, documents stating it (in wordings drawn at random) get negations, worded (with the
+    name, a pronoun, the subject's description) and copied, that flip the negation words of the
+    sentence they quote, name no value but the subject's own, and are in no document; and every
+    such fact gets some."""
+    rh = realworld_hallucination
+    pools = realworld._pools(0)
+    rng = random.Random(0)
+    made: Counter[str] = Counter()
+    per_kind: Counter[str] = Counter()
+    for subject in pools.by_split["train"]:
+        per_kind[subject.kind] += 1
+        if per_kind[subject.kind] > 12:  # enough to meet every document wording of every fact
+            continue
+        for key in subject.facts:
+            if not rh._negated_wordings(subject, key):
+                continue
+            for _ in range(3):
+                text, keys = realworld.render_doc(subject, rng, include=key)
+                own = rh._Doc(subject, text, keys)
+                ans = rh._Answer(pools, rng, subject, own, [own], key)
+                claim = ans._negated(key)
+                if claim is None:
+                    continue
+                row = {"subject": subject.name}
+                for clause in [rh._clause(ans, claim, ref) for ref in ("name", "pronoun", "anaphor")] + [
+                    rh._copied_clause(ans, claim)
+                ]:
+                    if clause is None:
+                        continue
+                    said = clause[0]
+                    assert _negations(said) != _negations(claim.evidence), (said, claim.evidence)
+                    assert (
+                        not _states(said, claim.evidence)
+                        and said.casefold().rstrip(".") not in text.casefold()
+                    )
+                    denied = _denied_values(row, {"key": key, "value": said})
+                    assert denied <= _true_items(row, key) and all(_states(claim.evidence, v) for v in denied)
+                    made[f"{subject.kind}:{key}"] += 1
+    wanted = {":".join(k.split(":")[:2]) for k in rh._NEGATED}
+    present = {f"{s.kind}:{k}" for s in pools.by_split["train"] for k in s.facts}
+    assert {k for k in wanted & present if made[k] < 10} == set(), made
+
+
+def test_negation_wordings_name_real_facts_and_document_wordings():
+    """Every ``kind:key`` of the negated wordings is a fact of some subject, and every document
+    wording that a copied negation flips is one the documents use (a renamed wording would
+    silently stop the copies)."""
+    subjects = realworld.subjects(0)
+    facts = {f"{s.kind}:{key}" for s in subjects for key in s.facts}
+    says = {t for s in subjects for fact in s.facts.values() for t in fact.says}
+    for key, wordings in realworld_hallucination._NEGATED.items():
+        assert ":".join(key.split(":")[:2]) in facts, key
+        assert wordings and all("{s}" in t for t in wordings), key
+    for source, flipped in realworld_hallucination._NEGATED_COPY.items():
+        assert source in says, source
+        assert _negations(source) != _negations(flipped), source
+
+
 def test_few_drawn_examples_are_dropped(built):
     _, dropped = built
     assert set(dropped) == {"unmade", "parser"}
     assert sum(dropped.values()) < 0.03 * N_TRAIN, dropped
+    assert dropped["parser"] <= 0.01 * N_TRAIN, dropped  # the gold evidence gives back its labels
 
 
 def test_builds_are_deterministic():

@@ -7,16 +7,22 @@ documents about real countries, cities, drugs or companies, and its errors are s
 module builds answers of one to four sentences about the subjects of :mod:`.realworld` that mix
 supported claims with these errors (shares among bad facts, roughly, as :data:`ERROR_KINDS`):
 
-* ``changed`` (~30%): a number changed by a plausible amount, a year or a day shifted, in the
+* ``changed`` (~28%): a number changed by a plausible amount, a year or a day shifted, in the
   value's own format ("2,134,000" -> "2,390,000", "about 2.1 million" -> "about 2.4 million");
-* ``wrong_doc`` (~25%): the value a distractor document states for the same attribute of
+* ``wrong_doc`` (~23%): the value a distractor document states for the same attribute of
   another subject ("the capital of Peru is Quito" when a document about Ecuador is shown);
-* ``swapped`` (~10%): a name or list item replaced by another subject's value of that attribute,
+* ``swapped`` (~9%): a name or list item replaced by another subject's value of that attribute,
   one that no document shows ("French, Spanish and Italian" for "French, German and Italian");
-* ``invented`` (~25%): an attribute the documents do not state for the subject, with a plausible
+* ``invented`` (~23%): an attribute the documents do not state for the subject, with a plausible
   value (the subject's own unrendered fact, true but ungrounded, or another subject's);
-* ``generalisation`` (~10%): an unsupported broad claim ("It is the market leader in its
-  sector."), key :data:`CLAIM`.
+* ``generalisation`` (~8%): an unsupported broad claim ("It is the market leader in its
+  sector."), key :data:`CLAIM`;
+* ``negated`` (~9%): the opposite of what the subject's document states ("Peru does not border
+  Chile.", "Neither French nor German is spoken in ...", "The Kestrel X2 is waterproof." where the
+  document says it is not), in wordings of :data:`_NEGATED` or, copied, the document's own
+  sentence with its polarity flipped (:data:`_NEGATED_COPY`). Its evidence is that document
+  sentence (without its full stop), which the answer sentence does not contain: the value alone
+  would be in the sentence and read as support.
 
 Each example has 1-3 documents rendered by :func:`.realworld.render_doc` (the subject's own,
 which usually states the asked fact, plus similar subjects that often state the same attribute
@@ -33,15 +39,17 @@ paraphrases distrusts a copied sentence.
 Targets have :mod:`.hallucination`'s format: per sentence of
 :func:`~intrinsics.training.data.text.split_sentences` of the answer, ``"e"`` is
 ``"documents: "`` plus, per fact, the value the documents give for that subject and attribute
-(as the document writes it, without a leading "about") or "not stated", and ``"f"`` the label
+(as the document writes it, without a leading "about"; for a negation, the document sentence it
+contradicts) or "not stated", and ``"f"`` the label
 (all facts supported -> faithful, none -> unfaithful, else partial). Every example is parsed back
 with :func:`~intrinsics.parsers.parse_hallucination` against its own conversation, whose string
 check re-derives the labels from the evidence; an example where that disagrees with the gold (a
 value that happens to occur in a sentence it does not belong to) is dropped and drawn again
 (:func:`build_counted` returns how many). Rows also carry ``source``, ``domain``, ``subject``,
 ``asked``, per-sentence ``errors`` (error kinds; empty for a faithful sentence), ``copied``
-(whether its first fact copies a document's wording), ``claims`` (per
-sentence, per fact: key, claimed value, evidence, error kind) and ``docs``; training ignores them.
+(whether its first fact copies a document's wording), ``claims`` (per sentence, per fact: key,
+claimed value (a negation's clause as written), evidence, error kind) and ``docs``; training
+ignores them.
 
 Splits use :mod:`.realworld`'s subject split and its held-out question wordings for ``eval``; its
 held-out domains never appear, and no text comes from the realistic evaluation (a test checks).
@@ -65,6 +73,7 @@ from intrinsics.training.data.realworld import (
     _pools,
     _question,
     _similar,
+    _sub,
     _unrelated,
     render_doc,
 )
@@ -74,8 +83,22 @@ INTRINSIC = "hallucination"
 LABELS = ("faithful", "partial", "unfaithful")
 #: Error kinds and their target shares among the bad facts (sampled among the kinds a fact allows;
 #: the weights below are tuned so that the realised shares come out near these).
-ERROR_KINDS = {"changed": 0.30, "wrong_doc": 0.25, "swapped": 0.10, "invented": 0.25, "generalisation": 0.10}
-_WEIGHTS = {"changed": 0.29, "wrong_doc": 0.30, "swapped": 0.06, "invented": 0.31, "generalisation": 0.085}
+ERROR_KINDS = {
+    "changed": 0.28,
+    "wrong_doc": 0.23,
+    "swapped": 0.09,
+    "invented": 0.23,
+    "generalisation": 0.08,
+    "negated": 0.09,
+}
+_WEIGHTS = {
+    "changed": 0.28,
+    "wrong_doc": 0.33,
+    "swapped": 0.09,
+    "invented": 0.31,
+    "generalisation": 0.082,
+    "negated": 0.065,
+}
 #: The key of an unsupported generalisation ("It is the largest ... in the world.").
 CLAIM = "claim"
 P_CORRUPT = 0.55  # examples with at least one planned bad sentence
@@ -319,6 +342,270 @@ _GENERAL: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Negated wordings per ``kind:key`` (``kind:key:value`` where the value decides the direction):
+#: answers that state the opposite of the subject's document. ``{v}`` is the value, or one item
+#: of a list ("Peru does not border Chile."); ``{a}``/``{b}`` two items of one ("Neither ... nor").
+#: For the facts that documents state as a negative ("It is not waterproof.", value ``no``), the
+#: wordings assert the positive. Only facts where a denial reads as something an answer would
+#: say: memberships, places, names, uses, approvals, side effects, not a population figure.
+_NEGATED: dict[str, tuple[str, ...]] = {
+    "country:capital": (
+        "{v} is not the capital of {s}.",
+        "{s}'s capital is not {v}.",
+        "The government of {s} does not sit in {v}.",
+        "{s} is governed from another city rather than {v}.",
+        "{v} has never been the capital of {s}.",
+    ),
+    "country:currency": (
+        "{s} does not use the {v}.",
+        "The {v} is not the currency of {s}.",
+        "{s} has never used the {v}.",
+        "Shops in {s} do not accept the {v}.",
+    ),
+    "country:languages": (
+        "{v} is not spoken in {s}.",
+        "Nobody in {s} speaks {v}.",
+        "{v} is not an official language of {s}.",
+        "Neither {a} nor {b} is spoken in {s}.",
+    ),
+    "country:neighbours": (
+        "{s} does not border {v}.",
+        "{s} has no border with {v}.",
+        "{v} is not one of {s}'s neighbours.",
+        "Neither {a} nor {b} borders {s}.",
+    ),
+    "country:tld": ("{s} does not use the {v} domain.", "The internet domain of {s} is not {v}."),
+    "city:country": (
+        "{s} is not in {v}.",
+        "{s} is not a city in {v}.",
+        "{s} does not belong to {v}.",
+        "{s} has never been part of {v}.",
+    ),
+    "city:timezone": ("{s} does not follow the {v} time zone.", "{s} is not in the {v} time zone."),
+    "compound:discoverer": (
+        "{s} was not discovered by {v}.",
+        "{v} never made {s}.",
+        "{v} had no part in the discovery of {s}.",
+    ),
+    "compound:uses": (
+        "{s} is not used in {v}.",
+        "{s} has no use in {v}.",
+        "{s} is used neither in {a} nor in {b}.",
+        "{s} is never used in {v}.",
+    ),
+    "compound:solubility": (
+        "{s} does not dissolve in water.",
+        "{s} is insoluble in water.",
+        "{s} cannot be dissolved in water.",
+    ),
+    "species:diet": (
+        "{s} does not eat {v}.",
+        "{s} never feeds on {v}.",
+        "{s} eats neither {a} nor {b}.",
+        "The diet of {s} includes no {v}.",
+    ),
+    "species:habitat": ("{s} is not found in {v}.", "{s} does not live in {v}.", "{s} is never seen in {v}."),
+    "species:status": (
+        "{s} is not listed as {v}.",
+        "{s} is not considered {v}.",
+        "{s} is no longer listed as {v}.",
+    ),
+    "species:described_by": (
+        "{s} was not described by {v}.",
+        "{v} never described {s}.",
+        "{v} did not name {s}.",
+    ),
+    "mission:agency": (
+        "{s} was not run by {v}.",
+        "{v} had no role in {s}.",
+        "{v} neither built nor ran {s}.",
+    ),
+    "mission:target": (
+        "{s} did not study {v}.",
+        "{s} was never sent to {v}.",
+        "Studying {v} was not a goal of {s}.",
+    ),
+    "drug:side_effects": (
+        "{s} does not cause {v}.",
+        "{v} is not a side effect of {s}.",
+        "{s} has no known side effects.",
+        "Patients taking {s} never report {v}.",
+        "{s} causes neither {a} nor {b}.",
+    ),
+    "drug:treats": (
+        "{s} is not used to treat {v}.",
+        "Doctors do not prescribe {s} for {v}.",
+        "{s} has no effect on {v}.",
+        "{s} is prescribed for other conditions rather than {v}.",
+    ),
+    "drug:pregnancy": (
+        "{s} is safe to take during pregnancy.",
+        "Pregnant women can take {s}.",
+        "{s} may be used in pregnancy.",
+    ),
+    "drug:approved": (
+        "{s} has never been approved.",
+        "Regulators have not approved {s}.",
+        "{s} is not an approved medicine.",
+    ),
+    "drug:storage": ("{s} should not be stored at {v}.",),
+    "disease:symptoms": (
+        "{s} does not cause {v}.",
+        "{v} is not a symptom of {s}.",
+        "Patients with {s} do not develop {v}.",
+        "{s} causes neither {a} nor {b}.",
+        "{s} never causes {v}.",
+        "None of the patients with {s} develop {v}.",
+    ),
+    "disease:spread": (
+        "{s} is not spread by {v}.",
+        "{s} does not spread through {v}.",
+        "People cannot catch {s} through {v}.",
+        "{s} never spreads through {v}.",
+        "{s} is never passed on through {v}.",
+    ),
+    "disease:vaccine": (
+        "A vaccine against {s} is available.",
+        "People can be vaccinated against {s}.",
+        "There is a licensed vaccine for {s}.",
+    ),
+    "event:year": ("{s} did not take place in {v}.",),
+    "event:leader": (
+        "{s} was not led by {v}.",
+        "{v} did not command in {s}.",
+        "{v} took no part in {s}.",
+        "{v} never led {s}.",
+    ),
+    "event:outcome": ("{s} did not end with {v}.", "{s} did not result in {v}."),
+    "person:birthplace": (
+        "{s} was not born in {v}.",
+        "{s} is not a native of {v}.",
+        "{v} is not where {s} was born.",
+        "{s} has never lived in {v}.",
+    ),
+    "person:occupation": ("{s} never worked as {v}.", "{s} was not {v} by profession."),
+    "person:award": (
+        "{s} never won the national science medal.",
+        "{s} did not receive the national science medal.",
+    ),
+    "person:spouse": ("{s} never married.", "{s} was not married to {v}.", "{v} was not the husband of {s}."),
+    "person:children": ("{s} had no children.", "{s} never had children."),
+    "person:children:no": ("{s} had children.", "{s} had children of her own."),
+    "company:founders": (
+        "{s} was not founded by {v}.",
+        "{v} had no part in founding {s}.",
+        "{v} was not among the founders of {s}.",
+    ),
+    "company:headquarters": (
+        "{s} is not based in {v}.",
+        "{s} has no office in {v}.",
+        "None of the offices of {s} is in {v}.",
+        "The head office of {s} is not in {v}.",
+    ),
+    "company:ceo": (
+        "{v} is not the chief executive of {s}.",
+        "{s} is not run by {v}.",
+        "{v} has never led {s}.",
+    ),
+    "company:listed": (
+        "{s} is listed on the stock exchange.",
+        "Shares of {s} are publicly traded.",
+        "{s} is a listed company rather than a private one.",
+    ),
+    "product:waterproof": (
+        "The {s} is waterproof.",
+        "The {s} can be used in the shower.",
+        "The {s} is fully water-resistant.",
+    ),
+    "appliance:outdoor": ("{s} can be used outdoors.", "{s} is suitable for outdoor use."),
+    "appliance:warranty": ("{s} comes with no warranty.", "{s} is not covered by any warranty."),
+    "software:offline": (
+        "{s} works offline.",
+        "{s} can be used offline.",
+        "No internet connection is needed for {s}.",
+    ),
+    "software:autosave": (
+        "{s} does not save your work automatically.",
+        "{s} has no autosave feature.",
+        "{s} never saves automatically.",
+    ),
+    "software:price": ("{s} costs nothing.", "No licence is needed to use {s}."),
+}
+#: A document wording (a :class:`~.realworld.Fact` ``says`` template) with its polarity flipped:
+#: what a copying answer that gets the fact backwards writes ("X is used to treat asthma." ->
+#: "X is not used to treat asthma."). ``{v}``: the value, or one item of a list.
+_NEGATED_COPY: dict[str, str] = {
+    "The capital of {s} is {v}.": "The capital of {s} is not {v}.",
+    "{v} serves as the capital and seat of government of {s}.": "{v} does not serve as the capital of {s}.",
+    "{s} is governed from {v}, its capital.": "{s} is not governed from {v}.",
+    "The currency of {s} is the {v}.": "The currency of {s} is not the {v}.",
+    "{s} uses the {v} as its official currency.": "{s} does not use the {v} as its official currency.",
+    "Most people in {s} speak {v}.": "Nobody in {s} speaks {v}.",
+    "The main languages of {s} are {v}.": "{v} is not one of the main languages of {s}.",
+    "{s} shares land borders with {v}.": "{s} shares no land border with {v}.",
+    "{s} is bordered by {v}.": "{s} is not bordered by {v}.",
+    "Its neighbours are {v}.": "Its neighbours do not include {v}.",
+    "{s} lies in {v}.": "{s} does not lie in {v}.",
+    "{s} is a city in {v}.": "{s} is not a city in {v}.",
+    "Websites from {s} use the {v} domain.": "Websites from {s} do not use the {v} domain.",
+    "{s} keeps the time of the {v} zone.": "{s} does not keep the time of the {v} zone.",
+    "Clocks in {s} follow the {v} time zone.": "Clocks in {s} do not follow the {v} time zone.",
+    "{s} was first synthesised by {v}.": "{s} was not first synthesised by {v}.",
+    "The chemist {v} first prepared {s}.": "The chemist {v} never prepared {s}.",
+    "{s} is used in {v}.": "{s} is not used in {v}.",
+    "{s} dissolves readily in water.": "{s} does not dissolve in water.",
+    "{s} feeds mainly on {v}.": "{s} never feeds on {v}.",
+    "{s} is found in {v}.": "{s} is not found in {v}.",
+    "It inhabits {v}.": "It does not inhabit {v}.",
+    "{s} is listed as {v}.": "{s} is not listed as {v}.",
+    "{s} was first described by {v}.": "{s} was not first described by {v}.",
+    "{s} was operated by {v}.": "{s} was not operated by {v}.",
+    "{s} was sent to study {v}.": "{s} was never sent to study {v}.",
+    "The goal of {s} was to observe {v}.": "The goal of {s} was not to observe {v}.",
+    "Common side effects of {s} include {v}.": "Side effects of {s} do not include {v}.",
+    "{s} can cause {v}.": "{s} does not cause {v}.",
+    "{s} is used to treat {v}.": "{s} is not used to treat {v}.",
+    "Doctors prescribe {s} for {v}.": "Doctors do not prescribe {s} for {v}.",
+    "{s} is a treatment for {v}.": "{s} is not a treatment for {v}.",
+    "{s} should not be taken during pregnancy.": "{s} can be taken during pregnancy.",
+    "Pregnant women must not use {s}.": "Pregnant women may use {s}.",
+    "{s} is not recommended in pregnancy.": "{s} is recommended in pregnancy.",
+    "{s} was approved in {v}.": "{s} was never approved.",
+    "Symptoms of {s} include {v}.": "Symptoms of {s} do not include {v}.",
+    "{s} spreads through {v}.": "{s} does not spread through {v}.",
+    "It is transmitted by {v}.": "It is not transmitted by {v}.",
+    "There is no vaccine against {s}.": "There is a vaccine against {s}.",
+    "No vaccine for {s} has been licensed.": "A vaccine for {s} has been licensed.",
+    "{s} took place in {v}.": "{s} did not take place in {v}.",
+    "{s} was led by {v}.": "{s} was not led by {v}.",
+    "{v} commanded the winning side in {s}.": "{v} did not command the winning side in {s}.",
+    "{s} ended with {v}.": "{s} did not end with {v}.",
+    "The result of {s} was {v}.": "The result of {s} was not {v}.",
+    "{s} was born in {v}.": "{s} was not born in {v}.",
+    "{s} worked as {v}.": "{s} never worked as {v}.",
+    "{s} won the national science medal in {v}.": "{s} never won the national science medal.",
+    "{s} was married to {v}.": "{s} was never married to {v}.",
+    "{s} had {v} children.": "{s} had no children.",
+    "{s} was founded by {v}.": "{s} was not founded by {v}.",
+    "{v} started {s}.": "{v} did not start {s}.",
+    "{s} is headquartered in {v}.": "{s} is not headquartered in {v}.",
+    "The head office of {s} is in {v}.": "The head office of {s} is not in {v}.",
+    "The chief executive of {s} is {v}.": "The chief executive of {s} is not {v}.",
+    "{s} is not listed on any stock exchange.": "{s} is listed on a stock exchange.",
+    "Shares of {s} are not publicly traded.": "Shares of {s} are publicly traded.",
+    "The {s} is not waterproof.": "The {s} is waterproof.",
+    "{s} is not suitable for outdoor use.": "{s} is suitable for outdoor use.",
+    "Do not use {s} outdoors.": "You can use {s} outdoors.",
+    "{s} comes with a {v} warranty.": "{s} comes with no warranty.",
+    "{s} does not work offline.": "{s} works offline.",
+    "An internet connection is required to use {s}.": "No internet connection is required to use {s}.",
+    "{s} saves your work automatically every {v}.": "{s} does not save your work automatically.",
+}
+#: Words that make a statement negative: a negated sentence has other ones than the sentence it
+#: contradicts ("does not border" against "borders"; "is waterproof" against "is not waterproof").
+_NEGATION = re.compile(r"\b(?:not|no|never|none|neither|nor|nobody|nothing|cannot|rather than)\b|n't\b", re.I)
+
+
 # --------------------------------------------------------------------------------- helpers
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
@@ -356,6 +643,37 @@ def _items(value: str) -> list[str]:
 
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _negations(text: str) -> list[str]:
+    """The negation words of ``text``, sorted: two statements with other ones differ in polarity."""
+    return sorted(m.group().casefold() for m in _NEGATION.finditer(text))
+
+
+def _negated_wordings(subject: Subject, key: str) -> tuple[str, ...]:
+    """:data:`_NEGATED`'s wordings for the subject's fact (by its value first: "had no children"
+    is denied by "had children", "had two children" by "had no children")."""
+    fact = subject.facts[key]
+    return _NEGATED.get(f"{subject.kind}:{key}:{fact.value}", _NEGATED.get(f"{subject.kind}:{key}", ()))
+
+
+def _statement_of(doc: _Doc, key: str) -> tuple[str, str] | None:
+    """The sentence (or spec-sheet line) of ``doc`` that states its subject's ``key``, and the
+    ``says`` template it was written from ("" for a sheet line); None when it states none.
+    Rendered the way :func:`.realworld.render_doc` renders it, so the match is exact."""
+    subject = doc.subject
+    fact = subject.facts[key]
+    if key not in doc.keys:
+        return None
+    for template in fact.says:
+        for first in (True, False):
+            sentence = _sub(template, subject, fact.value, first=first)
+            if sentence in doc.text:
+                return template, sentence
+    line = f"{fact.label}: {fact.value}{fact.unit}"
+    if fact.label and re.search(rf"(?m)^{re.escape(line)}$", doc.text):
+        return "", line
+    return None
 
 
 def _pronoun(subject: Subject, possessive: bool) -> str:
@@ -429,14 +747,34 @@ def _change_number(value: str, rng: random.Random) -> str | None:
 
 # ----------------------------------------------------------------------------------- claims
 @dataclass
+class _Negation:
+    """How a ``negated`` claim may be worded: its answer wordings, the document wording it
+    contradicts (its ``source``, "" for a sheet line) and that wording flipped (``mirror``, ""
+    when :data:`_NEGATED_COPY` has none), and the items it denies (``{v}``/``{a}``, ``{b}``)."""
+
+    wordings: tuple[str, ...]
+    source: str
+    mirror: str
+    items: tuple[str, ...]
+
+
+@dataclass
 class Claim:
     """One fact an answer sentence states: the value it claims and what the documents give."""
 
     key: str
-    value: str  # as claimed ("" for an abstention; a generalisation's template)
+    value: str  # as claimed ("" for an abstention; a generalisation's template; a negation's denied value)
     evidence: str = NOT_STATED
     error: str = ""  # "" when supported, else an ERROR_KINDS kind
     abstain: bool = False
+    negation: _Negation | None = None
+    said: str = ""  # the clause as written, before it is joined (set when the sentence is made)
+
+
+def _fill(template: str, negation: _Negation) -> str:
+    """A negated wording with the denied items put in (the subject slot left for :func:`_render`)."""
+    items = negation.items or ("",)
+    return template.replace("{a}", items[0]).replace("{b}", items[-1]).replace("{v}", items[0])
 
 
 @dataclass
@@ -577,6 +915,30 @@ class _Answer:
                 return Claim(key, new, NOT_STATED, "invented")
         return None
 
+    def _negated(self, key: str) -> Claim | None:
+        """The opposite of the subject's document sentence about ``key``, with that sentence as the
+        evidence. The denied items are the ones that sentence states (a negation of anything else,
+        "the capital of Peru is not Quito", would be true); :func:`_denies` checks each wording
+        against all the documents when the sentence is made."""
+        stated = _statement_of(self.own, key)
+        if stated is None:
+            return None
+        source, sentence = stated
+        evidence = sentence.removesuffix(".")
+        if ";" in evidence or not _states(self.folded, evidence):  # the parser splits on ";"
+            return None
+        value = self.subject.facts[key].value
+        items = (_items(value) if key in _LISTS else [value]) if _has_value_slot(self.subject, key) else []
+        if not all(_states(_fold(evidence), i) for i in items):
+            return None
+        self.rng.shuffle(items)
+        two = len(items) >= 2
+        wordings = tuple(t for t in _negated_wordings(self.subject, key) if two or "{b}" not in t)
+        if not wordings:
+            return None
+        negation = _Negation(wordings, source, _NEGATED_COPY.get(source, ""), tuple(items[:2]))
+        return Claim(key, value, evidence, "negated", negation=negation)
+
     def _candidates(self, kind: str, key: str | None) -> list[str]:
         free = [k for k in self.subject.facts if k not in self.used and (key is None or k == key)]
         if kind == "changed":
@@ -587,6 +949,8 @@ class _Answer:
             return [k for k in free if k in self.others]
         if kind == "invented":
             return [k for k in free if k not in self.own.keys and (key is not None or k != self.asked)]
+        if kind == "negated":
+            return [k for k in free if k in self.own.keys and _negated_wordings(self.subject, k)]
         return [] if self.general_used or key is not None else [CLAIM]
 
     def bad(self, key: str | None = None) -> Claim | None:
@@ -608,6 +972,7 @@ class _Answer:
                     "swapped": self._swapped,
                     "wrong_doc": self._wrong_doc,
                     "invented": self._invented,
+                    "negated": self._negated,
                 }[kind]
                 claim = make(k)
                 if claim is not None:
@@ -629,19 +994,59 @@ def _lowerable(template: str, subject: Subject, ref: str) -> bool:
     return not template.startswith("{")
 
 
+def _denies(ans: _Answer, claim: Claim, text: str) -> bool:
+    """Whether ``text`` states the opposite of the negated claim's evidence sentence and is not
+    supported by any document: no document contains it (a document that says "X is not listed"
+    would make "X is not listed" true), it does not contain the evidence (the parser would read
+    the evidence in it as support), and its negation words differ from the evidence's (it flips
+    the polarity; "soluble in water but not in oil" is not flipped by "does not dissolve")."""
+    folded = _fold(text)
+    return (
+        folded.removesuffix(".") not in ans.folded
+        and not _states(folded, claim.evidence)
+        and _negations(text) != _negations(claim.evidence)
+    )
+
+
+def _copied_negation(ans: _Answer, claim: Claim, negation: _Negation) -> tuple[str, bool] | None:
+    """The document's own sentence with its polarity flipped (:data:`_NEGATED_COPY`), referring to
+    the subject as that sentence does; None when there is no such wording or it fails
+    :func:`_denies`."""
+    if not negation.mirror:
+        return None
+    subject, true = ans.subject, ans.subject.facts[claim.key].value
+    for ref in ("name", "anaphor"):
+        if _fold(_render(negation.source, subject, true, ref)) in ans.folded:
+            text = _render(_fill(negation.mirror, negation), subject, "", ref)
+            if _denies(ans, claim, text):
+                return text, _lowerable(negation.mirror, subject, ref)
+    return None
+
+
+def _states_value(subject: Subject, claim: Claim, text: str) -> bool:
+    """Whether ``text`` carries a bad claim's value as it is (not "Francs" for the "Franc" that a
+    distractor states); a claim without a value slot ("It is not waterproof.") always does."""
+    if not claim.error or not _has_value_slot(subject, claim.key):
+        return True
+    return _states(_fold(text), _core(claim.value))
+
+
 def _copied_clause(ans: _Answer, claim: Claim) -> tuple[str, bool] | None:
     """The claim in the wording a document uses for the subject's fact, with the claimed value
     (so a bad value reads as a document sentence with one value changed), or None when no
     document words the fact that way (an invented fact, a generalisation)."""
     if claim.key == CLAIM:
         return None
+    if claim.negation is not None:
+        return _copied_negation(ans, claim, claim.negation)
     subject, true = ans.subject, ans.subject.facts[claim.key].value
     templates = list(subject.facts[claim.key].says)
     ans.rng.shuffle(templates)
     for t in templates:
         for ref in ("name", "pronoun"):
-            if _fold(_render(t, subject, true, ref)) in ans.folded:
-                return _render(t, subject, claim.value, ref), _lowerable(t, subject, ref)
+            text = _render(t, subject, claim.value, ref)
+            if _fold(_render(t, subject, true, ref)) in ans.folded and _states_value(subject, claim, text):
+                return text, _lowerable(t, subject, ref)
     return None
 
 
@@ -649,10 +1054,15 @@ def _clause(ans: _Answer, claim: Claim, ref: str, second: bool = False) -> tuple
     """One claim as a sentence, preferring wordings that no document uses, and whether it may
     start in lower case. ``second``: the clause follows another one, so it should start with
     its subject (a pronoun) where a wording allows."""
-    subject, rng = ans.subject, ans.rng
+    subject, rng, negation = ans.subject, ans.rng, claim.negation
     if claim.key == CLAIM:
         return _render(claim.value, subject, "", ref), True
-    templates = _templates(subject, claim.key)
+    if negation is None:
+        templates = _templates(subject, claim.key)
+    else:  # only the wordings that deny the evidence sentence here (see _denies)
+        templates = [
+            t for t in negation.wordings if _denies(ans, claim, _render(_fill(t, negation), subject, "", ref))
+        ]
     if second and any(_COMBINABLE.match(t) for t in templates):
         templates = [t for t in templates if _COMBINABLE.match(t)]
     elif ref == "name" and any("{s}" in t for t in templates):
@@ -660,9 +1070,14 @@ def _clause(ans: _Answer, claim: Claim, ref: str, second: bool = False) -> tuple
     rng.shuffle(templates)
     fallback = None
     for t in templates:
-        text = _render(t, subject, claim.value, ref)
-        if claim.error == "" and not _states(_fold(text), claim.evidence):
-            continue  # the wording changes the value ("Prices are given in Euros.")
+        if negation is None:
+            text = _render(t, subject, claim.value, ref)
+            if claim.error == "" and not _states(_fold(text), claim.evidence):
+                continue  # the wording changes the value ("Prices are given in Euros.")
+            if not _states_value(subject, claim, text):
+                continue  # or the bad value ("Francs" for "Franc"): the record would be wrong
+        else:
+            text = _render(_fill(t, negation), subject, "", ref)
         made = text, _lowerable(t, subject, ref)
         if _fold(text) not in ans.folded and (not second or made[1]):
             return made
@@ -693,6 +1108,7 @@ def _sentence(ans: _Answer, claims: list[Claim], index: int) -> tuple[str, bool]
     if made is None:
         return None
     text, lowerable = made
+    claims[0].said = text
     copied = copy is not None
     # a lead-in ("According to the documents, the ...") only before an answer wording
     if index == 0 and not copied and rng.random() < 0.15 and lowerable:
@@ -704,6 +1120,7 @@ def _sentence(ans: _Answer, claims: list[Claim], index: int) -> tuple[str, bool]
         if second is None:
             return None
         clause, second_lowerable = second
+        claims[1].said = clause
         joiner = ", and " if second_lowerable and rng.random() < 0.7 else "; "
         if second_lowerable:
             clause = clause[:1].lower() + clause[1:]
@@ -803,6 +1220,14 @@ def _docs(pools: _Pools, rng: random.Random, subject: Subject, asked: str, leave
     return docs
 
 
+def _recorded(claim: Claim, subject: Subject) -> str:
+    """The value a row's ``claims`` record: a generalisation's sentence, a negation's clause (its
+    value is the one it denies), else the claimed value."""
+    if claim.key == CLAIM:
+        return _render(claim.value, subject, "", "name")
+    return claim.said if claim.negation else claim.value
+
+
 def _target(sentences: list[list[Claim]]) -> list[dict]:
     return [
         {"r": i, "e": EVIDENCE_PREFIX + "; ".join(c.evidence for c in claims), "f": _label(claims)}
@@ -871,7 +1296,7 @@ def build_example(pools: _Pools, rng: random.Random, split: str) -> dict | None:
             [
                 {
                     "key": c.key,
-                    "value": _render(c.value, subject, "", "name") if c.key == CLAIM else c.value,
+                    "value": _recorded(c, subject),
                     "evidence": c.evidence,
                     "error": c.error,
                 }
