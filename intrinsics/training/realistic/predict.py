@@ -214,23 +214,3 @@ def run_systems(
         if on_progress:
             on_progress(i + 1, len(todo))
     return out
-
-
-def run_adapter(
-    backend,
-    spec,
-    adapter_name: str,
-    adapter_key: str,
-    cases: Sequence[Case],
-    case_set: CaseSet,
-    checkpoint: Checkpoint,
-    *,
-    answers: Mapping[str, str] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    predict: Callable[..., tuple[dict[str, Any], bool]] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """:func:`run_systems` for one system."""
-    system = System(adapter_name, adapter_key, checkpoint, predict)
-    return run_systems(
-        backend, spec, {"": system}, cases, case_set, answers=answers, on_progress=on_progress
-    )[""]

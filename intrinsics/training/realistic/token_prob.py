@@ -48,7 +48,7 @@ def answer_token_probability(backend, case: Case, case_set: CaseSet, answer: str
 def token_prob_predict_case(
     backend, spec, adapter_name: str, case: Case, case_set: CaseSet, answer: str | None
 ):
-    """``(record fields, malformed)`` in the form :func:`.predict.run_adapter` stores."""
+    """``(record fields, malformed)`` in the form :func:`.predict.run_systems` stores."""
     if answer is None:
         raise ValueError(f"uncertainty case '{case.id}' needs its base answer")
     return {"score": answer_token_probability(backend, case, case_set, answer)}, False
